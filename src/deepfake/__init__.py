@@ -1,0 +1,3 @@
+"""Deepfake-video detection, from notebook to SageMaker endpoint."""
+
+__version__ = "0.1.0"
