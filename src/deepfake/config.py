@@ -91,7 +91,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return float(value)
         if hint is str:
             return str(value)
-        if origin is tuple:
+        if origin is tuple or hint is tuple:
             seq = json.loads(value) if isinstance(value, str) else value
             return tuple(seq)
     except (TypeError, ValueError) as exc:

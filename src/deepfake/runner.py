@@ -1,0 +1,320 @@
+"""``deepfake run``: the four notebooks in order, locally, the way SageMaker runs them.
+
+Each step writes ``runs/<run-id>/<step>/`` with the executed notebook, its HTML
+report and the step's outputs, plus ``step.json`` recording its cache key.
+A step whose notebook, ``src/deepfake`` code, parameters and inputs are unchanged
+since a finished run is reused (hard-linked) instead of run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deepfake import paths, steps
+from deepfake.errors import ConfigError, DataError, NotebookError, QualityGateError
+from deepfake.manifest import read_json, write_json
+from deepfake.notebook import check_parameters, run_notebook
+
+STEP_RECORD = "step.json"
+
+# Parameter profiles on top of the notebooks' own defaults. "demo" fits `make demo`
+# in minutes on 2 CPU cores; "tiny" is for tests.
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
+    "default": {},
+    "demo": {
+        "extract": {"frames_per_video": 8, "face_size": 160, "workers": 2},
+        "train": {"epochs": 5, "image_size": 160, "batch_size": 32},
+        "evaluate": {},
+    },
+    "tiny": {
+        "extract": {"frames_per_video": 3, "face_size": 64, "workers": 1},
+        "train": {"epochs": 1, "image_size": 64, "batch_size": 8, "pretrained": False},
+        "evaluate": {},
+    },
+}
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: steps.Step
+    out_dir: Path
+    cached: bool
+    seconds: float
+    html: Path | None
+
+
+def run_pipeline(
+    data_dir: str | os.PathLike[str],
+    run_id: str | None = None,
+    profile: str = "default",
+    overrides: Iterable[str] = (),
+    *,
+    force: bool = False,
+    register: bool = True,
+    group: str | None = None,
+    threshold: float | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    stream: bool = True,
+) -> int:
+    """Run every step, gate on the evaluation and register a passing model; returns the exit code."""
+    from deepfake.registry import DEFAULT_GROUP
+
+    data = paths.resolve(data_dir)
+    if not data.is_dir():
+        raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = (Path(runs_root) if runs_root else paths.runs_dir()) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides))
+    _say(f"run {run_id}: {len(steps.STEPS)} steps, data {data}, profile {profile}, folder {run_dir}")
+
+    handler = _stream_notebook_output() if stream else None
+    outcomes: list[StepOutcome] = []
+    keys: dict[str, str] = {}
+    try:
+        for i, step in enumerate(steps.STEPS, 1):
+            _say(f"[{i}/{len(steps.STEPS)}] {step.name}: {step.title} ...")
+            outcome = _run_step(step, params_by_step[step.name], run_dir, data, keys, force=force,
+                                log_output=stream)
+            outcomes.append(outcome)
+            how = "reused from cache" if outcome.cached else "done"
+            _say(f"[{i}/{len(steps.STEPS)}] {step.name}: {how} in {outcome.seconds:.1f}s")
+    except NotebookError as exc:
+        _say(f"FAILED {exc}")
+        return 1
+    finally:
+        if handler is not None:
+            logging.getLogger("papermill").removeHandler(handler)
+
+    evaluation = read_json(run_dir / "evaluate" / paths.EVALUATION)
+    summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
+               "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
+               "metrics": evaluation.get("metrics", {}), "registered": None}
+    print_metrics(evaluation)
+    code = 0
+    if register:
+        try:
+            mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
+                                   steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
+            summary["registered"] = {"group": mv.group, "version": mv.version, "status": mv.status,
+                                      "artifact": mv.artifact, "sha256": mv.sha256}
+        except QualityGateError as exc:
+            _say(f"quality gate: {exc}")
+            summary["gate_failed"] = str(exc)
+            code = 3
+    write_json(run_dir / "run.json", summary)
+    _say("reports:")
+    for name, html in summary["reports"].items():
+        _say(f"  {name:<9} {html}")
+    if summary["registered"]:
+        r = summary["registered"]
+        _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
+        _say(f"  approve it with: deepfake registry approve {r['version']} --group {r['group']}")
+    return code
+
+
+def step_parameters(data: Path, run_dir: Path, profile: str,
+                    overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every step's papermill parameters: profile, overrides, then the wiring of inputs and outputs."""
+    unknown = sorted(set(overrides) - {s.name for s in steps.STEPS})
+    if unknown:
+        raise ConfigError(f"--set names unknown step(s) {', '.join(unknown)}; steps: "
+                          f"{', '.join(s.name for s in steps.STEPS)}")
+    out: dict[str, dict[str, Any]] = {}
+    for step in steps.STEPS:
+        params: dict[str, Any] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
+        for param, source in step.inputs.items():
+            params[param] = str(data if source == steps.DATA else run_dir / source)
+        params["output_dir"] = str(run_dir / step.name)
+        out[step.name] = check_parameters(paths.notebooks_dir() / step.notebook, params)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``train.epochs=3`` -> ``{"train": {"epochs": "3"}}`` (typed later against the notebook)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        step_name, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            raise ConfigError(f"--set {item!r} is not STEP.PARAM=VALUE (e.g. train.epochs=3)")
+        out.setdefault(step_name, {})[param] = value
+    return out
+
+
+def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, threshold: float,
+                      run_id: str):
+    """The quality gate of the pipeline: register only a model whose metric reaches the threshold."""
+    from deepfake.registry import LocalRegistry
+
+    value = evaluation.get("metrics", {}).get(steps.GATE_METRIC)
+    if not isinstance(value, (int, float)):
+        raise QualityGateError(f"{steps.GATE_METRIC} is missing or undefined in evaluation.json "
+                               f"({value!r}); model not registered")
+    if value < threshold:
+        raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
+                               "model not registered")
+    artifact = run_dir / "train" / "model.tar.gz"
+    mv = LocalRegistry().register(
+        group, artifact, evaluation["metrics"],
+        source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),
+                "report": str(run_dir / "evaluate" / "04_evaluate.html")},
+    )
+    _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
+    return mv
+
+
+def print_metrics(evaluation: Mapping[str, Any]) -> None:
+    metrics = evaluation.get("metrics", {})
+    _say("metrics (test split):")
+    for level in ("video", "frame"):
+        row = {k[len(level) + 1:]: v for k, v in metrics.items() if k.startswith(level + "_")}
+        if row:
+            cells = "  ".join(f"{k}={_fmt(v)}" for k, v in row.items())
+            _say(f"  {level:<6} {cells}")
+    counts = evaluation.get("counts", {})
+    if counts:
+        _say("  counts " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Path,
+              keys: dict[str, str], *, force: bool, log_output: bool) -> StepOutcome:
+    notebook = paths.notebooks_dir() / step.notebook
+    out_dir = run_dir / step.name
+    key = cache_key(step, notebook, params, data, keys)
+    keys[step.name] = key
+    started = time.perf_counter()
+    if not force:
+        cached = _find_cached(key, run_dir.parent)
+        if cached is not None:
+            if cached.resolve() != out_dir.resolve():
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
+                _retarget(out_dir, params)
+            return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook))
+    record = out_dir / STEP_RECORD
+    record.unlink(missing_ok=True)
+    result = run_notebook(notebook, out_dir, params, step=step.name, hide_code=step.hide_code,
+                          log_output=log_output)
+    seconds = time.perf_counter() - started
+    write_json(record, {"step": step.name, "key": key, "status": "finished", "seconds": round(seconds, 2),
+                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "notebook": step.notebook, "parameters": params})
+    return StepOutcome(step, out_dir, False, seconds, result.html)
+
+
+def cache_key(step: steps.Step, notebook: Path, params: Mapping[str, Any], data: Path,
+              upstream_keys: Mapping[str, str]) -> str:
+    """Content hash of the notebook, the package code, the parameters and the inputs."""
+    h = hashlib.sha256()
+    h.update(notebook.read_bytes())
+    h.update(code_fingerprint().encode())
+    wired = set(step.inputs) | {"output_dir"}
+    h.update(json.dumps({k: v for k, v in params.items() if k not in wired}, sort_keys=True).encode())
+    for param, source in sorted(step.inputs.items()):
+        h.update(param.encode())
+        h.update((data_fingerprint(data) if source == steps.DATA else upstream_keys[source]).encode())
+    return h.hexdigest()
+
+
+def code_fingerprint() -> str:
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(str(path.relative_to(pkg)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+_DATA_FINGERPRINTS: dict[str, str] = {}
+
+
+def data_fingerprint(data: Path) -> str:
+    """Names, sizes and the first 64 KiB of every file: content-sensitive, fast on large datasets."""
+    if str(data) in _DATA_FINGERPRINTS:
+        return _DATA_FINGERPRINTS[str(data)]
+    h = hashlib.sha256()
+    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(data)).encode())
+        h.update(str(path.stat().st_size).encode())
+        with open(path, "rb") as fh:
+            h.update(fh.read(1 << 16))
+    _DATA_FINGERPRINTS[str(data)] = h.hexdigest()
+    return _DATA_FINGERPRINTS[str(data)]
+
+
+def _find_cached(key: str, runs_root: Path) -> Path | None:
+    if not runs_root.is_dir():
+        return None
+    for record in sorted(runs_root.glob(f"*/*/{STEP_RECORD}"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            info = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("key") == key and info.get("status") == "finished":
+            return record.parent
+    return None
+
+
+def _retarget(out_dir: Path, params: Mapping[str, Any]) -> None:
+    """A reused step's record names the run that now holds it."""
+    record = out_dir / STEP_RECORD
+    info = json.loads(record.read_text())
+    info["cached_from"] = info.get("cached_from") or info["parameters"].get("output_dir")
+    info["parameters"] = dict(params)
+    record.unlink()
+    write_json(record, info)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _html(out_dir: Path, notebook: Path) -> Path | None:
+    html = out_dir / (notebook.stem + ".html")
+    return html if html.is_file() else None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+class _NotebookOutput(logging.Filter):
+    """Only what cells print (progress lines), not papermill's own cell bookkeeping."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not msg.startswith(("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
+                                   "Output Notebook", "Kernel"))
+
+
+def _stream_notebook_output() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    handler.addFilter(_NotebookOutput())
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+

@@ -1,0 +1,29 @@
+import json
+
+import pandas as pd
+import pytest
+
+from deepfake.errors import ManifestError
+from deepfake.manifest import read_manifest, read_sidecar, sha256_file, write_manifest
+
+
+def test_manifest_round_trip_with_sidecar(tmp_path):
+    src = tmp_path / "input.bin"
+    src.write_bytes(b"abc")
+    df = pd.DataFrame({"video_id": ["a", "b"], "label": [0, 1], "box": ["[1, 2, 3, 4]", ""]})
+    path = write_manifest(df, tmp_path / "out" / "faces.csv", config={"margin": 0.3}, inputs=[src])
+    back = read_manifest(path, required=["video_id", "label"])
+    assert back["video_id"].tolist() == ["a", "b"] and back["label"].tolist() == [0, 1]
+    meta = read_sidecar(path)
+    assert meta["rows"] == 2 and meta["config"] == {"margin": 0.3}
+    assert meta["inputs"] == {str(src): sha256_file(src)}
+    assert not list((tmp_path / "out").glob(".*tmp"))
+
+
+def test_missing_columns_and_files_are_named(tmp_path):
+    path = write_manifest(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    with pytest.raises(ManifestError, match="lacks column.*video_id"):
+        read_manifest(path, required=["video_id"])
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(tmp_path / "nope.csv")
+    assert json.loads((tmp_path / "t.json").read_text())["columns"] == ["a"]

@@ -1,0 +1,53 @@
+import pytest
+
+from deepfake.cli import main
+from deepfake.errors import RegistryError
+from deepfake.registry import LocalRegistry
+
+
+@pytest.fixture()
+def artifact(tmp_path):
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(b"model bytes")
+    return path
+
+
+def test_versions_start_pending_and_latest_approved_wins(tmp_path, artifact):
+    reg = LocalRegistry(tmp_path / "reg")
+    v1 = reg.register("g", artifact, {"video_auc": 0.91})
+    v2 = reg.register("g", artifact, {"video_auc": 0.95})
+    assert (v1.version, v2.version) == (1, 2)
+    assert v1.status == "PendingManualApproval"
+    with pytest.raises(RegistryError, match="no approved version"):
+        reg.latest_approved("g")
+    reg.approve("g", 1)
+    assert reg.latest_approved("g").version == 1
+    reg.approve("g", 2)
+    reg.reject("g", 2)
+    latest = reg.latest_approved("g")
+    assert latest.version == 1 and latest.sha256 and latest.metrics["video_auc"] == 0.91
+
+
+def test_tampered_artifact_and_unknown_version_are_errors(tmp_path, artifact):
+    reg = LocalRegistry(tmp_path / "reg")
+    mv = reg.register("g", artifact, {})
+    reg.approve("g", mv.version)
+    with open(mv.artifact, "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(RegistryError, match="sha256"):
+        reg.latest_approved("g")
+    with pytest.raises(RegistryError, match="no version 7"):
+        reg.approve("g", 7)
+    with pytest.raises(RegistryError, match="no such file"):
+        reg.register("g", tmp_path / "missing.tar.gz", {})
+
+
+def test_cli_list_approve_reject(tmp_path, artifact, monkeypatch, capsys):
+    monkeypatch.setenv("DEEPFAKE_REGISTRY", str(tmp_path / "reg"))
+    LocalRegistry().register("deepfake-detector", artifact, {"video_auc": 0.93})
+    assert main(["registry", "approve", "1"]) == 0
+    assert main(["registry", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Approved" in out and "0.9300" in out
+    assert main(["registry", "reject", "5"]) == 2
+    assert "no version 5" in capsys.readouterr().err
