@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
     return run_pipeline(
         data_dir=args.data, run_id=args.run_id, profile=args.profile, overrides=args.set,
-        force=args.force, register=not args.no_register,
+        force=args.force, register=not args.no_register, group=args.group, threshold=args.threshold,
     )
 
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a notebook parameter, e.g. train.epochs=3")
     p.add_argument("--force", action="store_true", help="rerun every step even if cached")
     p.add_argument("--no-register", action="store_true", help="skip the quality gate and registration")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="quality gate threshold on the gate metric (default: steps.GATE_THRESHOLD)")
+    p.add_argument("--group", default=None, help="model package group to register in")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("registry", help="list, approve or reject registered model versions")

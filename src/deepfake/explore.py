@@ -130,7 +130,7 @@ def check_trainable(videos: pd.DataFrame) -> None:
 
 def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                 config: ExploreConfig) -> Exploration:
-    """The whole stage: writes videos.csv, probes.csv and data_profile.json, then checks trainability."""
+    """Writes videos.csv, probes.csv and data_profile.json; the notebook calls check_trainable last."""
     out = paths.ensure_dir(output_dir)
     videos = build_videos_table(data_dir, config)
     probes = probe_videos(videos, data_dir, config.probe_videos, config.seed)
@@ -139,7 +139,6 @@ def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[
                    extra={"data_dir": str(paths.resolve(data_dir))})
     write_manifest(probes, out / "probes.csv", config=config.to_dict())
     write_json(out / paths.DATA_PROFILE, profile)
-    check_trainable(videos)
     return Exploration(videos, probes, profile)
 
 

@@ -30,9 +30,14 @@ def problems(path: Path) -> list[str]:
     if len(tagged) != 1:
         found.append(f"has {len(tagged)} cells tagged 'parameters'; exactly one is required")
     else:
+        import papermill
+
+        seen = set(papermill.inspect_notebook(str(path)))
         for line in tagged[0].source.splitlines():
             if line.strip() and not line.lstrip().startswith("#") and not re.match(PARAM_LINE, line):
                 found.append(f"parameter line not written 'name: type = value  # help': {line!r}")
+            elif re.match(PARAM_LINE, line) and line.split(":")[0] not in seen:
+                found.append(f"papermill does not see parameter {line.split(':')[0]!r} (avoid ' = ' in its help)")
     for i, cell in enumerate(code):
         try:
             tree = ast.parse(cell.source)

@@ -59,7 +59,7 @@ def demo_data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    return project_dir() / "runs"
+    return Path(os.environ.get("DEEPFAKE_RUNS", project_dir() / "runs"))
 
 
 def registry_dir() -> Path:

@@ -39,7 +39,7 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     },
     "tiny": {
         "extract": {"frames_per_video": 3, "face_size": 64, "workers": 1},
-        "train": {"epochs": 1, "image_size": 64, "batch_size": 8, "pretrained": False},
+        "train": {"epochs": 1, "image_size": 64, "batch_size": 8},
         "evaluate": {},
     },
 }
