@@ -44,8 +44,8 @@ def sample_frames(videos: pd.DataFrame, data_dir: str | os.PathLike[str], n: int
     from deepfake.video import sample_frames as sample
 
     root = paths.resolve(data_dir)
-    picks = videos.groupby("label", group_keys=False).apply(
-        lambda g: g.sample(min(len(g), max(1, n // 2)), random_state=seed))
+    per_label = max(1, n // 2)
+    picks = pd.concat([g.sample(min(len(g), per_label), random_state=seed) for _, g in videos.groupby("label")])
     frames, titles = [], []
     for row in picks.head(n).itertuples(index=False):
         try:

@@ -304,9 +304,11 @@ class _NotebookOutput(logging.Filter):
     """Only what cells print (progress lines), not papermill's own cell bookkeeping."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
+        msg = record.getMessage().strip()
+        if not msg or msg.count("\n") > 0 or msg.startswith(("<", "{", "[", "Empty DataFrame")):
+            return False  # tables, figures and dicts belong in the report, not the log
         return not msg.startswith(("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
-                                   "Output Notebook", "Kernel"))
+                                   "Output Notebook", "Kernel", "Working directory"))
 
 
 def _stream_notebook_output() -> logging.Handler:
