@@ -61,9 +61,10 @@ def build_videos_table(data_dir: str | os.PathLike[str], config: ExploreConfig) 
 def probe_videos(videos: pd.DataFrame, data_dir: str | os.PathLike[str], limit: int = 200,
                  seed: int = 0) -> pd.DataFrame:
     """Duration, size and fps of up to ``limit`` videos (a seeded sample); failures are kept as rows."""
+    from deepfake.catalogs import dataset_root
     from deepfake.video import probe
 
-    root = paths.resolve(data_dir)
+    root = dataset_root(data_dir)
     sample = videos if limit == 0 or len(videos) <= limit else videos.sample(limit, random_state=seed)
     rows = []
     for row in sample.itertuples(index=False):

@@ -91,6 +91,10 @@ def write_manifest(
     return path
 
 
+# Identity and text columns: read as strings, so an id like FF++ "000" stays "000" and an empty split is "".
+TEXT_COLUMNS = ("video_id", "original_id", "path", "manipulation", "split", "status", "reason", "box")
+
+
 def read_manifest(path: str | os.PathLike[str], required: Iterable[str] = ()) -> pd.DataFrame:
     """Read a manifest table, checking that the ``required`` columns are there."""
     path = Path(path)
@@ -99,9 +103,12 @@ def read_manifest(path: str | os.PathLike[str], required: Iterable[str] = ()) ->
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run the stage that writes it first")
     try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(f"manifest {path} cannot be read: {exc}") from exc
+    for col in TEXT_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].fillna("").astype(str)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ManifestError(f"manifest {path} lacks column(s) {', '.join(missing)}; has {', '.join(df.columns)}")

@@ -40,10 +40,11 @@ def videos_without_faces(faces: pd.DataFrame) -> pd.DataFrame:
 def sample_frames(videos: pd.DataFrame, data_dir: str | os.PathLike[str], n: int = 8, seed: int = 0,
                   ) -> tuple[list[np.ndarray], list[str]]:
     """One middle frame of ``n`` videos (both labels when present), with captions."""
+    from deepfake.catalogs import dataset_root
     from deepfake.errors import VideoDecodeError
     from deepfake.video import sample_frames as sample
 
-    root = paths.resolve(data_dir)
+    root = dataset_root(data_dir)
     per_label = max(1, n // 2)
     picks = pd.concat([g.sample(min(len(g), per_label), random_state=seed) for _, g in videos.groupby("label")])
     frames, titles = [], []

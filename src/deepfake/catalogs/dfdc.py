@@ -86,13 +86,13 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
 
     rel_paths = [relpath(part / name, root) for part, name, _, _ in entries]
     ids = unique_ids(rel_paths)
-    by_part = {(part, name): vid for (part, name, _, _), vid in zip(entries, ids)}
+    by_part = {(part, name): vid for (part, name, _, _), vid in zip(entries, ids, strict=True)}
     by_name: dict[str, str] = {}
-    for (_, name, _, _), vid in zip(entries, ids):
+    for (_, name, _, _), vid in zip(entries, ids, strict=True):
         by_name.setdefault(name, vid)
 
     rows = []
-    for (part, name, info, meta), path, vid in zip(entries, rel_paths, ids):
+    for (part, name, info, meta), path, vid in zip(entries, rel_paths, ids, strict=True):
         label = _label(info.get("label"), meta, name)
         if label == LABELS["real"]:
             original_id, manipulation = vid, NO_MANIPULATION

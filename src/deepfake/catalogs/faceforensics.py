@@ -121,7 +121,8 @@ def load(root: Path, *, compression: str = DEFAULT_COMPRESSION) -> pd.DataFrame:
     """The videos table of one compression level of an FF++ folder."""
     sequences = _sequence_dirs(root)
     if not sequences:
-        raise CatalogError(f"{root} has neither {ORIGINALS}/{{{','.join(SOURCES)}}} nor {MANIPULATED}/<method>; "
+        raise CatalogError(f"{root} has neither {ORIGINALS}/{{{','.join(SOURCES)}}} "
+                           f"nor {MANIPULATED}/<method>; "
                            "point at the folder the FF++ download script wrote")
     available = compressions(root)
     if compression not in available:

@@ -101,7 +101,8 @@ def normalize_split(value: Any, where: str) -> str:
     if text == "":
         return ""
     if text not in _SPLIT_ALIASES:
-        raise CatalogError(f"{where}: unknown split {value!r}; use one of {', '.join(SPLITS)} or leave it empty")
+        raise CatalogError(f"{where}: unknown split {value!r}; "
+                           f"use one of {', '.join(SPLITS)} or leave it empty")
     return _SPLIT_ALIASES[text]
 
 

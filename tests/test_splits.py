@@ -1,0 +1,175 @@
+"""Splits grouped by original video, and the leak check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake.catalogs import load_catalog
+from deepfake.errors import ConfigError, DataError, SplitLeakError
+from deepfake.manifest import read_manifest, write_manifest
+from deepfake.splits import check_leaks, ensure_splits, split_summary
+
+
+def table(groups: list[tuple[str, int, int]], split: str = "") -> pd.DataFrame:
+    """Rows for groups given as (original id, has a real video, number of fakes)."""
+    rows = []
+    for original, has_real, fakes in groups:
+        if has_real:
+            rows.append({"video_id": original, "path": f"{original}.mp4", "label": 0, "original_id": original,
+                         "manipulation": "none", "split": split})
+        for k in range(fakes):
+            vid = f"{original}_f{k}"
+            rows.append({"video_id": vid, "path": f"{vid}.mp4", "label": 1, "original_id": original,
+                         "manipulation": "x", "split": split})
+    return pd.DataFrame(rows)
+
+
+def random_table(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(6, 120))
+    return table([(f"g{i:03d}", int(rng.random() < 0.85), int(rng.integers(0, 6))) for i in range(n)])
+
+
+def splits_of_groups(df: pd.DataFrame) -> pd.Series:
+    return df.groupby("original_id")["split"].nunique()
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_tables_keep_groups_whole(seed):
+    df = random_table(seed)
+    out = ensure_splits(df, seed=seed)
+    assert (splits_of_groups(out) == 1).all()
+    assert set(out["split"]) <= {"train", "val", "test"} and (out["split"] != "").all()
+    check_leaks(out)
+    # every split gets each label whenever that label has a group per split
+    for label in (0, 1):
+        if df.loc[df["label"] == label, "original_id"].nunique() >= 3:
+            assert set(out.loc[out["label"] == label, "split"]) == {"train", "val", "test"}, label
+    # the input is untouched, rows keep their order
+    assert (df["split"] == "").all() and list(out["video_id"]) == list(df["video_id"])
+
+
+def test_large_table_follows_the_fractions_per_label():
+    df = table([(f"g{i:04d}", 1, i % 7) for i in range(1500)])
+    out = ensure_splits(df, val_fraction=0.1, test_fraction=0.3)
+    shares = pd.crosstab(out["split"], out["label"], normalize="columns")
+    np.testing.assert_allclose(shares.loc[["train", "val", "test"]].to_numpy(),
+                               [[0.6, 0.6], [0.1, 0.1], [0.3, 0.3]], atol=0.01)
+
+
+def test_tiny_dataset_of_six_groups_gets_both_labels_in_every_split():
+    out = ensure_splits(table([(f"o{i}", 1, 1) for i in range(6)]))
+    assert pd.crosstab(out["split"], out["label"]).gt(0).all().all()
+    singles = table([(f"r{i}", 1, 0) for i in range(3)] + [(f"f{i}", 0, 1) for i in range(3)])
+    out = ensure_splits(singles)
+    assert pd.crosstab(out["split"], out["label"]).shape == (3, 2)
+    assert pd.crosstab(out["split"], out["label"]).gt(0).all().all()
+
+
+def test_same_seed_same_splits_whatever_the_row_order():
+    df = random_table(99)
+    a = ensure_splits(df, seed=3)
+    b = ensure_splits(df.sample(frac=1, random_state=1), seed=3).loc[a.index]
+    pd.testing.assert_series_equal(a["split"], b["split"])
+    c = ensure_splits(df, seed=4)
+    assert not a["split"].equals(c["split"])
+
+
+def test_given_train_and_test_are_kept_and_the_rest_filled_by_group():
+    df = table([("a", 1, 2), ("b", 1, 1), ("c", 1, 1), ("d", 1, 1), ("e", 1, 1), ("f", 1, 1)])
+    df.loc[df["original_id"] == "a", "split"] = "train"
+    df.loc[df["video_id"] == "b", "split"] = "test"  # only the real: its fake follows
+    out = ensure_splits(df)
+    assert set(out.loc[out["original_id"] == "a", "split"]) == {"train"}
+    assert set(out.loc[out["original_id"] == "b", "split"]) == {"test"}
+    assert (out["split"] != "").all()
+    check_leaks(out)
+
+
+def test_a_published_test_set_alone_is_kept(tmp_path):
+    """Celeb-DF names only its test videos: they stay in test, the rest go to train and val."""
+    df = table([(f"g{i}", 1, 2) for i in range(12)])
+    df.loc[df["original_id"].isin(["g0", "g1", "g2"]), "split"] = "test"
+    out = ensure_splits(df, seed=5)
+    assert set(out.loc[out["original_id"].isin(["g0", "g1", "g2"]), "split"]) == {"test"}
+    assert set(out.loc[~out["original_id"].isin(["g0", "g1", "g2"]), "split"]) == {"train", "val"}
+
+
+def test_train_only_splits_are_reassigned():
+    """DFDC training parts all say "train": that cannot evaluate a model, so every group is assigned."""
+    df = table([(f"g{i}", 1, 3) for i in range(20)], split="train")
+    out = ensure_splits(df)
+    assert set(out["split"]) == {"train", "val", "test"}
+    assert (splits_of_groups(out) == 1).all()
+
+
+def test_given_splits_that_leak_are_refused():
+    df = table([("a", 1, 1), ("b", 1, 1)])
+    df["split"] = ["train", "test", "test", "train"]
+    with pytest.raises(SplitLeakError):
+        ensure_splits(df)
+
+
+def test_check_leaks_names_the_original_and_its_splits():
+    df = table([("000", 1, 2), ("001", 1, 1)])
+    df["split"] = ["train", "train", "test", "val", "val"]
+    with pytest.raises(SplitLeakError,
+                       match=r"1 original video\(s\) straddle splits.*000 in test, train") as err:
+        check_leaks(df)
+    assert err.value.leaks == {"000": ["test", "train"]}
+    df.loc[2, "split"] = "train"
+    check_leaks(df)
+
+
+def test_empty_splits_are_no_leak_and_survive_a_csv_round_trip(tmp_path):
+    df = table([("a", 1, 1), ("b", 1, 1)])
+    df.loc[0, "split"] = "train"
+    check_leaks(df)
+    write_manifest(df, tmp_path / "videos.csv")
+    back = read_manifest(tmp_path / "videos.csv")
+    assert (back["split"] == "").sum() == 3  # text columns read back as strings, empty split as ""
+    out = ensure_splits(back)
+    assert (out["split"] != "").all() and (splits_of_groups(out) == 1).all()
+
+
+def test_on_a_catalog_table(tmp_path):
+    for name in ("real/a.mp4", "real/b.mp4", "real/c.mp4", "fake/d.mp4", "fake/e.mp4", "fake/f.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"\0")
+    out = ensure_splits(load_catalog("folders", tmp_path))
+    assert pd.crosstab(out["split"], out["label"]).gt(0).all().all()
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.5, 0.5), (0.2, 1.0)])
+def test_bad_fractions(val, test):
+    with pytest.raises(ConfigError, match=f"val_fraction={val} and test_fraction={test}"):
+        ensure_splits(table([("a", 1, 1)]), val_fraction=val, test_fraction=test)
+
+
+def test_zero_val_fraction_makes_no_val_split():
+    out = ensure_splits(table([(f"g{i}", 1, 1) for i in range(10)]), val_fraction=0)
+    assert set(out["split"]) == {"train", "test"}
+
+
+def test_bad_tables():
+    with pytest.raises(DataError, match="lacks column.*original_id"):
+        ensure_splits(pd.DataFrame({"label": [0], "split": [""]}))
+    df = table([("a", 1, 1)])
+    df["split"] = ["train", "holdout"]
+    with pytest.raises(DataError, match="unknown split value.*'holdout'"):
+        ensure_splits(df)
+    df = table([("a", 1, 1)])
+    df["label"] = [0, 2]
+    with pytest.raises(DataError, match="labels must be 0 .* or 1"):
+        ensure_splits(df)
+
+
+def test_split_summary_counts_by_split_and_label():
+    df = table([("a", 1, 2), ("b", 1, 0)])
+    df["split"] = ["train", "train", "train", ""]
+    summary = split_summary(df)
+    assert list(summary.index) == ["train", "(none)", "total"]
+    assert summary.loc["train"].to_dict() == {"real": 1, "fake": 2, "total": 3, "originals": 1}
+    assert summary.loc["total"].to_dict() == {"real": 2, "fake": 2, "total": 4, "originals": 2}
