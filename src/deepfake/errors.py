@@ -27,6 +27,10 @@ class CatalogError(DataError):
 class SplitLeakError(DataError):
     """A fake and its source video (or two videos of one source) straddle splits."""
 
+    def __init__(self, message: str, leaks: dict[str, list[str]] | None = None) -> None:
+        self.leaks = dict(leaks or {})   # original_id -> the splits it appears in
+        super().__init__(message)
+
 
 class ManifestError(DataError):
     """A manifest is missing, unreadable or lacks required columns."""

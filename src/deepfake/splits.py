@@ -168,11 +168,10 @@ def check_leaks(df: pd.DataFrame) -> None:
     if len(leaks):
         shown = "; ".join(f"{g} in {', '.join(s)}" for g, s in leaks.head(10).items())
         more = f" and {len(leaks) - 10} more" if len(leaks) > 10 else ""
-        error = SplitLeakError(
+        raise SplitLeakError(
             f"{len(leaks)} original video(s) straddle splits, so test scores would measure memory: "
-            f"{shown}{more}. Keep each original with its fakes in one split (ensure_splits does)")
-        error.leaks = {str(g): list(s) for g, s in leaks.items()}
-        raise error
+            f"{shown}{more}. Keep each original with its fakes in one split (ensure_splits does)",
+            leaks={str(g): list(s) for g, s in leaks.items()})
 
 
 def split_summary(df: pd.DataFrame) -> pd.DataFrame:
