@@ -1,0 +1,307 @@
+"""Evaluation on a faces folder generated in the test: crops on disk, faces.csv, read_faces.
+
+Most tests score with :class:`Brightness`, a real scorer whose output is a
+known function of the pixels (mean brightness), so every metric has a value
+the test can compute independently; one test runs the real model artifact.
+"""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfake import metrics, paths
+from deepfake.aggregate import available
+from deepfake.dataset import read_rgb
+from deepfake.errors import ConfigError, DataError, ImageDecodeError, ManifestError, ModelError
+from deepfake.evaluate import (
+    SCHEMA_VERSION,
+    EvalConfig,
+    evaluate,
+    frame_predictions,
+    read_evaluation,
+    score_faces,
+    validate_evaluation,
+)
+from deepfake.extract import FACES_COLUMNS, read_faces
+from deepfake.manifest import read_manifest, read_sidecar, write_manifest
+
+FRAMES = (0, 8, 16)
+UNSCORED = {"broken": ("decode_error", "moov atom not found"), "blank": ("no_face", "no face in 3 sampled frames")}
+
+
+class Brightness:
+    """Scores a crop by its mean brightness: bright crops are 'fake'. Records its batch sizes."""
+
+    version = "brightness-1"
+
+    def __init__(self):
+        self.batches = []
+
+    def predict_crops(self, crops):
+        self.batches.append(len(crops))
+        return np.array([float(c.mean()) / 255.0 for c in crops])
+
+
+def _face_row(video_id, label, manipulation, split, frame_idx=-1, face_idx=-1, path="", status="ok", reason=""):
+    return {"video_id": video_id, "original_id": f"orig_{video_id}", "label": label, "manipulation": manipulation,
+            "split": split, "frame_idx": frame_idx, "face_idx": face_idx,
+            "box": "[0, 0, 24, 24]" if status == "ok" else "", "score": 0.99 if status == "ok" else float("nan"),
+            "path": path, "status": status, "reason": reason}
+
+
+def _crop(folder, name, level, rng):
+    """A 24x24 crop around brightness ``level`` with some texture; returns its path relative to ``folder``."""
+    pixels = np.clip(level + rng.integers(-20, 21, (24, 24, 3)), 0, 255).astype(np.uint8)
+    rel = f"{paths.CROPS_DIR}/{name}.png"
+    (folder / paths.CROPS_DIR).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / rel), pixels)
+    return rel
+
+
+def make_faces(folder, *, reals=4, fakes=("swap", "swap", "reenact", "reenact"), dark=70, bright=180):
+    """A faces folder: test reals and fakes (3 frames, one frame of one fake with 2 faces),
+    two unscored test videos, one train video. Returns the table of read_faces."""
+    rng = np.random.default_rng(0)
+    rows = []
+    videos = [(f"real{i}", 0, "none") for i in range(reals)]
+    videos += [(f"fake{i}", 1, m) for i, m in enumerate(fakes)]
+    for n, (video_id, label, manipulation) in enumerate(videos):
+        for frame in FRAMES:
+            level = (bright if label else dark) + 5 * n + frame
+            rows.append(_face_row(video_id, label, manipulation, "test", frame, 0,
+                                  _crop(folder, f"{video_id}_{frame}_0", level, rng)))
+            if video_id == "fake1" and frame == 8:    # a second, brighter face in this frame
+                rows.append(_face_row(video_id, label, manipulation, "test", frame, 1,
+                                      _crop(folder, f"{video_id}_{frame}_1", 250, rng)))
+    for video_id, (status, reason) in UNSCORED.items():
+        rows.append(_face_row(video_id, 1, "swap", "test", status=status, reason=reason))
+    rows.append(_face_row("train0", 1, "swap", "train", 0, 0, _crop(folder, "train0_0_0", 200, rng)))
+    write_manifest(pd.DataFrame(rows, columns=FACES_COLUMNS), folder / paths.FACES_MANIFEST)
+    return read_faces(folder)
+
+
+@pytest.fixture()
+def faces(tmp_path):
+    return make_faces(tmp_path / "faces")
+
+
+def _strict_json(path):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_score_faces_scores_every_face_in_batches(faces):
+    scorer = Brightness()
+    preds = score_faces(scorer, faces, batch_size=5)
+    ok = faces[faces["status"] == "ok"]
+    assert len(preds) == len(ok) and sum(scorer.batches) == len(ok)
+    assert max(scorer.batches) == 5
+    assert list(preds.columns[:6]) == ["video_id", "frame_idx", "face_idx", "label", "manipulation", "original_id"]
+    expected = [read_rgb(p).mean() / 255.0 for p in ok["abs_path"]]
+    np.testing.assert_allclose(preds["p_fake"], expected)
+    assert not set(UNSCORED) & set(preds["video_id"])
+
+
+def test_frame_score_is_the_max_over_faces(faces):
+    preds = score_faces(Brightness(), faces)
+    frames = frame_predictions(preds)
+    two = frames[(frames["video_id"] == "fake1") & (frames["frame_idx"] == 8)].iloc[0]
+    faces_there = preds[(preds["video_id"] == "fake1") & (preds["frame_idx"] == 8)]
+    assert two["n_faces"] == 2 and two["face_idx"] == 1
+    assert two["p_fake"] == faces_there["p_fake"].max()
+    assert len(frames) == len(preds) - 1
+
+
+def test_evaluate_end_to_end(faces, tmp_path):
+    out = tmp_path / "eval"
+    config = EvalConfig(batch_size=7, n_worst=3)
+    ev = evaluate(Brightness(), faces, out, config, model_path="somewhere/model")
+
+    on_disk = _strict_json(out / paths.EVALUATION)
+    assert on_disk == json.loads(json.dumps(ev))
+    assert read_evaluation(out) == on_disk
+    assert ev["schema_version"] == SCHEMA_VERSION
+    assert ev["model"] == {"version": "brightness-1", "path": "somewhere/model"}
+    assert (ev["split"], ev["aggregation"], ev["threshold"]) == ("test", "mean", 0.5)
+
+    frames = read_manifest(out / paths.FRAME_PREDICTIONS)
+    videos = read_manifest(out / paths.VIDEO_PREDICTIONS)
+    assert read_sidecar(out / paths.VIDEO_PREDICTIONS)["config"] == config.to_dict()
+    # Unscored and train videos are in neither table; every scored video is in both.
+    scored = {f"real{i}" for i in range(4)} | {f"fake{i}" for i in range(4)}
+    assert set(videos["video_id"]) == scored and set(frames["video_id"]) == scored
+    assert len(frames) == 8 * len(FRAMES)
+
+    # Metrics recomputed independently from the tables.
+    m = ev["metrics"]
+    assert m["video_auc"] == 1.0 and m["frame_auc"] == 1.0 and m["video_eer"] == 0.0
+    assert m["video_log_loss"] == pytest.approx(metrics.log_loss(videos["label"], videos["p_fake"]))
+    assert m["frame_ece"] == pytest.approx(metrics.expected_calibration_error(frames["label"], frames["p_fake"]))
+    means = frames.groupby("video_id")["p_fake"].mean()
+    np.testing.assert_allclose(videos.set_index("video_id")["p_fake"], means.loc[videos["video_id"]])
+    assert all(isinstance(v, float) or v is None for v in m.values())
+    assert ev["undefined_metrics"] == {}
+
+    assert set(ev["by_aggregation"]) == set(available())
+    assert ev["by_aggregation"]["mean"]["auc"] == m["video_auc"]
+    for name in available():
+        assert f"p_fake_{name}" in videos.columns
+
+    assert ev["counts"] == {
+        "videos_total": 10, "videos_scored": 8, "videos_unscored": 2, "videos_failed": 1, "videos_no_face": 1,
+        "videos_other_status": 0, "real_videos": 4, "fake_videos": 4, "frames_scored": 24, "faces_scored": 25,
+    }
+    assert ev["unscored_videos"] == [
+        {"video_id": "blank", "status": "no_face", "reason": UNSCORED["blank"][1]},
+        {"video_id": "broken", "status": "decode_error", "reason": UNSCORED["broken"][1]},
+    ]
+
+    rows = {r["manipulation"]: r for r in ev["per_manipulation"]}
+    assert [r["manipulation"] for r in ev["per_manipulation"]] == ["none", "reenact", "swap"]
+    assert rows["swap"]["n_videos"] == 2 and rows["swap"]["auc"] == 1.0 and rows["swap"]["accuracy"] == 1.0
+    assert rows["none"]["auc"] is None and rows["none"]["undefined"]["auc"]
+
+    bcm = ev["binary_classification_metrics"]
+    assert bcm["confusion_matrix"] == {"0": {"0": 4, "1": 0}, "1": {"0": 0, "1": 4}}
+    assert bcm["auc"] == {"value": 1.0, "standard_deviation": "NaN"}
+    roc = bcm["receiver_operating_characteristic_curve"]
+    assert roc["false_positive_rates"][0] == 0.0 and roc["true_positive_rates"][-1] == 1.0
+    assert ev["worst_errors"] == []
+
+
+def test_threshold_and_worst_errors(faces, tmp_path):
+    # At threshold 0.95 the bright fakes (p ~0.75-0.9) are called real: all fakes are errors.
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(threshold=0.95, n_worst=3))
+    assert ev["metrics"]["video_recall"] == 0.0 and ev["metrics"]["video_precision"] is None
+    assert "video_precision" in ev["undefined_metrics"]
+    assert "precision" not in ev["binary_classification_metrics"]
+    worst = ev["worst_errors"]
+    assert len(worst) == 3 and all(w["label"] == 1 for w in worst)
+    assert [w["p_fake"] for w in worst] == sorted(w["p_fake"] for w in worst)   # least fake-looking fake first
+    assert ev["metrics"]["video_auc"] == 1.0      # ranking does not depend on the threshold
+
+
+def test_headline_aggregation_is_configurable(faces, tmp_path):
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(aggregation="max"))
+    assert ev["aggregation"] == "max"
+    assert ev["metrics"]["video_log_loss"] == ev["by_aggregation"]["max"]["log_loss"]
+    videos = read_manifest(tmp_path / "eval" / paths.VIDEO_PREDICTIONS)
+    np.testing.assert_allclose(videos["p_fake"], videos["p_fake_max"])
+
+
+def test_single_class_split_writes_null_auc_with_reason(tmp_path):
+    faces = make_faces(tmp_path / "faces", reals=0)
+    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    assert ev["metrics"]["video_auc"] is None and ev["metrics"]["frame_auc"] is None
+    assert "both real and fake" in ev["undefined_metrics"]["video_auc"]
+    assert "auc" not in ev["binary_classification_metrics"]
+    assert "receiver_operating_characteristic_curve" not in ev["binary_classification_metrics"]
+    assert "no real video" in ev["per_manipulation"][0]["undefined"]["auc"]
+    assert _strict_json(tmp_path / "eval" / paths.EVALUATION)["metrics"]["video_auc"] is None
+
+
+def test_real_model_artifact(faces, tmp_path):
+    from deepfake.model import build_model, load_artifact, save_artifact
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model_dir = save_artifact(build_model(pretrained=False, image_size=64), tmp_path / "model", {"image_size": 64})
+    loaded = load_artifact(model_dir)
+    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(batch_size=8))
+    validate_evaluation(ev)
+    assert ev["model"]["version"] == loaded.version and ev["model"]["path"] == str(model_dir)
+    assert ev["counts"]["videos_scored"] == 8
+
+    ok = faces[(faces["status"] == "ok") & (faces["split"] == "test")]
+    direct = loaded.predict_crops([read_rgb(p) for p in ok["abs_path"]])
+    expected = ok.assign(p=direct).groupby(["video_id", "frame_idx"])["p"].max()
+    frames = read_manifest(tmp_path / "eval" / paths.FRAME_PREDICTIONS).set_index(["video_id", "frame_idx"])
+    np.testing.assert_allclose(frames["p_fake"].sort_index(), expected.sort_index(), rtol=1e-5, atol=1e-6)
+
+
+def test_only_unscorable_videos_is_an_error(tmp_path):
+    faces = make_faces(tmp_path / "faces")
+    faces = faces[faces["video_id"].isin(list(UNSCORED))]
+    with pytest.raises(DataError, match="no video of split 'test' has a face"):
+        evaluate(Brightness(), faces, tmp_path / "eval")
+    assert not (tmp_path / "eval" / paths.EVALUATION).exists()
+
+
+def test_unknown_split_and_missing_columns(faces, tmp_path):
+    with pytest.raises(DataError, match="splits present: test, train"):
+        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(split="val"))
+    ev = evaluate(Brightness(), faces, tmp_path / "all", EvalConfig(split="all"))
+    assert ev["counts"]["videos_scored"] == 9
+    with pytest.raises(ManifestError, match="abs_path"):
+        score_faces(Brightness(), faces.drop(columns="abs_path"))
+    with pytest.raises(ManifestError, match="status"):
+        evaluate(Brightness(), faces.drop(columns="status"), tmp_path / "eval")
+    unlabeled = faces.assign(label=np.where(faces["video_id"] == "real0", np.nan, faces["label"]))
+    with pytest.raises(DataError, match="no 0/1 label"):
+        evaluate(Brightness(), unlabeled, tmp_path / "eval")
+
+
+def test_model_and_crop_failures_are_named(faces, tmp_path):
+    class Short(Brightness):
+        def predict_crops(self, crops):
+            return super().predict_crops(crops)[:-1]
+
+    class Logits(Brightness):
+        def predict_crops(self, crops):
+            return super().predict_crops(crops) * 10 - 5
+
+    with pytest.raises(ModelError, match="one fake probability per crop"):
+        score_faces(Short(), faces)
+    with pytest.raises(ModelError, match="outside \\[0, 1\\]"):
+        score_faces(Logits(), faces)
+    missing = faces.copy()
+    missing.loc[missing.index[0], "abs_path"] = str(tmp_path / "gone.png")
+    with pytest.raises(ImageDecodeError, match="gone.png"):
+        score_faces(Brightness(), missing)
+
+
+def test_eval_config_is_strict():
+    assert EvalConfig().to_dict() == {"aggregation": "mean", "threshold": 0.5, "batch_size": 64, "split": "test",
+                                      "n_worst": 12, "ece_bins": 10}
+    assert EvalConfig.from_dict({"threshold": "0.7"}).threshold == 0.7
+    with pytest.raises(ConfigError, match="known settings"):
+        EvalConfig.from_dict({"treshold": 0.7})
+    with pytest.raises(ConfigError, match="available: confident_fake"):
+        EvalConfig(aggregation="vote")
+    for bad in ({"threshold": 2.0}, {"batch_size": 0}, {"n_worst": -1}, {"ece_bins": 0}):
+        with pytest.raises(ConfigError):
+            EvalConfig.from_dict(bad)
+
+
+def test_validate_evaluation_names_each_problem(faces, tmp_path):
+    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    validate_evaluation(ev)
+
+    broken = json.loads(json.dumps(ev))
+    del broken["counts"]
+    with pytest.raises(ManifestError, match="missing key 'counts'"):
+        validate_evaluation(broken)
+
+    broken = json.loads(json.dumps(ev))
+    broken["metrics"]["video_auc"] = "0.9"
+    broken["metrics"]["frame_auc"] = math.nan
+    del broken["metrics"]["video_eer"]
+    broken["counts"]["videos_scored"] = 8.0
+    broken["schema_version"] = 99
+    broken["unscored_videos"].append({"video_id": "x"})
+    with pytest.raises(ManifestError) as info:
+        validate_evaluation(broken)
+    message = str(info.value)
+    for part in ("metrics.video_auc", "metrics.frame_auc", "lacks 'video_eer'", "counts.videos_scored",
+                 "schema_version is 99", "unscored_videos[2]"):
+        assert part in message
+
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ManifestError, match="JSON object"):
+        read_evaluation(tmp_path / "bad.json")
