@@ -1,0 +1,226 @@
+"""Build step of the deployment: the latest approved model package -> CloudFormation configs.
+
+Run by CodeBuild (``deploy/buildspec.yml``) whenever a model package of the
+group is approved. It lists the group's Approved packages in the SageMaker
+Model Registry (every page), takes the newest, checks that it can serve videos
+(its ``InferenceSpecification`` must accept ``video/mp4`` and answer
+``application/json``: a package registered with a content type the handler
+cannot serve would deploy fine and fail on the first request), and writes,
+per stage, the template configuration file CodePipeline's CloudFormation
+action reads (``{"Parameters": ..., "Tags": ...}``) and, with
+``--export-cfn-params-tags``, the same as ``aws cloudformation`` parameter and
+tag lists. ``--export-model-package`` records what was picked.
+
+    python deploy/build.py --model-execution-role ARN --model-package-group-name GROUP \\
+        --sagemaker-project-id ID --sagemaker-project-name NAME --s3-bucket BUCKET
+
+Needs boto3 and the kit's errors (``pip install --no-deps .`` is enough).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deepfake.errors import DeployError
+
+log = logging.getLogger("deploy.build")
+
+HERE = Path(__file__).resolve().parent
+REQUIRED_CONTENT_TYPE = "video/mp4"        # what the handler must accept (deepfake.inference.VIDEO_TYPES)
+REQUIRED_RESPONSE_TYPE = "application/json"
+PAGE_SIZE = 100                            # ListModelPackages page size (the API maximum)
+TAG_VALUE_MAX = 256                        # characters in an AWS tag value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        build(args)
+    except (BotoCoreError, ClientError) as exc:
+        print(f"build.py: error: the SageMaker API call failed: {exc}", file=sys.stderr)
+        return 2
+    except DeployError as exc:
+        print(f"build.py: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--log-level", default=os.environ.get("LOGLEVEL", "INFO").upper())
+    p.add_argument("--model-execution-role", required=True, help="IAM role ARN the endpoint's model runs with")
+    p.add_argument("--model-package-group-name", required=True)
+    p.add_argument("--sagemaker-project-id", required=True)
+    p.add_argument("--sagemaker-project-name", required=True)
+    p.add_argument("--s3-bucket", required=True, help="bucket for data capture and asynchronous outputs")
+    p.add_argument("--import-staging-config", default=str(HERE / "staging-config.json"))
+    p.add_argument("--import-prod-config", default=str(HERE / "prod-config.json"))
+    p.add_argument("--export-staging-config", default="staging-config-export.json")
+    p.add_argument("--export-staging-params", default="staging-params-export.json")
+    p.add_argument("--export-staging-tags", default="staging-tags-export.json")
+    p.add_argument("--export-prod-config", default="prod-config-export.json")
+    p.add_argument("--export-prod-params", default="prod-params-export.json")
+    p.add_argument("--export-prod-tags", default="prod-tags-export.json")
+    p.add_argument("--export-model-package", default="model-package-export.json",
+                   help="JSON record of the package that was picked")
+    p.add_argument("--export-cfn-params-tags", action="store_true",
+                   help="also write parameter and tag lists for `aws cloudformation create-stack`")
+    p.add_argument("--page-size", type=int, default=PAGE_SIZE, help="ListModelPackages page size (1-100)")
+    args = p.parse_args(argv)
+    if not 1 <= args.page_size <= 100:
+        p.error(f"--page-size {args.page_size} must be between 1 and 100")
+    return args
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    sm = boto3.client("sagemaker")
+    package = latest_approved_package(sm, args.model_package_group_name, args.page_size)
+    log.info("latest approved model package: %s (version %s, created %s)", package["ModelPackageArn"],
+             package.get("ModelPackageVersion"), package.get("CreationTime"))
+    record = describe_package(sm, package["ModelPackageArn"])
+    _write_json(args.export_model_package, record)
+    stages = (
+        ("staging", args.import_staging_config, args.export_staging_config, args.export_staging_params,
+         args.export_staging_tags),
+        ("prod", args.import_prod_config, args.export_prod_config, args.export_prod_params, args.export_prod_tags),
+    )
+    for stage, source, config_out, params_out, tags_out in stages:
+        config = extend_config(args, record, _read_config(source, stage))
+        _write_json(config_out, config)
+        if args.export_cfn_params_tags:
+            _write_json(params_out, cfn_parameters(config))
+            _write_json(tags_out, cfn_tags(config))
+        log.info("%s: wrote %s", stage, config_out)
+    return record
+
+
+def latest_approved_package(sm: Any, group: str, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+    """The newest Approved package of ``group`` over every page (ties: the higher version)."""
+    paginator = sm.get_paginator("list_model_packages")
+    pages = paginator.paginate(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                               SortBy="CreationTime", SortOrder="Descending",
+                               PaginationConfig={"PageSize": page_size})
+    approved: list[dict[str, Any]] = []
+    try:
+        for page in pages:
+            approved.extend(page.get("ModelPackageSummaryList", []))
+    except ClientError as exc:
+        raise DeployError(f"cannot list the model packages of group {group!r}: {exc}") from exc
+    if not approved:
+        raise DeployError(
+            f"no approved model package in model package group {group!r}; approve one in SageMaker Studio "
+            f"or with `aws sagemaker update-model-package --model-package-arn ARN --model-approval-status Approved`")
+    return max(approved, key=lambda p: (p["CreationTime"], p.get("ModelPackageVersion") or 0))
+
+
+def describe_package(sm: Any, arn: str) -> dict[str, Any]:
+    """What will be deployed, after checking the package can serve videos."""
+    desc = sm.describe_model_package(ModelPackageName=arn)
+    spec = desc.get("InferenceSpecification") or {}
+    containers = spec.get("Containers") or []
+    problems = []
+    if not containers:
+        problems.append("its InferenceSpecification has no container")
+    if REQUIRED_CONTENT_TYPE not in (spec.get("SupportedContentTypes") or []):
+        problems.append(f"its SupportedContentTypes {spec.get('SupportedContentTypes')} lack {REQUIRED_CONTENT_TYPE}")
+    if REQUIRED_RESPONSE_TYPE not in (spec.get("SupportedResponseMIMETypes") or []):
+        problems.append(f"its SupportedResponseMIMETypes {spec.get('SupportedResponseMIMETypes')} lack "
+                        f"{REQUIRED_RESPONSE_TYPE}")
+    if problems:
+        raise DeployError(f"model package {arn} cannot serve the video endpoint: {'; '.join(problems)}; "
+                          "register the model with the content types of deepfake.inference")
+    container = containers[0]
+    return {
+        "ModelPackageArn": arn,
+        "ModelPackageGroupName": desc.get("ModelPackageGroupName"),
+        "ModelPackageVersion": desc.get("ModelPackageVersion"),
+        "CreationTime": _iso(desc.get("CreationTime")),
+        "ModelApprovalStatus": desc.get("ModelApprovalStatus"),
+        "ApprovalDescription": desc.get("ApprovalDescription", ""),
+        "Image": container.get("Image"),
+        "ModelDataUrl": container.get("ModelDataUrl"),
+        "Environment": container.get("Environment", {}),
+        "SupportedContentTypes": spec.get("SupportedContentTypes", []),
+        "SupportedResponseMIMETypes": spec.get("SupportedResponseMIMETypes", []),
+        "SupportedRealtimeInferenceInstanceTypes": spec.get("SupportedRealtimeInferenceInstanceTypes", []),
+    }
+
+
+def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_config: dict[str, Any]) -> dict[str, Any]:
+    """A stage's config plus what this build decided: the package, role, project, S3 paths and tags."""
+    stage = stage_config["Parameters"]["StageName"]
+    params = {
+        "SageMakerProjectName": args.sagemaker_project_name,
+        "ModelPackageName": package["ModelPackageArn"],
+        "ModelExecutionRoleArn": args.model_execution_role,
+        "DataCaptureUploadPath": f"s3://{args.s3_bucket}/datacapture-{stage}",
+        "AsyncOutputPath": f"s3://{args.s3_bucket}/async-inference-{stage}",
+    }
+    tags = {
+        "sagemaker:deployment-stage": stage,
+        "sagemaker:project-id": args.sagemaker_project_id,
+        "sagemaker:project-name": args.sagemaker_project_name,
+        "deepfake:model-package-version": str(package.get("ModelPackageVersion")),
+        "deepfake:model-data-url": package.get("ModelDataUrl") or "",
+        "deepfake:image": package.get("Image") or "",
+    }
+    for key, value in list(tags.items()):
+        if not value or len(value) > TAG_VALUE_MAX:
+            log.info("tag %s left out: %s", key, "empty" if not value else f"longer than {TAG_VALUE_MAX} characters")
+            del tags[key]
+    return {
+        "Parameters": {**stage_config["Parameters"], **params},
+        "Tags": {**stage_config.get("Tags", {}), **tags},
+    }
+
+
+def cfn_parameters(config: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in config["Parameters"].items()]
+
+
+def cfn_tags(config: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": str(v)} for k, v in config["Tags"].items()]
+
+
+def _read_config(path: str, stage: str) -> dict[str, Any]:
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeployError(f"{stage} config {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise DeployError(f"{stage} config {path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("Parameters"), dict) \
+            or "StageName" not in config["Parameters"]:
+        raise DeployError(f"{stage} config {path} must be {{\"Parameters\": {{\"StageName\": ..., ...}}, "
+                          "\"Tags\": {...}}")
+    if not isinstance(config.get("Tags", {}), dict):
+        raise DeployError(f"{stage} config {path}: Tags must be an object of key: value")
+    return config
+
+
+def _write_json(path: str, doc: Any) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

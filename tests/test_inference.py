@@ -1,0 +1,179 @@
+"""SageMaker handlers: every accepted content type, every bad request, and the S3 route."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import cv2
+import pytest
+from aws_server import moto_server
+from serving_support import make_model
+
+from deepfake.errors import InvalidInputError, PayloadTooLargeError, UnsupportedContentTypeError
+from deepfake.inference import (
+    MAX_PAYLOAD_ENV,
+    ImageRequest,
+    S3Request,
+    VideoRequest,
+    input_fn,
+    model_fn,
+    output_fn,
+    predict_fn,
+)
+from deepfake.package import package_model
+from deepfake.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The model archive extracted the way SageMaker does it (model files and code/ at the root)."""
+    work = tmp_path_factory.mktemp("inference")
+    archive = package_model(make_model(work / "model"), work / "model.tar.gz")
+    extracted = work / "opt-ml-model"
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    return extracted
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return model_fn(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def face_result(model, face_clip):
+    return model.predict_video(face_clip)
+
+
+def _jpeg(rgb):
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _png(rgb):
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _invoke(model, body, content_type, accept="application/json"):
+    payload, response_type = output_fn(predict_fn(input_fn(body, content_type), model), accept)
+    assert response_type == "application/json"
+    return json.loads(payload)
+
+
+def test_model_fn_loads_the_extracted_archive(model):
+    assert isinstance(model, Predictor)
+    assert model.extract_config.frames_per_video == 4
+
+
+@pytest.mark.parametrize(("content_type", "suffix"), [
+    ("video/mp4", ".mp4"), ("video/quicktime", ".mov"), ("video/x-msvideo", ".avi"), ("video/webm", ".webm"),
+    ("video/x-matroska", ".mkv"), ("Video/MP4; codecs=\"mp4v\"", ".mp4"),
+])
+def test_video_types(content_type, suffix):
+    request = input_fn(b"\x00\x00\x00\x18ftypmp42 video bytes", content_type)
+    assert isinstance(request, VideoRequest) and request.suffix == suffix
+
+
+def test_video_bytes_end_to_end(model, face_clip, face_result):
+    result = _invoke(model, face_clip.read_bytes(), "video/mp4")
+    assert result["status"] == "ok" and result["p_fake"] == face_result["p_fake"]
+    assert result["frame_scores"] == face_result["frame_scores"]
+
+
+def test_avi_and_octet_stream_are_sniffed(model, write_clip):
+    avi = write_clip(codec="MJPG").read_bytes()
+    request = input_fn(avi, "application/octet-stream")
+    assert isinstance(request, VideoRequest) and request.suffix == ".avi"
+    assert _invoke(model, avi, "application/octet-stream")["status"] == "ok"
+    assert isinstance(input_fn(avi, None), VideoRequest)  # no Content-Type at all: sniffed too
+
+
+@pytest.mark.parametrize("encode", [_jpeg, _png])
+def test_images(model, face_photos, encode):
+    photo = face_photos[-1][1]
+    kind = "image/jpeg" if encode is _jpeg else "image/png"
+    request = input_fn(encode(photo), kind)
+    assert isinstance(request, ImageRequest) and request.rgb.shape == photo.shape
+    assert isinstance(input_fn(encode(photo), "application/octet-stream"), ImageRequest)
+    result = _invoke(model, encode(photo), kind)
+    assert result["status"] == "ok" and result["frames_scored"] == 1 and result["media"]["kind"] == "image"
+
+
+def test_no_face_video_answers_without_probability(model, no_face_clip):
+    result = _invoke(model, no_face_clip.read_bytes(), "video/mp4", accept="*/*")
+    assert result["status"] == "no_face" and result["p_fake"] is None and result["label"] is None
+
+
+def test_json_request_is_parsed_from_bytes_or_text():
+    # The SageMaker toolkit hands application/json bodies over as str.
+    for body in ('{"s3_uri": "s3://bucket/videos/a.mp4"}', b'{"s3_uri": "s3://bucket/videos/a.mp4"}'):
+        assert input_fn(body, "application/json") == S3Request("s3://bucket/videos/a.mp4", "bucket", "videos/a.mp4")
+
+
+@pytest.mark.parametrize(("body", "content_type", "error", "status", "match"), [
+    (b"a,b\n1,2\n", "text/csv", UnsupportedContentTypeError, 415, "text/csv"),
+    (b"GIF89a....", "image/gif", UnsupportedContentTypeError, 415, "image/gif"),
+    (b"just some words", "application/octet-stream", UnsupportedContentTypeError, 415, "not a recognisable"),
+    (b"", "video/mp4", InvalidInputError, 400, "empty"),
+    (b"{not json", "application/json", InvalidInputError, 400, "not valid JSON"),
+    (b'["s3://b/k"]', "application/json", InvalidInputError, 400, "must be an object"),
+    (b'{"s3_uri": "s3://b/k", "frames": 3}', "application/json", InvalidInputError, 400, "unknown key"),
+    (b'{"s3_uri": "https://b/k"}', "application/json", InvalidInputError, 400, "s3://bucket/key"),
+    (b'{"s3_uri": "s3://bucket-only/"}', "application/json", InvalidInputError, 400, "must name an object"),
+    (b"\xff\xd8\xff broken jpeg", "image/jpeg", InvalidInputError, 400, "cannot be decoded"),
+])
+def test_bad_requests(body, content_type, error, status, match):
+    with pytest.raises(error, match=match) as info:
+        input_fn(body, content_type)
+    assert info.value.status == status
+
+
+def test_payload_limit(monkeypatch):
+    monkeypatch.setenv(MAX_PAYLOAD_ENV, "1000")
+    with pytest.raises(PayloadTooLargeError, match="1001 bytes, above the 1000-byte limit") as info:
+        input_fn(b"\x00" * 1001, "video/mp4")
+    assert info.value.status == 413 and "s3_uri" in str(info.value)
+    assert isinstance(input_fn(b"\x00" * 1000, "video/mp4"), VideoRequest)
+
+
+@pytest.mark.parametrize("body", [b"not a video at all", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64])
+def test_undecodable_video_is_a_400(model, body):
+    with pytest.raises(InvalidInputError, match="cannot decode video") as info:
+        predict_fn(input_fn(body, "video/mp4"), model)
+    assert info.value.status == 400
+
+
+def test_output_fn_accept(face_result):
+    for accept in (None, "", "application/json", "*/*", "text/html, application/json;q=0.9", "application/*"):
+        payload, content_type = output_fn(face_result, accept)
+        assert content_type == "application/json" and json.loads(payload) == face_result
+    with pytest.raises(UnsupportedContentTypeError, match="text/csv") as info:
+        output_fn(face_result, "text/csv")
+    assert info.value.status == 406
+
+
+def test_errors_become_toolkit_errors_inside_the_sagemaker_toolkit():
+    errors = pytest.importorskip("sagemaker_inference.errors")
+    with pytest.raises(errors.GenericInferenceToolkitError) as info:
+        input_fn(b"a,b", "text/csv")
+    assert info.value.status_code == 415
+    assert json.loads(info.value.message)["error"] == "UnsupportedContentTypeError"
+
+
+@pytest.mark.aws
+def test_s3_video(model, face_clip, face_result, tmp_path):
+    with moto_server(tmp_path) as aws, aws.environment():
+        s3 = aws.client("s3")
+        s3.create_bucket(Bucket="videos")
+        s3.upload_file(str(face_clip), "videos", "in/clip.mp4")
+
+        result = _invoke(model, json.dumps({"s3_uri": "s3://videos/in/clip.mp4"}), "application/json")
+        assert result["p_fake"] == face_result["p_fake"]
+        assert result["media"]["s3_uri"] == "s3://videos/in/clip.mp4"
+
+        with pytest.raises(InvalidInputError, match="does not exist") as info:
+            predict_fn(input_fn(b'{"s3_uri": "s3://videos/in/missing.mp4"}', "application/json"), model)
+        assert info.value.status == 400
+        s3.put_object(Bucket="videos", Key="in/text.mp4", Body=b"not a video")
+        with pytest.raises(InvalidInputError, match="s3://videos/in/text.mp4"):
+            predict_fn(input_fn(b'{"s3_uri": "s3://videos/in/text.mp4"}', "application/json"), model)

@@ -1,0 +1,161 @@
+"""Predictor and `deepfake predict`: the training preprocessing, the response schema, no made-up scores."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import FRAMES_PER_VIDEO, make_model
+
+from deepfake.cli import main
+from deepfake.errors import ModelError, VideoDecodeError
+from deepfake.evaluate import frame_predictions
+from deepfake.extract import extract_video_faces
+from deepfake.model import load_artifact
+from deepfake.package import package_model
+from deepfake.predict import Predictor
+from deepfake.registry import LocalRegistry
+
+RESPONSE_KEYS = {"status", "label", "p_fake", "frames_scored", "faces_found", "frame_scores", "model_version",
+                 "aggregation", "threshold", "frames_sampled", "media", "message"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return Predictor.from_path(model_dir)
+
+
+@pytest.fixture(scope="module")
+def face_result(predictor, face_clip):
+    return predictor.predict_video(face_clip)
+
+
+def test_video_response_follows_the_schema(predictor, face_result):
+    result = face_result
+    assert set(result) == RESPONSE_KEYS
+    assert result["status"] == "ok"
+    assert 0.0 <= result["p_fake"] <= 1.0
+    assert result["label"] == ("FAKE" if result["p_fake"] >= result["threshold"] else "REAL")
+    assert result["frames_sampled"] == FRAMES_PER_VIDEO
+    assert 1 <= result["frames_scored"] == len(result["frame_scores"]) <= result["faces_found"]
+    assert [f["frame_idx"] for f in result["frame_scores"]] == sorted(f["frame_idx"] for f in result["frame_scores"])
+    assert result["p_fake"] == pytest.approx(np.mean([f["p_fake"] for f in result["frame_scores"]]))
+    assert result["model_version"] == predictor.version and result["aggregation"] == "mean"
+    assert result["media"]["kind"] == "video" and result["media"]["width"] == 320
+    json.dumps(result, allow_nan=False)  # JSON-ready as it is
+
+
+def test_bytes_score_like_the_file(predictor, face_clip, face_result):
+    from_file = face_result
+    from_bytes = predictor.predict_video(face_clip.read_bytes(), suffix=".mp4")
+    assert from_bytes["frame_scores"] == from_file["frame_scores"]
+    assert from_bytes["p_fake"] == from_file["p_fake"]
+
+
+def test_crops_score_as_the_saved_jpeg_crops(predictor, face_clip, tmp_path):
+    """The evaluation reads JPEG crops from disk: a served crop goes through the same encoding."""
+    faces = extract_video_faces(face_clip, predictor.detector(), predictor.extract_config).faces
+    saved = []
+    for face in faces:
+        path = tmp_path / f"{face.frame_idx}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, predictor.extract_config.jpeg_quality])
+        saved.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    expected = predictor.loaded.predict_crops(saved)
+    np.testing.assert_allclose(predictor.score_faces(faces), expected, atol=1e-6)
+
+
+def test_no_face_gives_no_probability(predictor, no_face_clip):
+    result = predictor.predict_video(no_face_clip)
+    assert result["status"] == "no_face"
+    assert result["p_fake"] is None and result["label"] is None
+    assert result["frames_scored"] == result["faces_found"] == 0 and result["frame_scores"] == []
+    assert result["frames_sampled"] == FRAMES_PER_VIDEO
+    assert "not scored" in result["message"]
+
+
+def test_image(predictor, face_photos):
+    name, photo = face_photos[-1]
+    result = predictor.predict_image(photo)
+    assert result["status"] == "ok", name
+    assert result["frames_scored"] == 1 and result["frame_scores"][0]["frame_idx"] == 0
+    assert result["media"] == {"kind": "image", "width": photo.shape[1], "height": photo.shape[0]}
+    blank = predictor.predict_image(np.full((240, 320, 3), 128, np.uint8))
+    assert blank["status"] == "no_face" and blank["p_fake"] is None
+
+
+def test_undecodable_video_raises(predictor, corrupt_files):
+    with pytest.raises(VideoDecodeError, match="text.mp4"):
+        predictor.predict_video(corrupt_files["text"])
+    with pytest.raises(VideoDecodeError, match="bytes of .mp4 video"):
+        predictor.predict_video(b"definitely not a video")
+    with pytest.raises(VideoDecodeError, match="empty"):
+        predictor.predict_video(b"")
+
+
+def test_frame_takes_its_most_fake_face_and_the_artifact_aggregation(tmp_path, multi_face_clip):
+    """Several faces per frame: the frame score is evaluate.frame_predictions' (max), the video the artifact's strategy."""
+    model = make_model(tmp_path / "model", aggregation="max", frames=2, max_faces=3, min_score=0.8)
+    predictor = Predictor.from_path(model)
+    result = predictor.predict_video(multi_face_clip)
+    assert result["aggregation"] == "max"
+    assert result["faces_found"] > result["frames_scored"], "the clip should show several faces per frame"
+
+    faces = extract_video_faces(multi_face_clip, predictor.detector(), predictor.extract_config).faces
+    face_df = pd.DataFrame({"video_id": "v", "frame_idx": [f.frame_idx for f in faces],
+                            "face_idx": [f.face_idx for f in faces], "label": 1,
+                            "p_fake": predictor.score_faces(faces)})
+    frames = frame_predictions(face_df)
+    assert [f["p_fake"] for f in result["frame_scores"]] == pytest.approx(frames["p_fake"].tolist())
+    assert [f["faces"] for f in result["frame_scores"]] == frames["n_faces"].tolist()
+    assert result["p_fake"] == pytest.approx(frames["p_fake"].max())
+
+
+def test_model_without_extract_settings_is_refused(model_dir):
+    loaded = load_artifact(model_dir)
+    loaded.config = {**loaded.config, "extract": None}
+    with pytest.raises(ModelError, match="no extract settings"):
+        Predictor(loaded)
+
+
+def test_cli_scores_every_input_and_reports_failures(model_dir, face_result, face_clip, no_face_clip, corrupt_files,
+                                                     capsys):
+    code = main(["predict", str(face_clip), str(corrupt_files["text"]), str(no_face_clip),
+                 "--model", str(model_dir), "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert [r["input"] for r in lines] == [str(face_clip), str(corrupt_files["text"]), str(no_face_clip)]
+    assert lines[0]["status"] == "ok" and lines[0]["p_fake"] == face_result["p_fake"]
+    assert lines[1]["status"] == "error" and lines[1]["p_fake"] is None and "text.mp4" in lines[1]["message"]
+    assert lines[2]["status"] == "no_face" and lines[2]["p_fake"] is None
+
+
+def test_cli_table(model_dir, face_clip, no_face_clip, capsys):
+    assert main(["predict", str(face_clip), str(no_face_clip), "--model", str(model_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["input", "label", "p_fake", "frames", "faces", "status"]
+    assert out[1].split()[-1] == "ok" and out[1].split()[1] in ("REAL", "FAKE")
+    assert out[2].split()[1:] == ["-", "-", "0", "0", "no_face"]
+
+
+def test_cli_uses_the_latest_approved_registry_version(model_dir, face_result, face_clip, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setenv("DEEPFAKE_REGISTRY", str(tmp_path / "registry"))
+    assert main(["predict", str(face_clip), "--group", "g"]) == 2
+    assert "no approved version" in capsys.readouterr().err
+    registry = LocalRegistry()
+    archive = package_model(model_dir, tmp_path / "model.tar.gz")
+    registry.register("g", archive, {"video_auc": 0.9})
+    registry.approve("g", 1)
+    assert main(["predict", str(face_clip), "--group", "g", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "registry g v1" in captured.err
+    assert json.loads(captured.out)["p_fake"] == face_result["p_fake"]
