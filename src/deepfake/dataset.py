@@ -1,0 +1,167 @@
+"""A torch ``Dataset`` over the faces manifest, and the one preprocessing path.
+
+:func:`preprocess` (resize + normalise) is shared with
+:meth:`deepfake.model.LoadedModel.predict_crops`, so a crop scores the same in
+validation, evaluation and serving: the two paths cannot diverge because there
+is only one.
+
+Class imbalance (DFDC has about five fakes per real) is handled by the
+training loop with :func:`balanced_sampler` (draw each class equally often) or
+:func:`pos_weight` (weight the loss instead); ``TrainConfig.balance`` picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from deepfake.errors import ConfigError, DataError, ImageDecodeError, InvalidInputError, ManifestError
+
+# (rgb uint8 H x W x 3, generator) -> rgb uint8 H x W x 3; deepfake.augment.TrainAugment is one.
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+REQUIRED_COLUMNS = ("abs_path", "label")
+
+
+def resize_crop(rgb: np.ndarray, image_size: int) -> np.ndarray:
+    """Resize a crop to ``image_size`` x ``image_size`` (area filter to shrink, bilinear to enlarge)."""
+    _check_rgb(rgb)
+    h, w = rgb.shape[:2]
+    if (h, w) == (image_size, image_size):
+        return rgb
+    interpolation = cv2.INTER_AREA if h > image_size or w > image_size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (image_size, image_size), interpolation=interpolation)
+
+
+def normalize(batch: np.ndarray, normalization: Mapping[str, Sequence[float]]) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32, scaled to [0, 1] then ``(x - mean) / std``."""
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def preprocess(
+    rgb_batch: Sequence[np.ndarray], image_size: int, normalization: Mapping[str, Sequence[float]]
+) -> torch.Tensor:
+    """RGB uint8 crops of any size -> the model's input tensor (N x 3 x size x size, float32)."""
+    if len(rgb_batch) == 0:
+        return torch.empty((0, 3, image_size, image_size), dtype=torch.float32)
+    return normalize(np.stack([resize_crop(rgb, image_size) for rgb in rgb_batch]), normalization)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (OpenCV decodes BGR; the kit is RGB everywhere)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        hint = "it does not exist" if not Path(path).exists() else "it is not a readable image"
+        raise ImageDecodeError(f"cannot read face crop {path}: {hint}; re-run face extraction")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class FaceDataset(Dataset):
+    """Face crops of the ``status == "ok"`` rows of a faces table, with float labels (1 = fake).
+
+    Items are ``(image, label)``: a 3 x size x size float32 tensor and a 0-d float32
+    tensor. With ``augment``, crop ``i`` of epoch ``e`` is augmented with a
+    generator seeded by ``(seed, e, i)``: reproducible whatever the worker count
+    or the order items are drawn in. Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        faces_df: pd.DataFrame,
+        image_size: int,
+        normalization: Mapping[str, Sequence[float]],
+        augment: Augment | None = None,
+        *,
+        seed: int = 0,
+    ) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in faces_df.columns]
+        if missing:
+            raise ManifestError(
+                f"faces table lacks column(s) {', '.join(missing)}; has {', '.join(map(str, faces_df.columns))}. "
+                "Read it with deepfake.extract.read_faces, which adds abs_path"
+            )
+        if int(image_size) < 32:
+            raise ConfigError(f"image_size={image_size} is too small for the model; use 32 pixels or more")
+        rows = faces_df[faces_df["status"] == "ok"] if "status" in faces_df.columns else faces_df
+        self.paths: list[str] = [str(p) for p in rows["abs_path"]]
+        labels = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = sorted({str(v) for v, x in zip(rows["label"], labels, strict=True) if x not in (0.0, 1.0)})
+        if bad:
+            raise DataError(f"faces table has label value(s) {', '.join(bad[:5])}; labels must be 0 (real) or 1 (fake)")
+        self.labels: np.ndarray = labels.astype(np.float32)
+        self.image_size = int(image_size)
+        self.normalization = {k: [float(v) for v in normalization[k]] for k in ("mean", "std")}
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws for a new epoch."""
+        self.epoch = int(epoch)
+
+    def class_counts(self) -> dict[str, int]:
+        fake = int(self.labels.sum())
+        return {"real": len(self.labels) - fake, "fake": fake}
+
+    def load(self, index: int) -> np.ndarray:
+        """The crop of item ``index``, resized, augmented when training (H x W x 3 uint8)."""
+        rgb = resize_crop(read_rgb(self.paths[index]), self.image_size)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            rgb = self.augment(rgb, rng)
+        return rgb
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = normalize(self.load(index)[None], self.normalization)[0]
+        return image, torch.tensor(self.labels[index], dtype=torch.float32)
+
+
+def balanced_sampler(labels: Sequence[float] | np.ndarray, generator: torch.Generator | None = None,
+                     num_samples: int | None = None) -> WeightedRandomSampler:
+    """Draw both classes equally often (with replacement), one epoch = ``len(labels)`` draws.
+
+    Balanced batches keep the loss and the trainable BatchNorm statistics from
+    leaning to the majority class (fakes, in DFDC).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=2)
+    if (counts == 0).any():
+        raise DataError(f"cannot balance classes with {counts[0]} real and {counts[1]} fake crops; both are needed")
+    weights = (1.0 / counts)[y]
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=int(num_samples or len(y)),
+        replacement=True,
+        generator=generator,
+    )
+
+
+def pos_weight(labels: Sequence[float] | np.ndarray) -> float:
+    """BCE weight of the positive (fake) class that evens out the classes: n_real / n_fake."""
+    y = np.asarray(labels, dtype=np.float64)
+    n_fake = float(y.sum())
+    n_real = float(len(y) - n_fake)
+    if n_fake == 0 or n_real == 0:
+        raise DataError(f"cannot weight classes with {int(n_real)} real and {int(n_fake)} fake crops; both are needed")
+    return n_real / n_fake
+
+
+def _check_rgb(rgb: Any) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        desc = f"shape {rgb.shape} dtype {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise InvalidInputError(f"expected an H x W x 3 uint8 RGB crop, got {desc}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise InvalidInputError(f"expected a non-empty crop, got shape {rgb.shape}")

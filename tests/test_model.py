@@ -1,0 +1,229 @@
+import json
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from deepfake import __version__
+from deepfake import model as model_mod
+from deepfake.dataset import preprocess
+from deepfake.errors import ConfigError, ModelError
+from deepfake.model import (
+    CARD_FILE,
+    CONFIG_FILE,
+    NORMALIZATION,
+    WEIGHTS_FILE,
+    build_model,
+    head_parameter_names,
+    load_artifact,
+    pretrained_weights_path,
+    save_artifact,
+)
+
+SIZE = 64  # small input: the tests check plumbing, not accuracy
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """load_artifact sets torch's threads; one is fastest for tiny batches on a busy shared machine."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("DEEPFAKE_TORCH_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def crops(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for s in rng.integers(48, 100, n)]
+
+
+@pytest.fixture(scope="module")
+def trained_like(tmp_path_factory):
+    """A model with a non-trivial head, saved once as a folder and as a SageMaker-style model.tar.gz."""
+    torch.manual_seed(0)
+    net = build_model(pretrained=True, unfreeze_blocks=2, image_size=SIZE)
+    with torch.no_grad():
+        net._fc.weight.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("artifact") / "model"
+    config = {"train": {"image_size": SIZE, "epochs": 1}, "extract": {"face_size": 72}, "best_epoch": 1,
+              "best_val_loss": 0.5, "metrics": {"val_loss": 0.5, "val_acc": 0.75}}
+    save_artifact(net, folder, config)
+    tarball = folder.parent / "model.tar.gz"
+    code = folder.parent / "code"
+    code.mkdir()
+    (code / "inference.py").write_text("# handlers\n")
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
+            tar.add(folder / name, arcname=name)
+        tar.add(code, arcname="code")
+    return net, folder, tarball
+
+
+def trainable(net):
+    return {n for n, p in net.named_parameters() if p.requires_grad}
+
+
+def test_unfreeze_blocks_sets_what_trains():
+    net = build_model(pretrained=False, unfreeze_blocks=0, image_size=SIZE)
+    head = head_parameter_names(net)
+    assert trainable(net) == head and {n.split(".")[0] for n in head} == {"_conv_head", "_bn1", "_fc"}
+    n_blocks = len(net._blocks)
+    assert n_blocks == 16
+    two = trainable(build_model(pretrained=False, unfreeze_blocks=2, image_size=SIZE))
+    assert {n.split(".")[1] for n in two - head} == {"14", "15"}
+    everything = build_model(pretrained=False, unfreeze_blocks=-1, image_size=SIZE)
+    assert trainable(everything) == {n for n, _ in everything.named_parameters()}
+    all_blocks = trainable(build_model(pretrained=False, unfreeze_blocks=16, image_size=SIZE))
+    assert not any(n.startswith(("_conv_stem", "_bn0")) for n in all_blocks)
+    for bad in (-2, 17):
+        with pytest.raises(ConfigError, match="unfreeze_blocks"):
+            build_model(pretrained=False, unfreeze_blocks=bad)
+
+
+def test_frozen_layers_stay_in_eval_mode_when_training():
+    net = build_model(pretrained=False, unfreeze_blocks=2, image_size=SIZE).train()
+    assert not net._bn0.training and not net._blocks[13].training and not net._blocks[13]._bn1.training
+    assert net._blocks[14].training and net._bn1.training and net._dropout.training
+    assert not any(m.training for m in net.eval().modules())
+
+
+def test_pretrained_loads_imagenet_weights_from_the_wheel():
+    net = build_model(pretrained=True, image_size=SIZE)
+    reference = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(net._conv_stem.weight, reference["_conv_stem.weight"])
+    assert torch.equal(net._blocks[15]._project_conv.weight, reference["_blocks.15._project_conv.weight"])
+    assert net._fc.out_features == 1
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(2, 3, SIZE, SIZE)).shape == (2, 1)
+
+
+def test_artifact_files_and_config(trained_like):
+    net, folder, _ = trained_like
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    for key in ("train", "extract", "label_map", "normalization", "aggregation", "kit_version", "image_size",
+                "created", "best_epoch", "best_val_loss", "weights_sha256", "format", "architecture"):
+        assert key in config, key
+    assert config["label_map"] == {"real": 0, "fake": 1}
+    assert config["normalization"] == NORMALIZATION
+    assert config["image_size"] == SIZE and config["kit_version"] == __version__
+    assert config["extract"] == {"face_size": 72} and config["aggregation"] == "mean"
+    card = (folder / CARD_FILE).read_text()
+    assert "Intended use" in card and "val_acc" in card and "Limitations" in card
+    with safe_open(folder / WEIGHTS_FILE, framework="pt") as fh:  # plain tensors, no pickle
+        assert set(fh.keys()) == set(net.state_dict())
+        assert fh.metadata()["architecture"] == "efficientnet-lite0"
+
+
+def test_round_trip_folder_and_tarball_predict_identically(trained_like):
+    net, folder, tarball = trained_like
+    batch = crops()
+    with torch.no_grad():
+        expected = torch.sigmoid(net.eval()(preprocess(batch, SIZE, NORMALIZATION))).reshape(-1).numpy()
+    from_folder = load_artifact(folder)
+    from_tar = load_artifact(tarball)
+    p_folder = from_folder.predict_crops(batch)
+    p_tar = from_tar.predict_crops(batch)
+    assert p_folder.dtype == np.float32 and p_folder.shape == (5,)
+    assert np.array_equal(p_folder, p_tar)
+    np.testing.assert_allclose(p_folder, expected, rtol=0, atol=1e-6)
+    assert not from_folder.model.training and from_folder.device.type == "cpu"
+    assert from_folder.version == from_tar.version
+    assert from_folder.version == f"{__version__}+{from_folder.config['weights_sha256'][:12]}"
+    assert from_folder.config["train"]["epochs"] == 1
+
+
+def test_predict_crops_batches_and_empty_input(trained_like):
+    loaded = load_artifact(trained_like[1])
+    batch = crops(7, seed=1)
+    np.testing.assert_allclose(loaded.predict_crops(batch, batch_size=3), loaded.predict_crops(batch), atol=1e-6)
+    assert loaded.predict_crops([]).shape == (0,)
+    probs = loaded.predict_crops(batch)
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_loading_never_unpickles(trained_like, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the artifact must load without pickle")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    assert load_artifact(trained_like[1]).predict_crops(crops(1)).shape == (1,)
+
+
+def test_training_output_folder_is_accepted(trained_like):
+    folder = trained_like[1]
+    assert load_artifact(folder.parent).config["image_size"] == SIZE
+
+
+def copy_artifact(src, dst):
+    dst.mkdir()
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_missing_corrupt_and_incompatible_artifacts_raise_model_error(trained_like, tmp_path):
+    folder = trained_like[1]
+    with pytest.raises(ModelError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="lacks"):
+        load_artifact(empty)
+
+    tampered = copy_artifact(folder, tmp_path / "tampered")
+    data = bytearray((tampered / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (tampered / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_artifact(tampered)
+
+    newer = copy_artifact(folder, tmp_path / "newer")
+    config = json.loads((newer / CONFIG_FILE).read_text())
+    (newer / CONFIG_FILE).write_text(json.dumps({**config, "format": model_mod.ARTIFACT_FORMAT + 1}))
+    with pytest.raises(ModelError, match="upgrade"):
+        load_artifact(newer)
+
+    wrong_keys = copy_artifact(folder, tmp_path / "wrong_keys")
+    save_file({"_fc.weight": torch.zeros(1, 1280)}, wrong_keys / WEIGHTS_FILE)
+    (wrong_keys / CONFIG_FILE).write_text(json.dumps({**config, "weights_sha256": None}))
+    with pytest.raises(ModelError, match="missing"):
+        load_artifact(wrong_keys)
+
+    not_tar = tmp_path / "model.tar.gz"
+    not_tar.write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot be read"):
+        load_artifact(not_tar)
+    only_code = tmp_path / "code.tar.gz"
+    with tarfile.open(only_code, "w:gz") as tar:
+        tar.add(folder / CARD_FILE, arcname=CARD_FILE)
+    with pytest.raises(ModelError, match="lacks"):
+        load_artifact(only_code)
+
+
+def test_save_artifact_needs_an_image_size(tmp_path):
+    with pytest.raises(ModelError, match="image_size"):
+        save_artifact(build_model(pretrained=False, image_size=SIZE), tmp_path, {"train": {}})
+
+
+def test_cpu_threads_follow_the_argument_then_the_environment(monkeypatch):
+    torch.set_num_threads(2)
+    assert model_mod.configure_cpu_threads() == 1 and torch.get_num_threads() == 1
+    assert model_mod.configure_cpu_threads(2) == 2 and torch.get_num_threads() == 2
+    monkeypatch.setenv("DEEPFAKE_TORCH_THREADS", "many")
+    with pytest.raises(ConfigError, match="DEEPFAKE_TORCH_THREADS"):
+        model_mod.configure_cpu_threads()
+
+
+def test_asking_for_cuda_without_one_is_an_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="CUDA"):
+        model_mod.resolve_device("cuda")
+    assert model_mod.resolve_device("auto").type == "cpu"
