@@ -152,8 +152,14 @@ def test_output_fn_accept(face_result):
     assert info.value.status == 406
 
 
-def test_errors_become_toolkit_errors_inside_the_sagemaker_toolkit():
+def test_errors_become_toolkit_errors_inside_the_sagemaker_toolkit(monkeypatch):
     errors = pytest.importorskip("sagemaker_inference.errors")
+    from deepfake import inference
+
+    with pytest.raises(UnsupportedContentTypeError):  # installed but not serving: the kit's own errors
+        input_fn(b"a,b", "text/csv")
+    monkeypatch.setattr(inference, "_TOOLKIT_ERRORS", False)
+    inference.use_toolkit_errors()  # what the archive's code/inference.py does
     with pytest.raises(errors.GenericInferenceToolkitError) as info:
         input_fn(b"a,b", "text/csv")
     assert info.value.status_code == 415

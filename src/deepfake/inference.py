@@ -319,7 +319,22 @@ def _toolkit_errors() -> Iterator[None]:
         raise toolkit_error(status, json.dumps(error_body(exc, status)), type(exc).__name__) from exc
 
 
+_TOOLKIT_ERRORS = False   # set by the model archive's code/inference.py, which only the toolkit imports
+
+
+def use_toolkit_errors(enabled: bool = True) -> None:
+    """Raise the SageMaker inference toolkit's HTTP errors (called by code/inference.py in the container).
+
+    Having ``sagemaker_inference`` installed is not the same as being served by it,
+    so the switch is explicit: the local server and the CLI keep the kit's errors.
+    """
+    global _TOOLKIT_ERRORS
+    _TOOLKIT_ERRORS = enabled
+
+
 def _toolkit_error_class() -> type[Exception] | None:
+    if not _TOOLKIT_ERRORS:
+        return None
     try:
         from sagemaker_inference.errors import GenericInferenceToolkitError
     except ImportError:

@@ -32,7 +32,9 @@ GZIP_LEVEL = 6               # zlib level; the weights barely compress, so highe
 
 ENTRY_POINT = '''"""SageMaker entry point of this model archive: the handlers live in the deepfake package beside it."""
 
-from deepfake.inference import input_fn, model_fn, output_fn, predict_fn
+from deepfake.inference import input_fn, model_fn, output_fn, predict_fn, use_toolkit_errors
+
+use_toolkit_errors()  # served by the SageMaker inference toolkit: bad input must answer 4xx, not 500
 
 __all__ = ["input_fn", "model_fn", "output_fn", "predict_fn"]
 '''
