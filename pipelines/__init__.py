@@ -1,0 +1,1 @@
+"""SageMaker Pipelines of the kit and the console scripts that build, upsert and run them."""

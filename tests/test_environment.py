@@ -1,8 +1,8 @@
 """environment.yml (SageMaker Studio) must install what pyproject.toml declares."""
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

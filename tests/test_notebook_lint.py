@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import nbformat
+from notebook_factory import make_notebook
 
 from deepfake.notebook_lint import main, problems, strip
-from notebook_factory import make_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ in seconds.
 import json
 
 import pytest
+from notebook_factory import make_notebook
 
 from deepfake import runner, steps
 from deepfake.cli import main
 from deepfake.registry import LocalRegistry
-from notebook_factory import make_notebook
 
 pytestmark = pytest.mark.slow
 

@@ -50,22 +50,15 @@ MAX_PAYLOAD_ENV = "DEEPFAKE_MAX_PAYLOAD_BYTES"
 # Largest S3 video an endpoint downloads for one request: 1 GB, SageMaker's asynchronous payload limit.
 MAX_S3_VIDEO_BYTES = 1024 * 1024 * 1024
 
-JSON_TYPE = "application/json"
-OCTET_STREAM = "application/octet-stream"
-# Video content types -> the file suffix FFmpeg gets (it probes the content; the suffix is a hint).
-VIDEO_TYPES = {
-    "video/mp4": ".mp4",
-    "video/x-m4v": ".m4v",
-    "video/quicktime": ".mov",
-    "video/x-msvideo": ".avi",
-    "video/avi": ".avi",
-    "video/webm": ".webm",
-    "video/x-matroska": ".mkv",
-    "video/mpeg": ".mpg",
-}
-IMAGE_TYPES = ("image/jpeg", "image/png")
-ACCEPTED_TYPES = (*VIDEO_TYPES, *IMAGE_TYPES, JSON_TYPE, OCTET_STREAM)
-RESPONSE_TYPES = (JSON_TYPE,)
+from deepfake.content_types import (  # noqa: E402 - re-exported: the handlers' public constants
+    ACCEPTED_TYPES,
+    IMAGE_TYPES,
+    JSON_TYPE,
+    OCTET_STREAM,
+    RESPONSE_TYPES,
+    VIDEO_TYPES,
+)
+
 JSON_KEYS = ("s3_uri",)
 
 

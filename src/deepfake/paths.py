@@ -21,6 +21,7 @@ DATA_PROFILE = "data_profile.json"
 FACES_MANIFEST = "faces.csv"
 CROPS_DIR = "crops"
 MODEL_DIR = "model"
+MODEL_ARCHIVE = "model.tar.gz"   # the SageMaker model artifact, written by training beside model/
 HISTORY = "history.csv"
 EVALUATION = "evaluation.json"
 FRAME_PREDICTIONS = "frame_predictions.csv"

@@ -167,7 +167,7 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
     if value < threshold:
         raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
                                "model not registered")
-    artifact = run_dir / "train" / "model.tar.gz"
+    artifact = run_dir / "train" / paths.MODEL_ARCHIVE
     mv = LocalRegistry().register(
         group, artifact, evaluation["metrics"],
         source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),

@@ -11,9 +11,10 @@ step (that step's output folder). Every notebook also takes ``output_dir``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 DATA = "@data"
 
@@ -63,3 +64,13 @@ def step(name: str) -> Step:
 def upstream(s: Step) -> list[str]:
     """Names of the earlier steps ``s`` reads from."""
     return [src for src in s.inputs.values() if src != DATA]
+
+
+# Where the SageMaker pipeline finds what it gates on and registers, and which step
+# scales out over instances (the local run is one process and ignores these).
+EVALUATION_STEP = "evaluate"         # its output folder holds evaluation.json (paths.EVALUATION)
+MODEL_STEP = "train"                 # its output folder holds model.tar.gz, the registered artifact
+# step -> the input (a notebook parameter of its ``inputs``) whose files are split
+# between instances with ShardedByS3Key when ProcessingInstanceCount > 1
+SHARDED: Mapping[str, str] = MappingProxyType({"extract": "data_dir"})
+SHARD_PARAMETER = "shard"            # str notebook parameter: this instance's part, "" when unsharded

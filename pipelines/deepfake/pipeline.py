@@ -1,0 +1,390 @@
+"""The SageMaker Pipeline: the kit's notebooks as Processing steps, a gate, registration.
+
+Every entry of ``deepfake.steps.STEPS`` becomes one ProcessingStep that runs the
+step's notebook with papermill (``run_step.py``) in an AWS PyTorch framework image,
+wired to the outputs of the steps it reads, exactly as ``deepfake run`` wires run
+folders. After evaluation a ConditionStep compares ``metrics.<GATE_METRIC>`` of
+``evaluation.json`` with the ``MetricThreshold`` parameter: a passing model is
+registered in the model package group, a failing one ends in a FailStep that says
+by how much it missed.
+
+S3 layout under ``s3://<default_bucket>/<base_job_prefix>/``::
+
+    data/                          default InputDataUrl
+    code/<sha256>/                 run_step.py, requirements.txt, kit/ (see bundle.py)
+    runs/<execution id>/<step>/output/   the notebook's output_dir
+    runs/<execution id>/<step>/report/   executed notebook + HTML, uploaded as written
+
+The SDK is imported inside the functions: ``import sagemaker`` fails without an
+AWS region, and importing this module should not depend on AWS settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepfake import __version__, paths, steps
+from deepfake.errors import ConfigError, PipelineError
+from deepfake.notebook import check_parameters
+from pipelines.deepfake.bundle import CodeBundle, build_bundle, upload_bundle
+
+log = logging.getLogger(__name__)
+
+# Defaults, overridable through get_pipeline's arguments (``--kwargs``).
+PIPELINE_NAME = "DeepfakePipeline"
+MODEL_PACKAGE_GROUP = "DeepfakePackageGroup"
+BASE_JOB_PREFIX = "deepfake"
+PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"     # 4 vCPU, 16 GiB: explore, extract, evaluate
+TRAINING_INSTANCE_TYPE = "ml.g4dn.xlarge"     # 1 T4 GPU: the steps marked gpu (train)
+INFERENCE_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c5.2xlarge")  # CPU image
+VOLUME_SIZE_GB = 100                          # EBS per instance: File-mode inputs are copied onto it
+CACHE_EXPIRY = "P30D"                         # reuse a finished step with the same arguments for 30 days
+FRAMEWORK_VERSION = "2.5.1"                   # AWS PyTorch framework image; numpy<2 inside
+PY_VERSION = "py311"
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+
+# Step and parameter names of the definition (notebook steps are named after STEPS).
+GATE_STEP = "gate"
+REGISTER_STEP = "register"
+FAIL_STEP = "gate-failed"
+EVALUATION_PROPERTY_FILE = "EvaluationReport"
+CODE_CHANNEL = "code"
+DATA_CHANNEL = "data"
+REPORT_CHANNEL = "report"
+ENTRY_POINT = "run_step.py"
+
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The pipeline parameters a user may change at each execution."""
+
+    input_data: Any
+    processing_type: Any
+    processing_count: Any
+    training_type: Any
+    threshold: Any
+    approval: Any
+    run: Mapping[str, Any]            # RUN_PARAMETERS name -> pipeline parameter
+
+    def all(self) -> list[Any]:
+        return [self.input_data, self.processing_type, self.processing_count, self.training_type,
+                *self.run.values(), self.threshold, self.approval]
+
+
+def get_pipeline(
+    region: str,
+    role: str | None = None,
+    default_bucket: str | None = None,
+    model_package_group_name: str = MODEL_PACKAGE_GROUP,
+    pipeline_name: str = PIPELINE_NAME,
+    base_job_prefix: str = BASE_JOB_PREFIX,
+    sagemaker_project_name: str | None = None,
+    processing_instance_type: str = PROCESSING_INSTANCE_TYPE,
+    training_instance_type: str = TRAINING_INSTANCE_TYPE,
+    inference_instance_types: Sequence[str] = INFERENCE_INSTANCE_TYPES,
+    volume_size_gb: int = VOLUME_SIZE_GB,
+    upload_code: bool = True,
+    sagemaker_session: Any = None,
+) -> Any:
+    """The deepfake pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``).
+
+    ``upload_code=False`` builds the same definition without any AWS call: the code
+    URIs are computed from the local files, nothing is uploaded. The image of a step
+    (CPU or GPU) follows ``processing_instance_type`` / ``training_instance_type``;
+    the instance-type pipeline parameters default to them.
+    """
+    _check_arguments(region=region, role=role, default_bucket=default_bucket,
+                     model_package_group_name=model_package_group_name, pipeline_name=pipeline_name,
+                     base_job_prefix=base_job_prefix, processing_instance_type=processing_instance_type,
+                     training_instance_type=training_instance_type,
+                     inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb)
+    if default_bucket is None and not upload_code:
+        raise PipelineError("default_bucket is required to build the definition without AWS access; "
+                            'pass it in --kwargs, e.g. {"default_bucket": "my-bucket"}')
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+
+    session = sagemaker_session or get_session(region, default_bucket)
+    bucket = default_bucket or session.default_bucket()
+    bundle = build_bundle(s.notebook for s in steps.STEPS)
+    if upload_code:
+        code_uri = upload_bundle(bundle, session.boto_session.client("s3"), bucket, base_job_prefix)
+    else:
+        code_uri = bundle.uri(bucket, base_job_prefix)
+    params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type)
+    images = {gpu: _image(region, training_instance_type if gpu else processing_instance_type, "training")
+              for gpu in (False, True)}
+
+    evaluation = _property_file()
+    built: dict[str, Any] = {}
+    for step in steps.STEPS:
+        built[step.name] = _notebook_step(
+            step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uri,
+            bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb,
+            property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
+        )
+    gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
+                      group=model_package_group_name, inference_instance_types=inference_instance_types,
+                      bundle=bundle, pipeline_name=pipeline_name, project=sagemaker_project_name)
+    return Pipeline(name=pipeline_name, parameters=params.all(), steps=[*built.values(), gate],
+                    sagemaker_session=session)
+
+
+def get_session(region: str, default_bucket: str | None) -> Any:
+    """A PipelineSession: steps are recorded into the definition instead of started."""
+    import boto3
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+    return PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=default_bucket)
+
+
+def get_pipeline_custom_tags(new_tags: list[dict[str, str]], region: str,
+                             sagemaker_project_arn: str | None = None) -> list[dict[str, str]]:
+    """The given tags plus the SageMaker project's own tags (as the project templates do)."""
+    if not sagemaker_project_arn:
+        return new_tags
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = boto3.client("sagemaker", region_name=region).list_tags(ResourceArn=sagemaker_project_arn)
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("could not read the tags of project %s: %s", sagemaker_project_arn,
+                    " ".join(str(exc).split())[:200])
+        return new_tags
+    keys = {t["Key"] for t in new_tags}
+    return [*new_tags, *(t for t in response.get("Tags", []) if t["Key"] not in keys)]
+
+
+def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
+                        training_instance_type: str) -> Parameters:
+    from sagemaker.core.workflow.parameters import (
+        ParameterBoolean,
+        ParameterFloat,
+        ParameterInteger,
+        ParameterString,
+    )
+
+    kinds = {int: ParameterInteger, float: ParameterFloat, str: ParameterString, bool: ParameterBoolean}
+    run = {}
+    for name, (_step, _param, kind, default) in steps.RUN_PARAMETERS.items():
+        run[name] = kinds[kind](name=name, default_value=default)
+    return Parameters(
+        input_data=ParameterString("InputDataUrl", default_value=f"s3://{bucket}/{prefix}/data/"),
+        processing_type=ParameterString("ProcessingInstanceType", default_value=processing_instance_type),
+        processing_count=ParameterInteger("ProcessingInstanceCount", default_value=1),
+        training_type=ParameterString("TrainingInstanceType", default_value=training_instance_type),
+        threshold=ParameterFloat("MetricThreshold", default_value=float(steps.GATE_THRESHOLD)),
+        approval=ParameterString("ModelApprovalStatus", default_value="PendingManualApproval",
+                                 enum_values=list(APPROVAL_STATUSES)),
+        run=run,
+    )
+
+
+def step_parameters(step: steps.Step, params: Parameters | None = None) -> dict[str, Any]:
+    """The papermill parameters of ``step`` in SageMaker, the container paths included.
+
+    Run parameters are pipeline variables (strings at run time, typed again by
+    ``run_step.py`` against the notebook); without ``params`` they are their defaults.
+    """
+    out: dict[str, Any] = {}
+    for param, source in step.inputs.items():
+        out[param] = paths.sagemaker_processing_dir("input", DATA_CHANNEL if source == steps.DATA else source)
+    out["output_dir"] = paths.sagemaker_processing_dir("output", step.name)
+    for name, (step_name, param, _kind, default) in steps.RUN_PARAMETERS.items():
+        if step_name == step.name:
+            out[param] = default if params is None else params.run[name].to_string()
+    return out
+
+
+def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameters, *, session: Any,
+                   role: str, image: str, code_uri: str, bucket: str, prefix: str, volume_size_gb: int,
+                   property_files: list[Any] | None) -> Any:
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
+
+    sharded_param = steps.SHARDED.get(step.name)
+    _check_notebook(step, sharded=sharded_param is not None)
+    code_dir = paths.sagemaker_processing_dir("input", CODE_CHANNEL)
+    processor = Processor(
+        role=role, image_uri=image,
+        instance_type=params.training_type if step.gpu else params.processing_type,
+        instance_count=params.processing_count if sharded_param else 1,
+        entrypoint=["python3", f"{code_dir}/{ENTRY_POINT}"],
+        volume_size_in_gb=volume_size_gb, base_job_name=f"{prefix}-{step.name}",
+        env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session,
+    )
+
+    def s3_input(name: str, uri: Any, sharded: bool = False) -> Any:
+        return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+            s3_uri=uri, local_path=paths.sagemaker_processing_dir("input", name), s3_data_type="S3Prefix",
+            s3_input_mode="File",
+            s3_data_distribution_type="ShardedByS3Key" if sharded else "FullyReplicated"))
+
+    inputs = [s3_input(CODE_CHANNEL, code_uri)]
+    for param, source in step.inputs.items():
+        name = DATA_CHANNEL if source == steps.DATA else source
+        if any(i.input_name == name for i in inputs):
+            continue
+        uri = params.input_data if source == steps.DATA else output_uri(built[source], source)
+        inputs.append(s3_input(name, uri, sharded=param == sharded_param))
+
+    def s3_output(name: str, local: str, mode: str) -> Any:
+        return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+            s3_uri=_run_uri(bucket, prefix, step.name, "output" if name == step.name else name),
+            local_path=local, s3_upload_mode=mode))
+
+    report_dir = paths.sagemaker_processing_dir("output", REPORT_CHANNEL)
+    outputs = [s3_output(step.name, paths.sagemaker_processing_dir("output", step.name), "EndOfJob"),
+               # Continuous: the executed notebook reaches S3 even when the job fails.
+               s3_output(REPORT_CHANNEL, report_dir, "Continuous")]
+
+    arguments: list[Any] = ["--step", step.name, "--report-dir", report_dir]
+    if sharded_param:
+        arguments += ["--shard-param", steps.SHARD_PARAMETER]
+    for name, value in step_parameters(step, params).items():
+        arguments += ["--param", name, value]
+    step_args = processor.run(inputs=inputs, outputs=outputs, arguments=arguments)
+    return ProcessingStep(
+        name=step.name, step_args=step_args, display_name=step.title,
+        description=f"{step.title}: notebooks/{step.notebook} run with papermill",
+        property_files=property_files, cache_config=CacheConfig(enable_caching=True, expire_after=CACHE_EXPIRY),
+        retry_policies=_retry_policies(),
+    )
+
+
+def output_uri(processing_step: Any, channel: str) -> Any:
+    """The S3 URI of a step's output channel, resolved at run time (cached steps included)."""
+    return processing_step.properties.ProcessingOutputConfig.Outputs[channel].S3Output.S3Uri
+
+
+def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *, session: Any, role: str,
+               region: str, group: str, inference_instance_types: Sequence[str], bundle: CodeBundle,
+               pipeline_name: str, project: str | None) -> Any:
+    from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.functions import Join, JsonGet
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+    from sagemaker.mlops.workflow.fail_step import FailStep
+    from sagemaker.mlops.workflow.model_step import ModelStep
+    from sagemaker.serve.model_builder import ModelBuilder
+
+    from deepfake.content_types import ACCEPTED_TYPES, RESPONSE_TYPES  # what the served model really takes
+
+    evaluate = built[steps.EVALUATION_STEP]
+    train = built[steps.MODEL_STEP]
+    metric = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=f"metrics.{steps.GATE_METRIC}")
+    evaluation_uri = Join(on="/", values=[output_uri(evaluate, steps.EVALUATION_STEP), paths.EVALUATION])
+    report = Path(steps.step(steps.EVALUATION_STEP).notebook).with_suffix(".html").name
+    report_uri = Join(on="/", values=[output_uri(evaluate, REPORT_CHANNEL), report])
+    builder = ModelBuilder(
+        s3_model_data_url=Join(on="/", values=[output_uri(train, steps.MODEL_STEP), paths.MODEL_ARCHIVE]),
+        image_uri=_image(region, inference_instance_types[0], "inference"),
+        role_arn=role, sagemaker_session=session, instance_type=inference_instance_types[0],
+        # The serving code is inside model.tar.gz (code/inference.py); nothing to upload or repack.
+        env_vars={"SAGEMAKER_PROGRAM": "inference.py"}, dependencies={}, log_level=logging.WARNING,
+    )
+    metadata = {"EvaluationReport": report_uri, "GateMetric": steps.GATE_METRIC,
+                "KitVersion": __version__, "CodeSha256": bundle.sha256, "Pipeline": pipeline_name}
+    if project:
+        metadata["SageMakerProjectName"] = project
+    register = ModelStep(name=REGISTER_STEP, display_name="Register the model", step_args=builder.register(
+        model_package_group_name=group,
+        content_types=list(ACCEPTED_TYPES), response_types=list(RESPONSE_TYPES),
+        inference_instances=list(inference_instance_types), transform_instances=list(inference_instance_types),
+        model_metrics=ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
+                                                                  s3_uri=evaluation_uri)),
+        approval_status=params.approval, customer_metadata_properties=metadata,
+        description=f"Deepfake-video detector; registered by {pipeline_name} at {steps.GATE_METRIC} >= threshold",
+    ))
+    fail = FailStep(name=FAIL_STEP, display_name="Quality gate failed", error_message=Join(on=" ", values=[
+        f"quality gate: {steps.GATE_METRIC}", metric, "is below the threshold", params.threshold,
+        "(MetricThreshold); the model was not registered",
+    ]))
+    return ConditionStep(
+        name=GATE_STEP, display_name="Quality gate",
+        description=f"register the model when {steps.GATE_METRIC} >= MetricThreshold",
+        conditions=[ConditionGreaterThanOrEqualTo(left=metric, right=params.threshold)],
+        if_steps=[register], else_steps=[fail],
+    )
+
+
+def _property_file() -> Any:
+    from sagemaker.core.workflow.properties import PropertyFile
+
+    return PropertyFile(name=EVALUATION_PROPERTY_FILE, output_name=steps.EVALUATION_STEP, path=paths.EVALUATION)
+
+
+def _retry_policies() -> list[Any]:
+    """Retry what is not the notebook's fault: no capacity, a SageMaker internal error."""
+    from sagemaker.mlops.workflow.retry import SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy
+
+    return [SageMakerJobStepRetryPolicy(
+        exception_types=[SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
+                         SageMakerJobExceptionTypeEnum.INTERNAL_ERROR],
+        interval_seconds=60, backoff_rate=2.0, max_attempts=3)]
+
+
+def _image(region: str, instance_type: str, scope: str) -> str:
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve("pytorch", region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
+                               image_scope=scope, instance_type=instance_type)
+
+
+def _run_uri(bucket: str, prefix: str, step_name: str, channel: str) -> Any:
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
+
+    return Join(on="/", values=["s3:/", bucket, prefix, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID,
+                                step_name, channel])
+
+
+def _check_notebook(step: steps.Step, *, sharded: bool) -> None:
+    """Fail at definition time, not an hour into an execution, when a notebook lacks a parameter."""
+    params = step_parameters(step)
+    if sharded:
+        params[steps.SHARD_PARAMETER] = "algo-1"
+    try:
+        check_parameters(paths.notebooks_dir() / step.notebook, params)
+    except ConfigError as exc:
+        raise PipelineError(f"step {step.name}: {exc}") from None
+
+
+def _check_arguments(**kw: Any) -> None:
+    problems = []
+    if not isinstance(kw["region"], str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", kw["region"]):
+        problems.append(f"region {kw['region']!r} is not an AWS region name such as us-east-1")
+    if not kw["role"]:
+        problems.append("role is missing: pass the SageMaker execution role ARN (--role-arn, or role in --kwargs)")
+    elif not _ROLE.match(str(kw["role"])):
+        problems.append(f"role {kw['role']!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+    if kw["default_bucket"] is not None and not _BUCKET.match(str(kw["default_bucket"])):
+        problems.append(f"default_bucket {kw['default_bucket']!r} is not an S3 bucket name")
+    for key in ("pipeline_name", "model_package_group_name", "base_job_prefix"):
+        if not isinstance(kw[key], str) or not _NAME.match(kw[key]):
+            problems.append(f"{key} {kw[key]!r} must be letters, digits and single hyphens")
+    types = [kw["processing_instance_type"], kw["training_instance_type"]]
+    if isinstance(kw["inference_instance_types"], str) or not kw["inference_instance_types"]:
+        problems.append(f"inference_instance_types {kw['inference_instance_types']!r} must be a non-empty list")
+    else:
+        types += list(kw["inference_instance_types"])
+    problems += [f"instance type {t!r} is not a SageMaker instance type such as ml.m5.xlarge"
+                 for t in types if not isinstance(t, str) or not t.startswith("ml.")]
+    if not isinstance(kw["volume_size_gb"], int) or kw["volume_size_gb"] < 1:
+        problems.append(f"volume_size_gb {kw['volume_size_gb']!r} must be a positive integer (GiB)")
+    reserved = {CODE_CHANNEL, DATA_CHANNEL, REPORT_CHANNEL, GATE_STEP, REGISTER_STEP, FAIL_STEP}
+    problems += [f"step name {s.name!r} clashes with a channel or step of the pipeline"
+                 for s in steps.STEPS if s.name in reserved]
+    if problems:
+        raise PipelineError("; ".join(problems))

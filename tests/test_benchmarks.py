@@ -1,0 +1,78 @@
+"""The benchmark code runs end to end on a tiny clip (`--quick`), so it cannot rot.
+
+No assertion is about a time: the machine running the tests may be slow or
+shared. What is checked is that every item ran (or said why it was skipped),
+and the structure of the printed table and of the JSON file.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The benchmarks are run as `make bench` runs them (python -m from the repository root): the
+# package is not installed, so the tests start it the same way instead of importing it.
+ROW_KEYS = {"item", "metric", "unit", "ours", "reference", "reference_label", "target", "device", "note",
+            "samples", "ratio", "passed"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out),
+                           "--work", str(folder / "work")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return proc, out
+
+
+@pytest.mark.slow
+def test_quick_run_prints_one_table_and_writes_the_json(quick_run):
+    proc, out = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == []
+    machine = doc["machine"]
+    for key in ("cpu_model", "cpu_count", "cores_used", "torch", "cuda_device", "load_average"):
+        assert key in machine
+    assert doc["settings"]["quick"] is True and doc["settings"]["items"] == [1, 2, 3, 4, 5]
+
+    rows = doc["rows"]
+    assert {r["item"] for r in rows} == {1, 2, 3, 4, 5}
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        if row["ours"] is None:  # only an unavailable part may be skipped, and it says why
+            assert row["note"].startswith("skipped:")
+            continue
+        assert row["ours"] > 0 and row["reference"] > 0
+        assert row["ratio"] == pytest.approx(row["ours"] / row["reference"])
+        assert row["target"]["text"] and row["passed"] == _met(row["target"], row["ours"], row["reference"])
+    measured = [r for r in rows if r["ours"] is not None]
+    assert {r["item"] for r in measured} >= {1, 3, 4, 5}
+    # the detector did real work: the clip is of a real face
+    extraction = next(r for r in rows if r["item"] == 1)
+    assert "faces in 0/" not in extraction["note"]
+    assert any(r["reference_label"] == "DFDC budget (GPU)" for r in rows if r["item"] == 2)
+
+    # stdout is the table alone: machine line, header, one line per row
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("Machine: ") and "torch" in lines[0]
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].split("|")[1:-1] == [" # ", " metric ", " device ", " ours ", " reference ", " ratio ",
+                                         " target ", " pass "]
+    assert len(table) == 2 + len(rows)
+    assert out.with_suffix(".md").read_text().strip() == proc.stdout.strip()
+
+
+def _met(target, ours, reference):
+    kind, value = target["kind"], target["value"]
+    return {"ratio<=": ours / reference <= value, "ratio>=": ours / reference >= value,
+            "ours<": ours < value, "ours-ref<=": ours - reference <= value}[kind]
+
+
+def test_only_rejects_unknown_items():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "1,9"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "--only '1,9'" in proc.stderr and "1, 2, 3, 4, 5" in proc.stderr

@@ -1,0 +1,448 @@
+"""The SageMaker pipeline, built by the real SDK against a local AWS API (moto on loopback).
+
+The definition is checked against the one step list the local runner reads
+(``deepfake.steps``), the quality gate against an ``evaluation.json`` written by
+``deepfake.evaluate``, and the console scripts are run as subprocesses: upsert and
+start against the local server, the definition with no AWS at all, and the
+one-line errors of bad arguments.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from aws_server import REGION, ROLE_ARN, free_port, moto_server
+
+from deepfake import paths, steps
+from deepfake.runner import step_parameters as local_step_parameters
+from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, MARKER, build_bundle, content_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What a SageMaker project gives its CodeBuild project (buildspec.yml reads these).
+CODEBUILD_ENV = {"AWS_REGION": REGION, "SAGEMAKER_PROJECT_NAME": "deepfake", "SAGEMAKER_PROJECT_ID": "p-test1",
+                 "SAGEMAKER_PROJECT_ARN": f"arn:aws:sagemaker:{REGION}:123456789012:project/deepfake",
+                 "ARTIFACT_BUCKET": "deepfake-kit-tests", "SAGEMAKER_PIPELINE_ROLE_ARN": ROLE_ARN}
+BUCKET = CODEBUILD_ENV["ARTIFACT_BUCKET"]
+PIPELINE = GROUP = PREFIX = "deepfake-p-test1"        # ${SAGEMAKER_PROJECT_NAME}-${SAGEMAKER_PROJECT_ID}
+KWARGS = {"region": REGION, "role": ROLE_ARN, "default_bucket": BUCKET, "pipeline_name": PIPELINE,
+          "model_package_group_name": GROUP, "base_job_prefix": PREFIX,
+          "sagemaker_project_name": CODEBUILD_ENV["SAGEMAKER_PROJECT_NAME"]}
+
+# Building steps inside a PipelineSession warns that no job starts: that is the point here.
+pytestmark = pytest.mark.filterwarnings("ignore:Running within a PipelineSession")
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory):
+    pytest.importorskip("sagemaker")
+    pytest.importorskip("moto")
+    with moto_server(tmp_path_factory.mktemp("aws")) as server, server.environment():
+        server.client("s3").create_bucket(Bucket=BUCKET)
+        server.client("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pipeline(aws):
+    from pipelines.deepfake.pipeline import get_pipeline
+
+    return get_pipeline(**KWARGS)
+
+
+@pytest.fixture(scope="module")
+def definition(pipeline):
+    return json.loads(pipeline.definition())
+
+
+def all_steps(definition):
+    """Every step by name, those inside the condition's branches included."""
+    out = {}
+    for step in definition["Steps"]:
+        out[step["Name"]] = step
+        for branch in ("IfSteps", "ElseSteps"):
+            for inner in step.get("Arguments", {}).get(branch, []):
+                out[inner["Name"]] = inner
+    return out
+
+
+def container_arguments(step):
+    """``run_step.py`` arguments of a processing step: (options, papermill parameters in order)."""
+    args = step["Arguments"]["AppSpecification"]["ContainerArguments"]
+    options, params, i = {}, {}, 0
+    while i < len(args):
+        if args[i] == "--param":
+            params[args[i + 1]] = args[i + 2]
+            i += 3
+        else:
+            options[args[i]] = args[i + 1]
+            i += 2
+    return options, params
+
+
+def channel(step, name):
+    inputs = {i["InputName"]: i["S3Input"] for i in step["Arguments"]["ProcessingInputs"]}
+    return inputs[name]
+
+
+def output(step, name):
+    return {o["OutputName"]: o["S3Output"] for o in step["Arguments"]["ProcessingOutputConfig"]["Outputs"]}[name]
+
+
+def step_output_ref(name, channel_name):
+    return {"Get": f"Steps.{name}.ProcessingOutputConfig.Outputs['{channel_name}'].S3Output.S3Uri"}
+
+
+def json_get(definition_value, document):
+    """Resolve a ``Std:JsonGet`` path (dotted keys) the way SageMaker does on a property file."""
+    value = document
+    for key in definition_value["Std:JsonGet"]["Path"].split("."):
+        value = value[key]
+    return value
+
+
+# -- the definition matches the local run ------------------------------------------------------
+
+@pytest.mark.aws
+def test_notebook_steps_are_the_local_steps_in_order_with_the_same_parameters(definition, tmp_path):
+    processing = [s for s in definition["Steps"] if s["Type"] == "Processing"]
+    assert [s["Name"] for s in processing] == [s.name for s in steps.STEPS]
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    local = local_step_parameters(data, run_dir, "default", {})
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    for step, sm in zip(steps.STEPS, processing, strict=True):
+        options, params = container_arguments(sm)
+        assert options["--step"] == step.name
+        run_params = {param: name for name, (s, param, _, _) in steps.RUN_PARAMETERS.items() if s == step.name}
+        # Same notebook parameters as the local run, plus the run parameters the pipeline exposes.
+        assert set(params) == set(local[step.name]) | set(run_params)
+        for param, source in step.inputs.items():
+            wired = channel(sm, "data" if source == steps.DATA else source)
+            assert wired["LocalPath"] == params[param]
+            if source == steps.DATA:
+                assert local[step.name][param] == str(data)
+                assert wired["S3Uri"] == {"Get": "Parameters.InputDataUrl"}
+            else:
+                assert local[step.name][param] == str(run_dir / source)
+                assert wired["S3Uri"] == step_output_ref(source, source)
+        assert params["output_dir"] == output(sm, step.name)["LocalPath"]
+        for param, name in run_params.items():
+            assert params[param] == {"Std:Join": {"On": "", "Values": [{"Get": f"Parameters.{name}"}]}}
+            assert declared[name]["DefaultValue"] == steps.RUN_PARAMETERS[name][3]
+        assert sm["CacheConfig"]["Enabled"] is True
+        assert output(sm, "report")["S3UploadMode"] == "Continuous"    # the failed notebook reaches S3
+
+
+@pytest.mark.aws
+def test_every_step_runs_the_shipped_local_notebook(aws, definition):
+    s3 = aws.client("s3")
+    processing = [s for s in definition["Steps"] if s["Type"] == "Processing"]
+    code_uris = {channel(s, "code")["S3Uri"] for s in processing}
+    assert len(code_uris) == 1
+    code = code_uris.pop()
+    assert code.startswith(f"s3://{BUCKET}/{PREFIX}/code/")
+    key = code.removeprefix(f"s3://{BUCKET}/")
+    for step, sm in zip(steps.STEPS, processing, strict=True):
+        assert sm["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/" + ENTRY_POINT)
+        shipped = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/notebooks/{step.notebook}")["Body"].read()
+        assert shipped == (paths.notebooks_dir() / step.notebook).read_bytes()
+    shipped_steps = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/src/deepfake/steps.py")["Body"].read()
+    assert shipped_steps == Path(steps.__file__).read_bytes()
+    assert s3.get_object(Bucket=BUCKET, Key=key + ENTRY_POINT)["Body"].read() == (
+        Path(__file__).parents[1] / "pipelines" / "deepfake" / ENTRY_POINT).read_bytes()
+
+
+@pytest.mark.aws
+def test_extraction_is_sharded_over_the_processing_instances(definition):
+    by_name = all_steps(definition)
+    for step in steps.STEPS:
+        sm = by_name[step.name]
+        cluster = sm["Arguments"]["ProcessingResources"]["ClusterConfig"]
+        options, _ = container_arguments(sm)
+        sharded_param = steps.SHARDED.get(step.name)
+        for param, source in step.inputs.items():
+            wired = channel(sm, "data" if source == steps.DATA else source)
+            expected = "ShardedByS3Key" if param == sharded_param else "FullyReplicated"
+            assert wired["S3DataDistributionType"] == expected, (step.name, param)
+        if sharded_param:
+            assert cluster["InstanceCount"] == {"Get": "Parameters.ProcessingInstanceCount"}
+            assert options["--shard-param"] == steps.SHARD_PARAMETER
+        else:
+            assert cluster["InstanceCount"] == 1 and "--shard-param" not in options
+    assert steps.SHARDED, "no step scales out"
+
+
+@pytest.mark.aws
+def test_instance_types_and_images_follow_the_gpu_flag(definition):
+    by_name = all_steps(definition)
+    for step in steps.STEPS:
+        sm = by_name[step.name]["Arguments"]
+        kind = "TrainingInstanceType" if step.gpu else "ProcessingInstanceType"
+        assert sm["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {"Get": f"Parameters.{kind}"}
+        image = sm["AppSpecification"]["ImageUri"]
+        assert "pytorch-training:2.5.1-" in image and image.endswith("py311")
+        assert ("-gpu-" in image) == step.gpu
+
+
+# -- the quality gate and registration ---------------------------------------------------------
+
+def write_evaluation(folder):
+    """evaluation.json from deepfake.evaluate over a faces table split in two shards (as sharded
+    extraction leaves it in S3), scored by brightness: bright crops are 'fake'."""
+    from deepfake.evaluate import evaluate, validate_evaluation
+    from deepfake.extract import FACES_COLUMNS, read_faces
+    from deepfake.manifest import write_manifest
+
+    class Brightness:
+        version = "brightness"
+
+        def predict_crops(self, crops):
+            return np.array([float(c.mean()) / 255.0 for c in crops])
+
+    rng = np.random.default_rng(0)
+    for shard, videos in (("algo-1", range(0, 4)), ("algo-2", range(4, 8))):
+        root = folder / "faces" / f"shard-{shard}"
+        (root / paths.CROPS_DIR).mkdir(parents=True)
+        rows = []
+        for v in videos:
+            label = v % 2
+            for frame in (0, 5):
+                rel = f"{paths.CROPS_DIR}/v{v}_{frame}.png"
+                level = (170 if label else 80) + 3 * v + frame
+                cv2.imwrite(str(root / rel), np.clip(level + rng.integers(-9, 10, (16, 16, 3)), 0, 255).astype(np.uint8))
+                rows.append({"video_id": f"v{v}", "original_id": f"v{v - label}", "label": label,
+                             "manipulation": "swap" if label else "none", "split": "test", "frame_idx": frame,
+                             "face_idx": 0, "box": "[0, 0, 16, 16]", "score": 0.99, "path": rel, "status": "ok",
+                             "reason": ""})
+        write_manifest(pd.DataFrame(rows, columns=FACES_COLUMNS), root / paths.FACES_MANIFEST)
+    faces = read_faces(folder / "faces")
+    assert set(faces["video_id"]) == {f"v{v}" for v in range(8)}       # both shards read
+    evaluation = evaluate(Brightness(), faces, folder / "evaluate")
+    validate_evaluation(evaluation)
+    return json.loads((folder / "evaluate" / paths.EVALUATION).read_text())
+
+
+@pytest.mark.aws
+def test_gate_reads_the_metric_of_evaluation_json_and_compares_it_with_the_threshold(definition, tmp_path):
+    by_name = all_steps(definition)
+    evaluate = by_name[steps.EVALUATION_STEP]
+    (prop,) = evaluate["PropertyFiles"]
+    assert prop["FilePath"] == paths.EVALUATION
+    assert prop["OutputName"] in {o["OutputName"] for o in evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
+    # The property file's output channel is the folder the notebook writes as output_dir.
+    assert output(evaluate, prop["OutputName"])["LocalPath"] == container_arguments(evaluate)[1]["output_dir"]
+
+    gate = by_name["gate"]
+    (condition,) = gate["Arguments"]["Conditions"]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    left = condition["LeftValue"]
+    assert left["Std:JsonGet"]["PropertyFile"] == {
+        "Get": f"Steps.{steps.EVALUATION_STEP}.PropertyFiles.{prop['PropertyFileName']}"}
+    assert condition["RightValue"] == {"Get": "Parameters.MetricThreshold"}
+    threshold = {p["Name"]: p for p in definition["Parameters"]}["MetricThreshold"]
+    assert threshold["Type"] == "Float" and threshold["DefaultValue"] == steps.GATE_THRESHOLD
+
+    document = write_evaluation(tmp_path)
+    value = json_get(left, document)
+    assert value == document["metrics"][steps.GATE_METRIC]          # the path the local gate reads
+    assert isinstance(value, float) and value == 1.0                 # brightness separates the classes
+    assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["register"]
+    assert [s["Name"] for s in gate["Arguments"]["ElseSteps"]] == ["gate-failed"]
+
+
+@pytest.mark.aws
+def test_failing_gate_says_the_metric_and_the_threshold(definition):
+    fail = all_steps(definition)["gate-failed"]
+    assert fail["Type"] == "Fail"
+    values = fail["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert any(isinstance(v, dict) and v.get("Std:JsonGet", {}).get("Path") == f"metrics.{steps.GATE_METRIC}"
+               for v in values)
+    assert {"Get": "Parameters.MetricThreshold"} in values
+    assert any(isinstance(v, str) and steps.GATE_METRIC in v for v in values)
+
+
+@pytest.mark.aws
+def test_registration_arguments(definition):
+    from deepfake.content_types import ACCEPTED_TYPES, RESPONSE_TYPES
+
+    register = all_steps(definition)["register"]
+    assert register["Type"] == "RegisterModel"
+    args = register["Arguments"]
+    assert args["ModelPackageGroupName"] == GROUP
+    assert args["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    approval = {p["Name"]: p for p in definition["Parameters"]}["ModelApprovalStatus"]
+    assert approval["DefaultValue"] == "PendingManualApproval"
+    assert set(approval["EnumValues"]) == {"PendingManualApproval", "Approved", "Rejected"}
+
+    spec = args["InferenceSpecification"]
+    assert spec["SupportedContentTypes"] == list(ACCEPTED_TYPES)
+    assert "video/mp4" in spec["SupportedContentTypes"] and "image/jpeg" in spec["SupportedContentTypes"]
+    assert spec["SupportedResponseMIMETypes"] == list(RESPONSE_TYPES)
+    assert spec["SupportedRealtimeInferenceInstanceTypes"]
+    (container,) = spec["Containers"]
+    assert "pytorch-inference:2.5.1-cpu-py311" in container["Image"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["ModelDataUrl"] == {"Std:Join": {"On": "/", "Values": [
+        step_output_ref(steps.MODEL_STEP, steps.MODEL_STEP), "model.tar.gz"]}}
+
+    statistics = args["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["ContentType"] == "application/json"
+    assert statistics["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        step_output_ref(steps.EVALUATION_STEP, steps.EVALUATION_STEP), paths.EVALUATION]}}
+    report = Path(steps.step(steps.EVALUATION_STEP).notebook).with_suffix(".html").name
+    assert args["CustomerMetadataProperties"]["EvaluationReport"] == {"Std:Join": {"On": "/", "Values": [
+        step_output_ref(steps.EVALUATION_STEP, "report"), report]}}
+
+
+# -- code paths, console scripts ---------------------------------------------------------------
+
+def test_code_hash_follows_content_only():
+    files = {"a.py": b"x = 1\n", "kit/b.py": b"y = 2\n"}
+    assert content_hash(files) == content_hash(dict(reversed(list(files.items()))))
+    assert content_hash(files) != content_hash({**files, "a.py": b"x = 2\n"})
+    assert content_hash(files) != content_hash({"a2.py": b"x = 1\n", "kit/b.py": b"y = 2\n"})
+    bundle = build_bundle(s.notebook for s in steps.STEPS)
+    assert build_bundle(s.notebook for s in steps.STEPS).sha256 == bundle.sha256
+    assert f"{KIT_DIR}/pyproject.toml" in bundle.files and ENTRY_POINT in bundle.files
+    assert not any("__pycache__" in name or name.endswith(".pyc") for name in bundle.files)
+
+
+def script(name, *args, env=None, timeout=300):
+    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def codebuild_build_phase():
+    """The build commands of buildspec.yml as one bash script, run with this test's console scripts."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "buildspec.yml").read_text())
+    commands = spec["phases"]["build"]["commands"]
+    return "set -euo pipefail\n" + "\n".join(commands).replace(".venv/bin/", f"{BIN}/")
+
+
+@pytest.mark.aws
+@pytest.mark.slow
+def test_codebuild_upserts_starts_and_waits_and_an_unchanged_upsert_keeps_the_code_paths(aws, pipeline, definition):
+    sm, s3 = aws.client("sagemaker"), aws.client("s3")
+    pipeline.upsert(role_arn=ROLE_ARN)                                  # first upsert, in process
+    first = json.loads(sm.describe_pipeline(PipelineName=PIPELINE)["PipelineDefinition"])
+    uploaded = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+
+    # Second upsert: the build phase of buildspec.yml, as CodeBuild runs it (run-pipeline ... --wait).
+    result = subprocess.run(["bash", "-c", codebuild_build_phase()], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=aws.subprocess_env(**CODEBUILD_ENV))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    printed = result.stdout.split("following definition:\n", 1)[1].split("\n###### Created", 1)[0]
+    assert json.loads(printed) == definition
+    assert "Execution Succeeded" in result.stdout
+
+    executions = sm.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]
+    assert len(executions) == 1 and executions[0]["PipelineExecutionStatus"] == "Succeeded"
+    described = sm.describe_pipeline(PipelineName=PIPELINE)
+    assert described["PipelineDescription"].startswith("Deepfake-video detection")
+    tags = sm.list_tags(ResourceArn=described["PipelineArn"])["Tags"]
+    assert {"Key": "sagemaker:project-id", "Value": "p-test1"} in tags
+    # Same code paths, nothing uploaded again: the step cache would hit.
+    second = json.loads(described["PipelineDefinition"])
+    assert second == first == definition
+    assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]} == uploaded
+    assert sum(k.endswith(MARKER) for k in uploaded) == 1
+
+
+@pytest.mark.aws
+@pytest.mark.slow
+def test_get_pipeline_definition_needs_no_aws_at_all(tmp_path):
+    pytest.importorskip("sagemaker")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))}
+    nowhere = str(tmp_path / "none")
+    env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_CONFIG_FILE=nowhere,
+               AWS_SHARED_CREDENTIALS_FILE=nowhere, AWS_EC2_METADATA_DISABLED="true")
+    out = tmp_path / "definition.json"
+    result = script("get-pipeline-definition", "--module-name", "pipelines.deepfake.pipeline",
+                    "--role-arn", ROLE_ARN, "--kwargs", json.dumps({"default_bucket": BUCKET}),
+                    "--file-name", str(out), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    definition = json.loads(out.read_text())
+    names = [s["Name"] for s in definition["Steps"]]
+    assert names == [s.name for s in steps.STEPS] + ["gate"]
+    code = channel(definition["Steps"][0], "code")["S3Uri"]
+    assert code == build_bundle(s.notebook for s in steps.STEPS).uri(BUCKET, "deepfake")   # the default prefix
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize(("name", "args", "expected"), [
+    ("run-pipeline", ["--role-arn", ROLE_ARN, "--kwargs", "{region: us-east-1}"], "--kwargs is not valid JSON"),
+    ("run-pipeline", ["--role-arn", ROLE_ARN, "--kwargs", '["a"]'], "--kwargs must be a JSON object"),
+    ("run-pipeline", ["--role-arn", ROLE_ARN, "--kwargs", '{"default_bucket": "b", "epochs": 3}'],
+     "unknown key(s) epochs; known keys: region, role, default_bucket"),
+    ("run-pipeline", ["--kwargs", '{"default_bucket": "b"}'], "missing role: pass --role-arn"),
+    ("run-pipeline", ["--role-arn", "", "--kwargs", "{}"], "missing role"),
+    ("run-pipeline", ["--role-arn", "MyRole", "--kwargs", '{"default_bucket": "my-bucket"}'], "is not an IAM role ARN"),
+    ("run-pipeline", ["--role-arn", ROLE_ARN, "--tags", '{"Key": "a"}'], "--tags must be a JSON list"),
+    ("get-pipeline-definition", ["--kwargs", '{"default_bucket": "b"}'], "missing role"),
+    ("get-pipeline-definition", ["--role-arn", ROLE_ARN], "default_bucket is required"),
+])
+def test_bad_arguments_give_one_clear_line_and_exit_2(name, args, expected):
+    result = script(name, "--module-name", "pipelines.deepfake.pipeline", *args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{name}: error:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+class FailingService:
+    """SageMaker for the one outcome moto cannot produce: an execution that runs, then fails.
+
+    Answers only the two calls ``--wait`` makes, from canned responses in the API's shapes.
+    """
+
+    ARN = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/p/execution/x1"
+
+    def __init__(self, list_steps_fails=False):
+        self.statuses = iter(["Executing", "Executing", "Failed"])
+        self.list_steps_fails = list_steps_fails
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):
+        status = next(self.statuses)
+        out = {"PipelineExecutionArn": PipelineExecutionArn, "PipelineExecutionStatus": status}
+        if status == "Failed":
+            out["FailureReason"] = "Step failure: One or multiple steps failed."
+        return out
+
+    def list_pipeline_execution_steps(self, PipelineExecutionArn, SortOrder):
+        from botocore.exceptions import ClientError
+
+        if self.list_steps_fails:
+            raise ClientError({"Error": {"Code": "500", "Message": "<html>\n<h1>Internal Server Error</h1>"}},
+                              "ListPipelineExecutionSteps")
+        return {"PipelineExecutionSteps": [
+            {"StepName": "explore", "StepStatus": "Succeeded", "CacheHitResult": {"SourcePipelineExecutionArn": "a"}},
+            {"StepName": "extract", "StepStatus": "Failed",
+             "FailureReason": "ClientError: cell 5 of 02_extract_faces.ipynb raised DataError"},
+        ]}
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize("list_steps_fails", [False, True])
+def test_wait_reports_a_failed_execution_with_its_reason_and_exits_1(capsys, list_steps_fails):
+    from pipelines.run_pipeline import report, wait_for_execution
+
+    service = FailingService(list_steps_fails)
+    final = wait_for_execution(service, FailingService.ARN, poll_s=0)
+    assert final["PipelineExecutionStatus"] == "Failed"
+    assert report(service, final) == 1
+    out = capsys.readouterr().out
+    assert out.count("execution Executing") == 1 and "execution Failed" in out
+    assert "failure reason: Step failure" in out
+    if list_steps_fails:
+        assert "step details unavailable" in out and "\n<h1>" not in out
+    else:
+        assert "step explore: Succeeded (cached)" in out
+        assert "step extract Failed: ClientError: cell 5 of 02_extract_faces.ipynb raised DataError" in out

@@ -1,0 +1,144 @@
+"""The Processing entry point, run locally as the container runs it, on small real notebooks.
+
+``run_step.py`` is started as a subprocess with ``--no-install`` (the kit is
+already installed here) and ``DEEPFAKE_SAGEMAKER_ROOT`` pointing at a temporary
+folder that stands in for the container's root (resource config, exit message).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from notebook_factory import make_notebook
+
+from deepfake import steps
+from pipelines.deepfake import run_step
+from pipelines.deepfake.bundle import KIT_DIR, build_bundle
+
+RUN_STEP = Path(run_step.__file__)
+SHARDED = next(iter(steps.SHARDED))             # the step that scales out (extract)
+PARAMS = (
+    'data_dir: str = "data"  # dataset\n'
+    'videos_dir: str = "videos"  # explore output\n'
+    'output_dir: str = "out"  # where to write\n'
+    'frames_per_video: int = 16  # frames per video\n'
+    f'{steps.SHARD_PARAMETER}: str = ""  # this instance\'s part\n'
+    'rate: float = 0.5  # a float\n'
+    'fast: bool = False  # a flag'
+)
+RECORD = ("import json, pathlib\n"
+          "pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
+          "values = dict(frames_per_video=frames_per_video, shard=shard, rate=rate, fast=fast)\n"
+          "pathlib.Path(output_dir, 'params.json').write_text(json.dumps(\n"
+          "    {k: [type(v).__name__, v] for k, v in values.items()}))")
+
+
+@pytest.fixture()
+def container(tmp_path):
+    """A stand-in container root with this instance's resource config."""
+    root = tmp_path / "ml"
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]}))
+    return root
+
+
+def notebooks(tmp_path, *body):
+    folder = tmp_path / "notebooks"
+    make_notebook(folder / steps.step(SHARDED).notebook, PARAMS, *body)
+    return folder
+
+
+def run(tmp_path, container, nb_dir, *args):
+    cmd = [sys.executable, str(RUN_STEP), "--no-install", "--step", SHARDED, "--notebooks-dir", str(nb_dir),
+           "--report-dir", str(tmp_path / "report"), "--param", "output_dir", str(tmp_path / "out"), *args]
+    env = {**os.environ, "DEEPFAKE_SAGEMAKER_ROOT": str(container)}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_string_arguments_are_typed_by_the_parameters_cell_and_the_shard_is_the_host(tmp_path, container):
+    nb_dir = notebooks(tmp_path, RECORD)
+    result = run(tmp_path, container, nb_dir, "--param", "frames_per_video", "8", "--param", "rate", "1",
+                 "--param", "fast", "true", "--shard-param", steps.SHARD_PARAMETER)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recorded = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert recorded == {"frames_per_video": ["int", 8], "shard": ["str", "algo-2"], "rate": ["float", 1.0],
+                        "fast": ["bool", True]}
+    notebook = steps.step(SHARDED).notebook
+    assert (tmp_path / "report" / notebook).is_file()
+    assert (tmp_path / "report" / Path(notebook).with_suffix(".html").name).is_file()
+    assert not (container / "output" / "message").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_cell_keeps_the_executed_notebook_and_exits_non_zero(tmp_path, container):
+    nb_dir = notebooks(tmp_path, "print('before the failure')", "raise RuntimeError('no faces in shard')")
+    result = run(tmp_path, container, nb_dir)
+    assert result.returncode == run_step.EXIT_NOTEBOOK
+    notebook = steps.step(SHARDED).notebook
+    executed = json.loads((tmp_path / "report" / notebook).read_text())
+    outputs = [o for cell in executed["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert any(o.get("ename") == "RuntimeError" for o in outputs)
+    assert any("before the failure" in "".join(o.get("text", "")) for o in outputs)
+    assert (tmp_path / "report" / Path(notebook).with_suffix(".html").name).is_file()
+    message = (container / "output" / "message").read_text()
+    assert "RuntimeError" in message and "no faces in shard" in message and SHARDED in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--param", "frames_per_video", "many"], "frames_per_video='many' is not a valid int"),
+    (["--param", "frame_per_video", "8"], "has no parameter(s) frame_per_video"),
+])
+def test_bad_parameters_exit_2_naming_them(tmp_path, container, args, expected):
+    result = run(tmp_path, container, notebooks(tmp_path, RECORD), *args)
+    assert result.returncode == run_step.EXIT_CONFIG
+    assert expected in result.stdout
+    assert expected in (container / "output" / "message").read_text()
+
+
+@pytest.mark.slow
+def test_shard_outside_sagemaker_is_a_clear_error(tmp_path, container):
+    (container / "config" / "resourceconfig.json").unlink()
+    result = run(tmp_path, container, notebooks(tmp_path, RECORD), "--shard-param", steps.SHARD_PARAMETER)
+    assert result.returncode == run_step.EXIT_CONFIG
+    assert "resourceconfig.json is missing" in result.stdout
+
+
+def test_unknown_step_lists_the_steps(tmp_path, container):
+    cmd = [sys.executable, str(RUN_STEP), "--no-install", "--step", "clean", "--report-dir", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DEEPFAKE_SAGEMAKER_ROOT": str(container)})
+    assert result.returncode == run_step.EXIT_CONFIG
+    assert "unknown step 'clean'" in result.stdout and ", ".join(s.name for s in steps.STEPS) in result.stdout
+
+
+def test_the_image_torch_and_numpy_are_pinned():
+    pins = run_step.pinned_constraints()
+    assert f"torch=={metadata.version('torch')}" in pins
+    assert f"numpy=={metadata.version('numpy')}" in pins
+
+
+def test_requirements_leave_torch_and_numpy_to_the_image():
+    lines = [line.split("#")[0].strip() for line in run_step.REQUIREMENTS.read_text().splitlines()]
+    names = {line.split("=")[0].split(">")[0].split("<")[0].split("[")[0].strip().lower() for line in lines if line}
+    assert "papermill" in names and not names & {"torch", "numpy", "torchvision"}
+
+
+@pytest.mark.slow
+def test_the_shipped_kit_installs_with_pip(tmp_path):
+    """The bundle's kit folder is what run_step.py pip-installs in the container."""
+    bundle = build_bundle(s.notebook for s in steps.STEPS)
+    for name, data in bundle.files.items():
+        path = tmp_path / "bundle" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    site = tmp_path / "site"
+    run_step.install_kit(tmp_path / "bundle" / KIT_DIR, "--no-build-isolation", "--quiet", "--target", str(site))
+    assert (site / "deepfake" / "steps.py").read_bytes() == Path(steps.__file__).read_bytes()
+    assert (site / "deepfake" / "notebook.py").is_file()
