@@ -27,3 +27,14 @@ def test_missing_columns_and_files_are_named(tmp_path):
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nope.csv")
     assert json.loads((tmp_path / "t.json").read_text())["columns"] == ["a"]
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    path = write_manifest(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    old = os.umask(0o022)
+    os.umask(old)
+    if old & 0o004 == 0:
+        assert path.stat().st_mode & stat.S_IROTH
