@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepfake import extract
 from deepfake.errors import ConfigError, ImageDecodeError, ManifestError, VideoDecodeError
 from deepfake.extract import (
     FACES_COLUMNS,
@@ -130,6 +131,29 @@ def test_extract_video_faces_finds_the_face_in_every_frame(face_clip):
     assert [f.frame_idx for f in result.faces] == frame_indices(12, 4) == list(result.frame_indices)
     assert all(f.crop.shape == (64, 64, 3) and f.face_idx == 0 for f in result.faces)
     assert result.info.width == 320 and not result.truncated
+
+
+def test_on_frame_gets_each_searched_frame_while_decoding(face_clip, no_face_clip):
+    """The predictor's hook: every searched frame's faces, in order, the same faces the result holds."""
+    handed: list[list] = []
+    result = extract_video_faces(face_clip, build_detector(FAST), FAST, on_frame=handed.append, decode_threads=1)
+    assert len(handed) == len(result.frame_indices) == 4
+    assert [f for frame in handed for f in frame] == result.faces
+    plain = extract_video_faces(face_clip, build_detector(FAST), FAST)
+    assert [f.box for f in plain.faces] == [f.box for f in result.faces]
+    assert all(np.array_equal(a.crop, b.crop) for a, b in zip(plain.faces, result.faces, strict=True))
+    empty: list[list] = []
+    extract_video_faces(no_face_clip, build_detector(FAST), FAST, on_frame=empty.append)
+    assert empty == [[]] * 4                                    # a frame without a face is handed over too
+
+
+def test_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(extract, "usable_cores", lambda: 2)
+    assert (extract.threads_per_worker(1), extract.decoder_threads(1)) == (2, 1)   # decoder + detection thread
+    assert (extract.threads_per_worker(2), extract.decoder_threads(2)) == (1, 1)
+    assert (extract.threads_per_worker(3), extract.decoder_threads(3)) == (1, 1)   # never below one
+    monkeypatch.setattr(extract, "usable_cores", lambda: 16)
+    assert (extract.threads_per_worker(4), extract.decoder_threads(4)) == (4, 3)
 
 
 def test_extract_video_faces_raises_on_a_broken_file(corrupt_files):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from serving_support import FRAMES_PER_VIDEO, make_model
 
+from deepfake import predict
 from deepfake.cli import main
 from deepfake.errors import ModelError, VideoDecodeError
 from deepfake.evaluate import frame_predictions
@@ -71,6 +73,23 @@ def test_crops_score_as_the_saved_jpeg_crops(predictor, face_clip, tmp_path):
         saved.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
     expected = predictor.loaded.predict_crops(saved)
     np.testing.assert_allclose(predictor.score_faces(faces), expected, atol=1e-6)
+
+
+def test_crops_classified_while_decoding_score_as_at_the_end(predictor, face_clip, monkeypatch):
+    """Streamed mini-batches (here 3 + 1 crops) give exactly the scores of the whole list, frame by frame."""
+    monkeypatch.setattr(predict, "CLASSIFY_BATCH", 3)
+    streamed = predictor.predict_video(face_clip)
+    faces = extract_video_faces(face_clip, predictor.detector(), predictor.extract_config).faces
+    assert len(faces) == 4
+    at_the_end = predictor.score_faces(faces)
+    assert [f["p_fake"] for f in streamed["frame_scores"]] == at_the_end.tolist()   # exact, not approx
+    assert not [t for t in threading.enumerate() if t.name.startswith(("classify", "decode "))]
+
+
+def test_a_failing_video_leaves_no_thread_behind(predictor, corrupt_files):
+    with pytest.raises(VideoDecodeError):
+        predictor.predict_video(corrupt_files["truncated"])
+    assert not [t for t in threading.enumerate() if t.name.startswith(("classify", "decode "))]
 
 
 def test_no_face_gives_no_probability(predictor, no_face_clip):

@@ -141,6 +141,18 @@ def test_h264_face_clip_decodes(write_clip):
     assert s.indices == frame_indices(10, 5) and s.frames[0].shape == (240, 320, 3)
 
 
+def test_decoder_threads_do_not_change_the_frames(write_clip):
+    path = write_clip(codec="h264", frames=20)
+    default = sample_frames(path, n_frames=5)
+    for threads in (1, 2):
+        reader = iter_frames(path, n_frames=5, decode_threads=threads)
+        got = list(reader)
+        assert [i for i, _ in got] == default.indices == reader.indices
+        assert all(np.array_equal(a, b) for (_, a), b in zip(got, default.frames, strict=True))
+    with pytest.raises(ConfigError, match="decode_threads"):
+        iter_frames(path, n_frames=5, decode_threads=0)
+
+
 def test_one_sequential_pass_retrieves_only_wanted_frames(write_clip, captures):
     path = write_clip(frames=30)
     opened, _ = captures

@@ -63,12 +63,16 @@ class SampledFrames:
     truncated: bool = False     # the stream ended before the frame count its header announced
 
 
-def open_capture(path: str | os.PathLike[str]) -> cv2.VideoCapture:
+def open_capture(path: str | os.PathLike[str], threads: int | None = None) -> cv2.VideoCapture:
     """Open ``path`` with OpenCV's FFmpeg backend only (not the image-sequence one).
 
+    ``threads``: FFmpeg decoding threads (None: OpenCV's default, about one per core of the
+    machine, whatever the process may use). The decoded frames are the same either way.
     The one place the kit builds a ``cv2.VideoCapture``; tests wrap it to count calls.
     """
-    return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if threads is None:
+        return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(threads)])
 
 
 def frame_indices(frame_count: int, n_frames: int = 16, stride: int = 0) -> list[int]:
@@ -110,22 +114,27 @@ class FrameReader:
 
     With ``prefetch > 0`` a thread decodes ahead into a bounded queue, so decoding
     overlaps whatever the consumer does with each frame (OpenCV releases the GIL
-    while it decodes). After the iteration ends, :attr:`info` holds the decoded
-    frame count when the stream was read to its end, :attr:`truncated` says
-    whether it ended early and :attr:`indices` lists the frames yielded.
+    while it decodes). ``decode_threads`` sets FFmpeg's own threads (None: its
+    default), so parallel workers can each keep to their share of the cores.
+    After the iteration ends, :attr:`info` holds the decoded frame count when
+    the stream was read to its end, :attr:`truncated` says whether it ended
+    early and :attr:`indices` lists the frames yielded.
     The file is opened (and fails fast) in the constructor.
     """
 
     def __init__(self, path: str | os.PathLike[str], n_frames: int = 16, stride: int = 0,
-                 *, prefetch: int = 0) -> None:
+                 *, prefetch: int = 0, decode_threads: int | None = None) -> None:
         frame_indices(0, n_frames, stride)  # validates the arguments
+        if decode_threads is not None and decode_threads < 1:
+            raise ConfigError(f"decode_threads must be None (FFmpeg's choice) or >= 1; got {decode_threads!r}")
         self.path = str(path)
         self.n_frames = n_frames
         self.stride = stride
         self.prefetch = prefetch
+        self.decode_threads = decode_threads
         self.indices: list[int] = []
         self.truncated = False
-        self._cap: cv2.VideoCapture | None = _open(path)
+        self._cap: cv2.VideoCapture | None = _open(path, decode_threads)
         try:
             self.info = _info(path, self._cap)
         except VideoDecodeError:
@@ -163,7 +172,7 @@ class FrameReader:
             if self.stride == 0 and announced <= 0:
                 announced = _count_and_release(cap, self.path)
                 self.info = replace(self.info, frame_count=announced, duration_s=_duration(announced, self.info.fps))
-                cap = _open(self.path)
+                cap = _open(self.path, self.decode_threads)
             # even spacing: a fixed set of indices; stride: every stride-th frame, whatever the count
             wanted = set(frame_indices(announced, self.n_frames, 0)) if self.stride == 0 else None
             last = max(wanted, default=-1) if wanted is not None else None
@@ -242,9 +251,9 @@ class FrameReader:
 
 
 def iter_frames(path: str | os.PathLike[str], n_frames: int = 16, stride: int = 0,
-                *, prefetch: int = DEFAULT_PREFETCH) -> FrameReader:
+                *, prefetch: int = DEFAULT_PREFETCH, decode_threads: int | None = None) -> FrameReader:
     """A :class:`FrameReader` that decodes ahead in a thread (for decode/detect overlap)."""
-    return FrameReader(path, n_frames, stride, prefetch=prefetch)
+    return FrameReader(path, n_frames, stride, prefetch=prefetch, decode_threads=decode_threads)
 
 
 def sample_frames(path: str | os.PathLike[str], n_frames: int = 16, stride: int = 0) -> SampledFrames:
@@ -357,7 +366,7 @@ def _container_format(path: Path) -> str | None:
     return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}.get(path.suffix.lower())
 
 
-def _open(path: str | os.PathLike[str]) -> cv2.VideoCapture:
+def _open(path: str | os.PathLike[str], threads: int | None = None) -> cv2.VideoCapture:
     p = Path(path)
     if not p.exists():
         raise VideoDecodeError(path, "file not found")
@@ -366,7 +375,7 @@ def _open(path: str | os.PathLike[str]) -> cv2.VideoCapture:
     if p.stat().st_size == 0:
         raise VideoDecodeError(path, "the file is empty (0 bytes)")
     try:
-        cap = open_capture(p)
+        cap = open_capture(p) if threads is None else open_capture(p, threads)
     except cv2.error as exc:
         raise VideoDecodeError(path, f"OpenCV failed to open it: {exc}") from exc
     if not cap.isOpened():
