@@ -33,7 +33,6 @@ import concurrent.futures as cf
 import json
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 from deepfake import paths
 from deepfake.aggregate import aggregate, get_strategy
 from deepfake.detectors import FaceDetector
-from deepfake.errors import DeepfakeError, ImageDecodeError, ModelError, VideoDecodeError
+from deepfake.errors import DeepfakeError, ImageDecodeError, ModelError
 from deepfake.extract import (
     ExtractConfig,
     Face,
@@ -57,6 +56,7 @@ from deepfake.extract import (
     faces_from_frames,
 )
 from deepfake.model import LoadedModel, load_artifact
+from deepfake.video import video_bytes_as_file
 
 LABELS = ("REAL", "FAKE")            # response labels for p_fake below / at or above the threshold
 DEFAULT_THRESHOLD = 0.5              # p_fake at or above it is FAKE: the evaluation's default (EvalConfig.threshold)
@@ -172,19 +172,8 @@ class Predictor:
     # -- internals --------------------------------------------------------------------------------
 
     def _predict_video_bytes(self, data: bytes, suffix: str) -> dict[str, Any]:
-        label = f"<{len(data)} bytes of {suffix} video>"
-        if not data:
-            raise VideoDecodeError(label, "the video is empty (0 bytes)")
-        fd, tmp = tempfile.mkstemp(prefix="deepfake-request-", suffix=suffix)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            result = self.predict_video(tmp)
-        except VideoDecodeError as exc:
-            raise VideoDecodeError(label, exc.reason) from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return result
+        with video_bytes_as_file(data, suffix) as tmp:
+            return self.predict_video(tmp)
 
     def _response(self, faces: Sequence[Face], scores: np.ndarray, *, frames_sampled: int,
                   media: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -261,9 +262,12 @@ def sample_frames(path: str | os.PathLike[str], n_frames: int = 16, stride: int 
     return FrameReader(path, n_frames, stride).result()
 
 
-def sample_frames_from_bytes(data: bytes, suffix: str = ".mp4", n_frames: int = 16,
-                             stride: int = 0) -> SampledFrames:
-    """Sample frames from an in-memory video (an HTTP body): FFmpeg needs a file, so use a temp one."""
+@contextmanager
+def video_bytes_as_file(data: bytes, suffix: str = ".mp4") -> Iterator[Path]:
+    """An in-memory video (an HTTP body) as a temporary file, since FFmpeg needs one.
+
+    Decode errors raised inside name the bytes, not the temporary path.
+    """
     if not re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix):
         raise ConfigError(f"suffix {suffix!r} is not a file extension like '.mp4'")
     label = f"<{len(data)} bytes of {suffix} video>"
@@ -273,11 +277,19 @@ def sample_frames_from_bytes(data: bytes, suffix: str = ".mp4", n_frames: int = 
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        sampled = sample_frames(tmp, n_frames, stride)
+        yield Path(tmp)
     except VideoDecodeError as exc:
         raise VideoDecodeError(label, exc.reason) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def sample_frames_from_bytes(data: bytes, suffix: str = ".mp4", n_frames: int = 16,
+                             stride: int = 0) -> SampledFrames:
+    """Sample frames from an in-memory video (an HTTP body)."""
+    with video_bytes_as_file(data, suffix) as tmp:
+        sampled = sample_frames(tmp, n_frames, stride)
+    label = f"<{len(data)} bytes of {suffix} video>"
     return SampledFrames(sampled.frames, sampled.indices, replace(sampled.info, path=label), sampled.truncated)
 
 
