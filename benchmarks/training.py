@@ -24,13 +24,12 @@ from deepfake.augment import TrainAugment
 from deepfake.dataset import FaceDataset
 from deepfake.errors import DataError
 from deepfake.extract import ExtractConfig, build_detector, encode_crop, extract_video_faces
-from deepfake.model import NORMALIZATION, build_model
+from deepfake.model import NORMALIZATION
 from deepfake.train import (
     TrainConfig,
     benchmark_step,
     make_loader,
-    make_loss,
-    make_optimizer,
+    make_model,
     make_runtime,
     seed_everything,
     train_one_epoch,
@@ -68,12 +67,7 @@ def bench_training(crops: Sequence[Path], config: TrainConfig, batches: int, rep
     dataset = FaceDataset(faces, config.image_size, NORMALIZATION, augment, seed=config.seed)
     loader = make_loader(dataset, config.batch_size, train=True, balance=config.balance, seed=config.seed,
                          num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda")
-    model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size)
-    model.to(runtime.device)
-    if runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_fn = make_loss(config, dataset.labels).to(runtime.device)
-    optimizer = make_optimizer(model, config)
+    model, loss_fn, optimizer = make_model(config, runtime, dataset.labels)
     batch = next(iter(loader))
 
     say(f"[4] training loop vs in-memory step on {device_label}: {reps} x {batches} batches of "

@@ -195,6 +195,17 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups, lr=config.lr)
 
 
+def make_model(config: TrainConfig, runtime: Runtime, train_labels: np.ndarray,
+               ) -> tuple[nn.Module, SmoothedBCE, torch.optim.AdamW]:
+    """The pretrained model on its device and layout, its loss and optimiser: what ``train`` and the benchmark use."""
+    model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size)
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(config, train_labels).to(runtime.device)
+    return model, loss_fn, make_optimizer(model, config)
+
+
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Decay every group's learning rate along half a cosine, to zero after ``total_steps``."""
     total = max(1, int(total_steps))
@@ -398,12 +409,7 @@ def train(
                                seed=config.seed, num_workers=config.num_workers, pin_memory=pin)
     val_loader = make_loader(val_ds, config.batch_size, train=False, num_workers=config.num_workers, pin_memory=pin)
 
-    model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size)
-    model.to(runtime.device)
-    if runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_fn = make_loss(config, train_ds.labels).to(runtime.device)
-    optimizer = make_optimizer(model, config)
+    model, loss_fn, optimizer = make_model(config, runtime, train_ds.labels)
     steps_per_epoch = len(train_loader) if not config.max_train_batches else min(len(train_loader), config.max_train_batches)
     scheduler = cosine_schedule(optimizer, config.epochs * steps_per_epoch)
 
