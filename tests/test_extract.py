@@ -22,6 +22,8 @@ from deepfake.extract import (
     extract_faces,
     extract_video_faces,
     faces_from_frames,
+    format_landmarks,
+    parse_landmarks,
     read_faces,
 )
 from deepfake.face_sources import multi_face_photo
@@ -56,7 +58,7 @@ def dataset(tmp_path_factory, face_clip, multi_face_clip, no_face_clip, corrupt_
 def test_config_defaults():
     assert ExtractConfig().to_dict() == {
         "frames_per_video": 16, "stride": 0, "detector": "mtcnn", "detect_long_side": 640, "margin": 0.3,
-        "face_size": 224, "max_faces": 1, "min_score": 0.9, "image_format": "jpg", "jpeg_quality": 95,
+        "face_size": 224, "max_faces": 3, "min_score": 0.9, "image_format": "jpg", "jpeg_quality": 95,
         "workers": 1,
     }
 
@@ -298,3 +300,37 @@ def test_truncated_video_keeps_its_faces_and_says_so(corrupt_files, tmp_path):
     assert list(df.frame_idx) == [5] and list(df.status) == ["ok"]
     assert df.reason[0].startswith("truncated: the stream ends after")
     assert df.original_id[0] == "cut"                           # defaults to the video's own id
+
+
+def test_every_face_row_has_its_five_landmarks_in_full_resolution(dataset, tmp_path):
+    data, videos = dataset
+    extract_faces(videos.iloc[:2], data, tmp_path, FAST, progress=False)
+    df = read_faces(tmp_path)
+    ok = df[df.status == "ok"]
+    assert len(ok) and (ok.landmarks != "").all()
+    for row in ok.itertuples():
+        marks = parse_landmarks(row.landmarks)
+        x0, y0, x1, y1 = json.loads(row.box)
+        assert marks.shape == (5, 2)
+        assert ((marks[:, 0] >= x0) & (marks[:, 0] <= x1) & (marks[:, 1] >= y0) & (marks[:, 1] <= y1)).all()
+    assert parse_landmarks("") is None and format_landmarks(None) == ""
+    with pytest.raises(ManifestError, match="landmarks cell"):
+        parse_landmarks("[1, 2")
+
+
+def test_a_manifest_without_landmarks_still_loads(dataset, tmp_path):
+    """faces.csv of an older kit: read with an empty landmarks column; old parts are extracted again."""
+    data, videos = dataset
+    extract_faces(videos.iloc[:1], data, tmp_path, FAST, progress=False)
+    table = pd.read_csv(tmp_path / "faces.csv", keep_default_na=False).drop(columns="landmarks")
+    table.to_csv(tmp_path / "faces.csv", index=False)
+    old = read_faces(tmp_path)
+    assert list(old.columns[:-1]) == FACES_COLUMNS and (old.landmarks == "").all()
+
+    stamp = tmp_path / ".parts" / "config.json"
+    settings = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({k: v for k, v in settings.items() if k != "parts_format"}))   # an older kit's
+    part = tmp_path / ".parts" / "real.csv"
+    part.write_text(pd.read_csv(part, keep_default_na=False).drop(columns="landmarks").to_csv(index=False))
+    again = extract_faces(videos.iloc[:1], data, tmp_path, FAST, progress=False)
+    assert (again[again.status == "ok"].landmarks != "").all()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import json
 import multiprocessing
 import os
 import re
@@ -55,10 +56,14 @@ from deepfake.video import DEFAULT_PREFETCH, VideoInfo, iter_frames
 
 # faces.csv columns (docs/architecture.md), in order.
 FACES_COLUMNS = ["video_id", "original_id", "label", "manipulation", "split", "frame_idx", "face_idx", "box",
-                 "score", "path", "status", "reason"]
+                 "score", "landmarks", "path", "status", "reason"]
 # Columns copied from the videos table; the rest come from extraction.
 META_COLUMNS = ["original_id", "label", "manipulation", "split"]
-PART_COLUMNS = ["video_id", "frame_idx", "face_idx", "box", "score", "path", "status", "reason"]
+PART_COLUMNS = ["video_id", "frame_idx", "face_idx", "box", "score", "landmarks", "path", "status", "reason"]
+# Columns an older faces.csv may lack; they are read as empty (self-blending then asks for a re-extraction).
+OPTIONAL_COLUMNS = ("landmarks",)
+# Layout of the per-video part files; parts of another layout are extracted again.
+PARTS_FORMAT = 2
 STATUS_OK = "ok"
 STATUS_NO_FACE = "no_face"
 STATUS_DECODE_ERROR = "decode_error"
@@ -68,7 +73,7 @@ PROGRESS_MODES = (True, False, "bar", "lines")   # auto (bar on a terminal, else
 # Seconds between plain progress lines when stderr is not a terminal (papermill, SageMaker logs).
 PROGRESS_LINE_EVERY_S = 30.0
 # Text columns of faces.csv: read as text so ids like "000" keep their zeros.
-_TEXT_COLUMNS = ["video_id", "original_id", "manipulation", "split", "box", "path", "status", "reason"]
+_TEXT_COLUMNS = ["video_id", "original_id", "manipulation", "split", "box", "landmarks", "path", "status", "reason"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class ExtractConfig(StageConfig):
     detect_long_side: int = 640     # px: frames are downscaled to this long side to detect (0 = full size)
     margin: float = 0.3             # context added on EACH side of the face box, as a fraction of its longer side
     face_size: int = 224            # px: side of the saved square crop (the model's input size)
-    max_faces: int = 1              # faces kept per frame, best score then largest first
+    max_faces: int = 3              # faces kept per frame, best score then largest first (a frame scores as its most fake)
     min_score: float = 0.9          # detections with a lower confidence (0-1) are dropped
     image_format: str = "jpg"       # crop files: jpg (small) or png (lossless)
     jpeg_quality: int = 95          # 1-100; 95 keeps compression traces of the fake itself dominant
@@ -366,7 +371,8 @@ def _process_video(video_id: str, src: Path, folder: Path, config: ExtractConfig
             rel = f"{crop_rel}/{face.frame_idx}_{face.face_idx}.{config.image_format}"
             (folder / rel).write_bytes(encode_crop(face.crop, config))
             rows.append({"video_id": video_id, "frame_idx": face.frame_idx, "face_idx": face.face_idx,
-                         "box": _format_box(face.box), "score": round(face.score, 4), "path": rel,
+                         "box": _format_box(face.box), "score": round(face.score, 4),
+                         "landmarks": format_landmarks(face.landmarks), "path": rel,
                          "status": STATUS_OK, "reason": note})
         if not rows:
             searched = len(result.frame_indices)
@@ -378,8 +384,8 @@ def _process_video(video_id: str, src: Path, folder: Path, config: ExtractConfig
 
 
 def _status_row(video_id: str, status: str, reason: str) -> dict[str, Any]:
-    return {"video_id": video_id, "frame_idx": -1, "face_idx": -1, "box": "", "score": np.nan, "path": "",
-            "status": status, "reason": reason}
+    return {"video_id": video_id, "frame_idx": -1, "face_idx": -1, "box": "", "score": np.nan, "landmarks": "",
+            "path": "", "status": status, "reason": reason}
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -435,6 +441,9 @@ def _read_faces_csv(path: Path) -> pd.DataFrame:
                          na_values={"score": [""], "label": [""]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ManifestError(f"faces table {path} cannot be read: {exc}") from exc
+    for column in OPTIONAL_COLUMNS:
+        if column not in df.columns:
+            df.insert(FACES_COLUMNS.index(column), column, "")
     missing = [c for c in FACES_COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(f"faces table {path} lacks column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
@@ -444,9 +453,18 @@ def _read_faces_csv(path: Path) -> pd.DataFrame:
 def _claim_parts(parts: Path, config: ExtractConfig) -> None:
     """Reuse parts only if they were made with the same settings."""
     stamp = parts / "config.json"
-    wanted = config.result_settings()
+    wanted = {**config.result_settings(), "parts_format": PARTS_FORMAT}
     if stamp.is_file() and any(parts.glob("*.csv")):
         made = read_json(stamp)
+        if made.get("parts_format") != PARTS_FORMAT and {k: v for k, v in made.items() if k != "parts_format"} \
+                == config.result_settings():
+            # same settings, older part layout (no landmarks): extract those videos again
+            print(f"{parts.parent}: faces extracted by an older kit lack landmarks; extracting them again",
+                  file=sys.stderr)
+            shutil.rmtree(parts)
+            parts.mkdir(parents=True)
+            write_json(stamp, wanted)
+            return
         if made != wanted:
             changed = sorted(k for k in set(made) | set(wanted) if made.get(k) != wanted.get(k))
             diff = ", ".join(f"{k} {made.get(k)!r} -> {wanted.get(k)!r}" for k in changed)
@@ -473,6 +491,26 @@ def _safe_name(name: object) -> str:
 
 def _format_box(box: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(v)) for v in box) + "]"
+
+
+def format_landmarks(landmarks: Sequence[Sequence[float]] | None) -> str:
+    """``[[x, y], ...]`` in full-resolution pixels to 0.1 px, or empty for a detector without landmarks."""
+    if not landmarks:
+        return ""
+    return "[" + ", ".join(f"[{float(x):.1f}, {float(y):.1f}]" for x, y in landmarks) + "]"
+
+
+def parse_landmarks(text: object) -> np.ndarray | None:
+    """The (N, 2) float array of a ``landmarks`` cell, or None when it is empty."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
+        return None
+    try:
+        points = np.asarray(json.loads(str(text)), dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"landmarks cell {str(text)[:60]!r} is not a JSON list of [x, y] points") from exc
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ManifestError(f"landmarks cell {str(text)[:60]!r} is not a list of [x, y] points")
+    return points
 
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:

@@ -66,6 +66,13 @@ def square_crop(rgb: np.ndarray, box: Sequence[float], margin: float = 0.3, size
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
+def landmarks_in_crop(landmarks: np.ndarray, box: Sequence[float], margin: float, size: int) -> np.ndarray:
+    """Full-resolution landmarks ``(N, 2)`` in the pixels of the ``size`` px crop :func:`square_crop` makes of ``box``."""
+    left, top, right, _ = crop_window(box, margin)
+    scale = size / max(1, right - left)
+    return (np.asarray(landmarks, dtype=np.float64) - (left, top)) * scale
+
+
 def rank(detections: Iterable[Detection]) -> list[Detection]:
     """Best first: higher score (to ``SCORE_DECIMALS``), then larger box."""
     return sorted(detections, key=lambda d: (-round(d.score, SCORE_DECIMALS), -d.area))
