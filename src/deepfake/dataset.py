@@ -1,7 +1,7 @@
 """A torch ``Dataset`` over the faces manifest, and the one preprocessing path.
 
 :func:`preprocess` (resize + normalise) is shared with
-:meth:`deepfake.model.LoadedModel.predict_crops`, so a crop scores the same in
+:meth:`deepfake.model.LoadedModel.predict_logits`, so a crop scores the same in
 validation, evaluation and serving: the two paths cannot diverge because there
 is only one.
 
@@ -165,3 +165,86 @@ def _check_rgb(rgb: Any) -> None:
         raise InvalidInputError(f"expected an H x W x 3 uint8 RGB crop, got {desc}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InvalidInputError(f"expected a non-empty crop, got shape {rgb.shape}")
+
+
+class PairDataset(Dataset):
+    """Pairs of one real and one fake crop, for the ``self_blend`` and ``both`` training modes.
+
+    Items ``0 .. len(reals) - 1`` are the real crops, each paired with its own
+    self-blend (:func:`deepfake.selfblend.self_blend`); with ``fakes`` the items
+    after them are the dataset's fake crops, each paired with a real crop drawn
+    for it. Every item is ``(images, labels)``: a 2 x 3 x size x size tensor (real
+    first) and ``[0., 1.]``, so every batch is half reals, half fakes
+    (:func:`collate_pairs` flattens them). Both crops of a pair get the same
+    augmentation draws, so the only difference the model can learn is the fake.
+    Draws are seeded by ``(seed, epoch, item)``: reproducible with any number of
+    workers. ``landmarks`` holds each real crop's five landmarks in the pixels of
+    the crop resized to ``image_size``.
+    """
+
+    def __init__(
+        self,
+        reals_df: pd.DataFrame,
+        landmarks: Sequence[np.ndarray],
+        image_size: int,
+        normalization: Mapping[str, Sequence[float]],
+        augment: Augment | None = None,
+        *,
+        fakes_df: pd.DataFrame | None = None,
+        blend: Any = None,
+        seed: int = 0,
+    ) -> None:
+        from deepfake.selfblend import SelfBlendConfig
+
+        self.reals = FaceDataset(reals_df, image_size, normalization, None)
+        self.fakes = FaceDataset(fakes_df, image_size, normalization, None) if fakes_df is not None else None
+        if len(landmarks) != len(self.reals):
+            raise DataError(f"{len(landmarks)} landmark sets for {len(self.reals)} real crops")
+        if len(self.reals) == 0:
+            raise DataError("pair training needs real face crops; the table has none")
+        self.landmarks = [np.asarray(m, dtype=np.float64) for m in landmarks]
+        self.image_size = int(image_size)
+        self.normalization = self.reals.normalization
+        self.augment = augment
+        self.blend = blend or SelfBlendConfig()
+        self.seed = int(seed)
+        self.epoch = 0
+        n_fake = 0 if self.fakes is None else len(self.fakes)
+        # the class of each item's own crop: what a balanced sampler draws on
+        self.labels = np.concatenate([np.zeros(len(self.reals)), np.ones(n_fake)]).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def class_counts(self) -> dict[str, int]:
+        """Crops a pass over the items shows the model: every item is one real and one fake."""
+        return {"real": len(self), "fake": len(self)}
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (real, fake) crops of item ``index``, resized and augmented (H x W x 3 uint8 each)."""
+        from deepfake.selfblend import self_blend
+
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x5B1])
+        if index < len(self.reals):
+            real = self.reals.load(index)
+            fake = self_blend(real, self.landmarks[index], rng, self.blend).image
+        else:
+            fake = self.fakes.load(index - len(self.reals))
+            real = self.reals.load(int(rng.integers(len(self.reals))))
+        if self.augment is not None:
+            draws = int(rng.integers(2**63 - 1))          # one augmentation for both crops of the pair
+            real = self.augment(real, np.random.default_rng(draws))
+            fake = self.augment(fake, np.random.default_rng(draws))
+        return real, fake
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        real, fake = self.pair(index)
+        return normalize(np.stack([real, fake]), self.normalization), torch.tensor([0.0, 1.0])
+
+
+def collate_pairs(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate :class:`PairDataset` items into one batch of 2 x len(items) crops."""
+    return torch.cat([images for images, _ in items]), torch.cat([labels for _, labels in items])

@@ -120,6 +120,19 @@ def plot_crop_gallery(crops: Sequence[np.ndarray | str | os.PathLike[str]], capt
                        save_to=save_to)
 
 
+def plot_self_blends(images: Sequence[np.ndarray], captions: Sequence[str], *,
+                     save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Real / mask / pseudo-fake triplets (:func:`deepfake.reports.self_blend_examples`), one per row."""
+    if not images:
+        fig, ax = new_figure(size=(6.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no landmarks in faces.csv: re-run face extraction to see self-blends",
+                ha="center", va="center")
+        return save(fig, save_to)
+    return _image_grid(list(images), captions, ncols=3, title="Self-blended pseudo-fakes: real, mask, blend",
+                       tile=(PANEL_INCHES, PANEL_INCHES + 0.3), save_to=save_to)
+
+
 # -- training ----------------------------------------------------------------------------------------
 
 def plot_training_curves(history: pd.DataFrame, x: str = "epoch", *,

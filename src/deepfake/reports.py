@@ -90,3 +90,62 @@ def training_counts(faces: pd.DataFrame) -> pd.DataFrame:
     """Face crops and videos per split and label: what the model trains and validates on."""
     ok = faces[faces["status"] == "ok"].assign(label=lambda d: d["label"].map({0: "real", 1: "fake"}))
     return ok.groupby(["split", "label"]).agg(videos=("video_id", "nunique"), crops=("path", "size"))
+
+
+def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size: int, n: int = 6,
+                        seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` (real, mask, pseudo-fake) triplets from real crops of the train split, for the training report.
+
+    Empty when the faces table has no landmarks (extracted by an older kit or a detector without them).
+    """
+    from deepfake.dataset import read_rgb, resize_crop
+    from deepfake.selfblend import self_blend
+    from deepfake.train import crop_landmarks
+
+    ok = faces[(faces["status"] == "ok") & (faces["label"] == 0)]
+    if "landmarks" not in ok.columns or not ok["landmarks"].astype(str).str.len().gt(0).all() or ok.empty:
+        return [], []
+    train = ok[ok["split"] == "train"] if (ok["split"] == "train").any() else ok
+    picks = train.groupby("video_id").head(1).sample(min(n, train["video_id"].nunique()), random_state=seed)
+    marks = crop_landmarks(picks, float(extract_settings.get("margin", 0.3)), image_size)
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    for i, (row, lm) in enumerate(zip(picks.itertuples(index=False), marks, strict=True)):
+        real = resize_crop(read_rgb(row.abs_path), image_size)
+        blend = self_blend(real, lm, np.random.default_rng([seed, i]))
+        mask = (np.repeat(blend.mask[..., None], 3, axis=2) * 255).astype(np.uint8)
+        images += [real, mask, blend.image]
+        captions += [f"{row.video_id} real", f"mask (max {blend.mask.max():.2f})", "pseudo-fake"]
+    return images, captions
+
+
+def calibration_table(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The temperature training fitted, and the validation log loss and ECE before and after it."""
+    from deepfake.manifest import read_json
+
+    folder = paths.resolve(model_dir)
+    config = read_json(folder / "config.json" if (folder / "config.json").is_file() else folder / "model" / "config.json")
+    cal = config.get("calibration") or {}
+    rows = [("temperature", cal.get("temperature")), ("validation log loss before", cal.get("nll_before")),
+            ("validation log loss after", cal.get("nll_after")), ("validation ECE before", cal.get("ece_before")),
+            ("validation ECE after", cal.get("ece_after"))]
+    return pd.DataFrame(rows, columns=["calibration", "value"]).set_index("calibration").round(4)
+
+
+def generalisation_table(evaluation: dict) -> pd.DataFrame:
+    """AUC against unseen and seen manipulations, false alarms, and ECE before/after calibration."""
+    m = evaluation.get("metrics", {})
+    training = evaluation.get("training") or {}
+    seen = training.get("manipulations_seen")
+    rows = [
+        ("training mode", training.get("mode", "not recorded")),
+        ("manipulations seen in training", ", ".join(seen) if seen else ("none" if seen is not None else "not recorded")),
+        ("video AUC, unseen manipulations", m.get("unseen_video_auc")),
+        ("video AUC, seen manipulations", m.get("seen_video_auc")),
+        ("real videos called fake", m.get("video_false_positive_rate")),
+        ("video ECE before calibration", m.get("video_ece_uncalibrated")),
+        ("video ECE after calibration", m.get("video_ece")),
+    ]
+    table = pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure")
+    table["value"] = [round(v, 4) if isinstance(v, float) else ("undefined" if v is None else v) for v in table["value"]]
+    return table

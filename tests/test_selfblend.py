@@ -1,0 +1,73 @@
+"""Self-blended pseudo-fakes: the published recipe on five landmarks, deterministic for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepfake.detectors import detect_faces, get_detector
+from deepfake.errors import DataError, InvalidInputError
+from deepfake.faces import landmarks_in_crop, square_crop
+from deepfake.selfblend import SelfBlendConfig, face_hull, hull_mask, self_blend
+
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def crop_and_marks(face_photos):
+    """A real 160 px face crop (Grace Hopper) and its five MTCNN landmarks in crop pixels."""
+    photo = dict(face_photos)["mpl_grace_hopper"]
+    det = detect_faces(get_detector("mtcnn"), photo)[0]
+    crop = square_crop(photo, det.box, 0.3, SIZE)
+    return crop, landmarks_in_crop(np.array(det.landmarks), det.box, 0.3, SIZE)
+
+
+def test_landmarks_land_on_the_face_in_the_crop(crop_and_marks):
+    _crop, marks = crop_and_marks
+    assert marks.shape == (5, 2) and (marks > 0).all() and (marks < SIZE).all()
+    left_eye, right_eye, nose, mouth_left, mouth_right = marks
+    assert left_eye[0] < nose[0] < right_eye[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+
+
+def test_hull_covers_the_landmarks_and_the_forehead_variant_reaches_higher(crop_and_marks):
+    _crop, marks = crop_and_marks
+    with_forehead = hull_mask((SIZE, SIZE), face_hull(marks, forehead=True))
+    without = hull_mask((SIZE, SIZE), face_hull(marks, forehead=False))
+    for x, y in marks:
+        assert without[int(y), int(x)] == 1.0 and with_forehead[int(y), int(x)] == 1.0
+    assert np.argmax(with_forehead.any(axis=1)) < np.argmax(without.any(axis=1))   # top row is higher
+    assert with_forehead.sum() > without.sum() > 0.1 * SIZE * SIZE
+    wide = hull_mask((SIZE, SIZE), face_hull(marks, forehead=False, width=1.15))
+    narrow = hull_mask((SIZE, SIZE), face_hull(marks, forehead=False, width=0.85))
+    assert wide.sum() > without.sum() > narrow.sum()
+
+
+def test_self_blend_is_deterministic_and_changes_only_the_face(crop_and_marks):
+    crop, marks = crop_and_marks
+    a = self_blend(crop, marks, np.random.default_rng(7))
+    b = self_blend(crop, marks, np.random.default_rng(7))
+    c = self_blend(crop, marks, np.random.default_rng(8))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(a.image, c.image)
+    assert a.image.shape == crop.shape and a.image.dtype == np.uint8
+    assert a.mask.min() >= 0.0 and 0.25 <= a.mask.max() <= 1.0 + 1e-6
+    diff = np.abs(a.image.astype(int) - crop.astype(int)).sum(axis=2)
+    assert diff[a.mask < 1e-4].max() <= 1       # outside the mask the target is untouched (rounding only)
+    assert diff[a.mask > 0.5].mean() > 1.0      # inside, the shifted and resampled source shows
+
+
+def test_blend_ratios_scale_the_mask(crop_and_marks):
+    crop, marks = crop_and_marks
+    half = self_blend(crop, marks, np.random.default_rng(1), SelfBlendConfig(blend_ratios=(0.5,)))
+    assert half.mask.max() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_missing_or_bad_landmarks_say_what_to_do(crop_and_marks):
+    crop, marks = crop_and_marks
+    with pytest.raises(DataError, match="re-run face extraction"):
+        self_blend(crop, None, np.random.default_rng(0))
+    with pytest.raises(DataError, match="5 MTCNN landmarks"):
+        self_blend(crop, marks[:3], np.random.default_rng(0))
+    with pytest.raises(InvalidInputError, match="uint8 RGB"):
+        self_blend(crop.astype(np.float32), marks, np.random.default_rng(0))
