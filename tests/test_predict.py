@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from serving_support import FRAMES_PER_VIDEO, make_model
 
-from deepfake import predict
 from deepfake.cli import main
 from deepfake.errors import ModelError, VideoDecodeError
 from deepfake.evaluate import frame_predictions
@@ -71,17 +70,17 @@ def test_crops_score_as_the_saved_jpeg_crops(predictor, face_clip, tmp_path):
         cv2.imwrite(str(path), cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, predictor.extract_config.jpeg_quality])
         saved.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
-    expected = predictor.loaded.predict_crops(saved)
-    np.testing.assert_allclose(predictor.score_faces(faces), expected, atol=1e-6)
+    expected = predictor.loaded.predict_logits(saved)
+    assert np.array_equal(predictor.face_logits(faces), expected)
 
 
 def test_crops_classified_while_decoding_score_as_at_the_end(predictor, face_clip, monkeypatch):
-    """Streamed mini-batches (here 3 + 1 crops) give exactly the scores of the whole list, frame by frame."""
-    monkeypatch.setattr(predict, "CLASSIFY_BATCH", 3)
+    """Streamed micro-batches (here 3 + 1 crops) give exactly the scores of the whole list, frame by frame."""
+    monkeypatch.setattr(predictor.loaded, "micro_batch", 3)
     streamed = predictor.predict_video(face_clip)
     faces = extract_video_faces(face_clip, predictor.detector(), predictor.extract_config).faces
     assert len(faces) == 4
-    at_the_end = predictor.score_faces(faces)
+    at_the_end = predictor.rule.face_probabilities(predictor.face_logits(faces))
     assert [f["p_fake"] for f in streamed["frame_scores"]] == at_the_end.tolist()   # exact, not approx
     assert not [t for t in threading.enumerate() if t.name.startswith(("classify", "decode "))]
 
@@ -121,8 +120,8 @@ def test_undecodable_video_raises(predictor, corrupt_files):
 
 
 def test_frame_takes_its_most_fake_face_and_the_artifact_aggregation(tmp_path, multi_face_clip):
-    """Several faces per frame: the frame score is evaluate.frame_predictions' (max), the video the artifact's strategy."""
-    model = make_model(tmp_path / "model", aggregation="max", frames=2, max_faces=3, min_score=0.8)
+    """Several faces per frame: the frame score is evaluate.frame_predictions' (max), the video the artifact's rule."""
+    model = make_model(tmp_path / "model", aggregation="max", temperature=0.5, frames=2, max_faces=3, min_score=0.8)
     predictor = Predictor.from_path(model)
     result = predictor.predict_video(multi_face_clip)
     assert result["aggregation"] == "max"
@@ -131,11 +130,11 @@ def test_frame_takes_its_most_fake_face_and_the_artifact_aggregation(tmp_path, m
     faces = extract_video_faces(multi_face_clip, predictor.detector(), predictor.extract_config).faces
     face_df = pd.DataFrame({"video_id": "v", "frame_idx": [f.frame_idx for f in faces],
                             "face_idx": [f.face_idx for f in faces], "label": 1,
-                            "p_fake": predictor.score_faces(faces)})
-    frames = frame_predictions(face_df)
-    assert [f["p_fake"] for f in result["frame_scores"]] == pytest.approx(frames["p_fake"].tolist())
+                            "p_fake": predictor.rule.face_probabilities(predictor.face_logits(faces))})
+    frames = frame_predictions(face_df, predictor.rule)
+    assert [f["p_fake"] for f in result["frame_scores"]] == frames["p_fake"].tolist()
     assert [f["faces"] for f in result["frame_scores"]] == frames["n_faces"].tolist()
-    assert result["p_fake"] == pytest.approx(frames["p_fake"].max())
+    assert result["p_fake"] == frames["p_fake"].max()
 
 
 def test_model_without_extract_settings_is_refused(model_dir):

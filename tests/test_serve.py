@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import wsgiref.simple_server
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import cv2
-import pandas as pd
 import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from serving_support import deepfake_cli, make_model, serve
+from serving_support import make_model, serve
 
-from deepfake.evaluate import EvalConfig, evaluate
-from deepfake.extract import ExtractConfig, extract_faces, read_faces
-from deepfake.model import load_artifact
 from deepfake.package import package_model
 from deepfake.predict import Predictor
 from deepfake.serve import make_app
@@ -171,32 +166,3 @@ def test_the_real_sagemaker_runtime_client(server, face_clip, face_result):
     error = info.value.response
     assert error["Error"]["Code"] == "ModelError" and error["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert error["OriginalStatusCode"] == 415 and "text/csv" in error["OriginalMessage"]
-
-
-@pytest.mark.slow
-def test_same_score_from_cli_endpoint_and_evaluation(archive, server, face_clip, tmp_path):
-    """`deepfake predict`, the local endpoint and the evaluation scorer (saved JPEG crops) agree."""
-    cli = subprocess.run([*deepfake_cli(), "predict", str(face_clip), "--model", str(archive), "--json"],
-                         capture_output=True, text=True, timeout=180)
-    assert cli.returncode == 0, cli.stderr[-2000:]
-    from_cli = json.loads(cli.stdout.strip().splitlines()[-1])
-
-    reply = runtime_client(server).invoke_endpoint(EndpointName="local", Body=face_clip.read_bytes(),
-                                                   ContentType="video/mp4")
-    from_endpoint = json.loads(reply["Body"].read())
-
-    # The evaluation stage as the notebook runs it: extraction writes JPEG crops, evaluate() scores them.
-    loaded = load_artifact(archive)
-    config = ExtractConfig.from_dict(loaded.config["extract"])
-    videos = pd.DataFrame({"video_id": ["clip"], "path": [face_clip.name], "label": [0], "split": ["test"]})
-    extract_faces(videos, face_clip.parent, tmp_path / "faces", config, progress=False)
-    evaluation = evaluate(loaded, read_faces(tmp_path / "faces"), tmp_path / "eval",
-                          EvalConfig(aggregation=loaded.config["aggregation"]))
-    assert evaluation["counts"]["videos_scored"] == 1
-    from_evaluation = pd.read_csv(tmp_path / "eval" / "video_predictions.csv")["p_fake"].iloc[0]
-    frames = pd.read_csv(tmp_path / "eval" / "frame_predictions.csv")
-
-    assert from_cli["p_fake"] == pytest.approx(from_endpoint["p_fake"], abs=1e-6)
-    assert from_endpoint["p_fake"] == pytest.approx(from_evaluation, abs=1e-5)
-    assert [f["frame_idx"] for f in from_endpoint["frame_scores"]] == frames["frame_idx"].tolist()
-    assert [f["p_fake"] for f in from_endpoint["frame_scores"]] == pytest.approx(frames["p_fake"].tolist(), abs=1e-5)

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from deepfake.errors import ConfigError, DataError, ManifestError
+from deepfake.errors import ConfigError, DataError
 
 Strategy = Callable[[np.ndarray], float]
 
@@ -29,7 +28,6 @@ FAKE_FRACTION = 0.4             # confidently fake frames must exceed this share
 MIN_FAKE_FRAMES = 3             # and number at least this many (the winner: > 11 of 32; we sample 16 frames)
 REAL_FRACTION = 0.9             # confidently real frames must exceed this share to average only them
 
-VIDEO_COLUMNS = ("video_id", "label", "manipulation", "original_id", "split")   # carried to the video table when present
 
 
 def register(name: str) -> Callable[[Strategy], Strategy]:
@@ -110,27 +108,3 @@ def aggregate(scores: Any, strategy: str = "mean") -> float:
     if not np.isfinite(s).all() or s.min() < 0.0 or s.max() > 1.0:
         raise DataError(f"frame scores must be probabilities in [0, 1]; got {s[:8].tolist()}")
     return fn(s)
-
-
-def aggregate_frames(frame_df: pd.DataFrame, strategy: str = "mean") -> pd.DataFrame:
-    """One row per video: identity columns, ``n_frames`` and ``p_fake`` by ``strategy``.
-
-    ``frame_df`` holds one row per frame with ``video_id`` and ``p_fake``
-    (``label``, ``manipulation``, ``original_id``, ``split`` are carried over when present).
-    """
-    get_strategy(strategy)
-    missing = [c for c in ("video_id", "p_fake") if c not in frame_df.columns]
-    if missing:
-        raise ManifestError(f"frame predictions lack column(s) {', '.join(missing)}; "
-                            f"have {', '.join(map(str, frame_df.columns))}")
-    keep = [c for c in VIDEO_COLUMNS if c in frame_df.columns]
-    rows = []
-    for video_id, group in frame_df.groupby("video_id", sort=True):
-        row = {c: group[c].iloc[0] for c in keep}
-        if "label" in group and group["label"].nunique() > 1:
-            raise DataError(f"video {video_id!r} has frames with different labels "
-                            f"{sorted(group['label'].unique().tolist())}; a video has one label")
-        row["n_frames"] = int(len(group))
-        row["p_fake"] = aggregate(group["p_fake"].to_numpy(), strategy)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*keep, "n_frames", "p_fake"])

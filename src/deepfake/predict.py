@@ -1,25 +1,22 @@
 """Scoring one video or image with a model artifact: the code behind CLI, server and handler.
 
 A served video must score exactly as it did in evaluation, so nothing here is
-new preprocessing: frames are sampled and faces cropped by
+new preprocessing or a new rule: frames are sampled and faces cropped by
 :func:`deepfake.extract.extract_video_faces` with the artifact's own
 ``ExtractConfig``; each crop goes through the same image encoding as the saved
 crops (:func:`~deepfake.extract.encode_crop` / :func:`~deepfake.extract.decode_crop`);
-a frame takes the score of its most fake-looking face, as in
-:func:`deepfake.evaluate.frame_predictions`; and the frames are combined by the
-artifact's aggregation strategy (:func:`deepfake.aggregate.aggregate`).
+and the face logits become a score and a label through the artifact's
+:class:`~deepfake.scoring.ScoringRule` (calibration, most fake face per frame,
+aggregation, threshold), the same object the evaluation scores with.
 
 Scoring is pipelined: a decode thread runs ahead while faces are detected and
 cropped, and crops are classified in small batches as they come
 (``CLASSIFY_BATCH``), so the model works while the video is still decoding
-instead of after the last frame. Small batches are also faster per crop on a
-CPU (the activations of a few 224 px crops stay in cache). Scores do not
-depend on this: a crop gets the same probability whether it is classified
-while decoding or afterwards (same crops, same batches, same order). Against
-the evaluation, which reads the saved crops in batches of 32, a probability
-can differ in its last float32 bits (~5e-8 on the benchmark clip): torch's CPU
-kernels round a little differently for other batch sizes and thread counts
-(not for other crops in a batch of the same size).
+instead of after the last frame. Scores do not depend on this: every forward
+pass holds exactly the model's ``micro_batch`` crops
+(:meth:`~deepfake.model.LoadedModel.predict_logits`), so a crop gets the same
+logit whether it is classified while decoding, afterwards, or among the saved
+crops of the evaluation.
 
 A video in which no face is found gets ``status: "no_face"`` and no
 probability at all: a made-up 0.5 would look like an answer. The response
@@ -42,7 +39,6 @@ import cv2
 import numpy as np
 
 from deepfake import paths
-from deepfake.aggregate import aggregate, get_strategy
 from deepfake.detectors import FaceDetector
 from deepfake.errors import DeepfakeError, ImageDecodeError, ModelError
 from deepfake.extract import (
@@ -56,20 +52,17 @@ from deepfake.extract import (
     faces_from_frames,
 )
 from deepfake.model import LoadedModel, load_artifact
+from deepfake.scoring import ScoringRule
 from deepfake.video import video_bytes_as_file
 
 LABELS = ("REAL", "FAKE")            # response labels for p_fake below / at or above the threshold
-DEFAULT_THRESHOLD = 0.5              # p_fake at or above it is FAKE: the evaluation's default (EvalConfig.threshold)
 STATUS_OK = "ok"
 STATUS_NO_FACE = "no_face"
 # File suffixes that `deepfake predict` reads as images; everything else is read as a video.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Crops per forward pass. On 2 CPU cores EfficientNet-Lite0 costs ~15-20 ms a crop in batches of 2-4
-# and ~55 ms in batches of 32 (cache misses), and a small batch leaves little to do after the last frame.
 # Torch keeps the thread count load_artifact gave it (every usable core): with OpenMP threads waiting
 # passively (deepfake/__init__.py), 2 threads beside the decode and detection threads scored the 1080p
-# benchmark clip 10-15% faster than 1.
-CLASSIFY_BATCH = 4
+# benchmark clip 10-15% faster than 1. Crops are handed to the classifier thread a micro-batch at a time.
 
 
 class Predictor:
@@ -79,7 +72,7 @@ class Predictor:
     and the model itself is only read. Build one per process and share it.
     """
 
-    def __init__(self, loaded: LoadedModel, *, threshold: float | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, rule: ScoringRule | None = None) -> None:
         self.loaded = loaded
         config = loaded.config
         if not config.get("extract"):
@@ -89,11 +82,7 @@ class Predictor:
             )
         # `workers` only parallelises extraction over many videos; a request is one video.
         self.extract_config = ExtractConfig.from_dict({**config["extract"], "workers": 1})
-        self.aggregation = str(config.get("aggregation") or "mean")
-        get_strategy(self.aggregation)
-        if threshold is None:
-            threshold = config.get("threshold")
-        self.threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
+        self.rule = rule or ScoringRule.from_model_config(config)
         self._local = threading.local()
 
     @classmethod
@@ -105,6 +94,14 @@ class Predictor:
     def version(self) -> str:
         return str(self.loaded.version)
 
+    @property
+    def aggregation(self) -> str:
+        return self.rule.aggregation
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
     def describe(self) -> dict[str, Any]:
         """What this predictor serves: shown by ``/ping`` and logged at start."""
         cfg = self.extract_config
@@ -112,6 +109,7 @@ class Predictor:
             "model_version": self.version,
             "aggregation": self.aggregation,
             "threshold": self.threshold,
+            "temperature": self.rule.temperature,
             "frames_per_video": cfg.frames_per_video,
             "detector": cfg.detector,
             "face_size": cfg.face_size,
@@ -130,9 +128,9 @@ class Predictor:
         with _StreamScorer(self) as scorer:
             result = extract_video_faces(video, self.detector(), self.extract_config, on_frame=scorer.add,
                                          decode_threads=decoder_threads())
-            scores = scorer.finish()
+            logits = scorer.finish()
         info = result.info
-        return self._response(result.faces, scores, frames_sampled=len(result.frame_indices), media={
+        return self._response(result.faces, logits, frames_sampled=len(result.frame_indices), media={
             "kind": "video", "frame_count": info.frame_count, "fps": round(float(info.fps), 3),
             "width": info.width, "height": info.height, "duration_s": info.duration_s,
             "truncated": bool(result.truncated),
@@ -142,7 +140,7 @@ class Predictor:
         """Score one RGB image as a one-frame video (frame index 0)."""
         image = np.asarray(rgb)
         faces = faces_from_frames([image], [0], self.detector(), self.extract_config)
-        return self._response(faces, self.score_faces(faces), frames_sampled=1, media={
+        return self._response(faces, self.face_logits(faces), frames_sampled=1, media={
             "kind": "image", "width": int(image.shape[1]), "height": int(image.shape[0])})
 
     def predict_file(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -152,15 +150,15 @@ class Predictor:
             return self.predict_image(read_image(p))
         return self.predict_video(p)
 
-    def score_faces(self, faces: Sequence[Face]) -> np.ndarray:
-        """Fake probability of each face, its crop round-tripped through the saved-crop encoding."""
+    def face_logits(self, faces: Sequence[Face]) -> np.ndarray:
+        """The model's logit for each face, its crop round-tripped through the saved-crop encoding."""
         crops = [decode_crop(encode_crop(face.crop, self.extract_config)) for face in faces]
         if not crops:
-            return np.zeros(0, dtype=np.float64)
-        scores = np.asarray(self.loaded.predict_crops(crops, batch_size=CLASSIFY_BATCH), dtype=np.float64).reshape(-1)
-        if scores.size != len(crops):
-            raise ModelError(f"the model returned {scores.size} scores for {len(crops)} face crops")
-        return scores
+            return np.zeros(0, dtype=np.float32)
+        logits = np.asarray(self.loaded.predict_logits(crops), dtype=np.float32).reshape(-1)
+        if logits.size != len(crops):
+            raise ModelError(f"the model returned {logits.size} scores for {len(crops)} face crops")
+        return logits
 
     def detector(self) -> FaceDetector:
         """The face detector of the calling thread (detectors are not thread-safe)."""
@@ -175,7 +173,7 @@ class Predictor:
         with video_bytes_as_file(data, suffix) as tmp:
             return self.predict_video(tmp)
 
-    def _response(self, faces: Sequence[Face], scores: np.ndarray, *, frames_sampled: int,
+    def _response(self, faces: Sequence[Face], logits: np.ndarray, *, frames_sampled: int,
                   media: dict[str, Any]) -> dict[str, Any]:
         base = {
             "model_version": self.version,
@@ -191,35 +189,34 @@ class Predictor:
                 "message": (f"no face with detector confidence >= {self.extract_config.min_score} in "
                             f"{frames_sampled} sampled frame(s); the input is not scored"),
             }
-        if len(scores) != len(faces):
-            raise ModelError(f"{len(scores)} scores for {len(faces)} faces; every face needs one score")
-        by_frame: dict[int, list[float]] = {}
-        for face, score in zip(faces, scores, strict=True):
-            by_frame.setdefault(face.frame_idx, []).append(float(score))
-        frame_scores = [{"frame_idx": int(idx), "p_fake": max(s), "faces": len(s)} for idx, s in sorted(by_frame.items())]
-        p_fake = aggregate([f["p_fake"] for f in frame_scores], self.aggregation)
-        label = LABELS[int(p_fake >= self.threshold)]
-        relation = ">=" if label == "FAKE" else "<"
+        if len(logits) != len(faces):
+            raise ModelError(f"{len(logits)} scores for {len(faces)} faces; every face needs one score")
+        video = self.rule.score_video([face.frame_idx for face in faces], logits)
+        frames = video.frames
+        frame_scores = [{"frame_idx": int(idx), "p_fake": float(p), "faces": int(n)}
+                        for idx, p, n in zip(frames.frame_idx, frames.p_fake, frames.n_faces, strict=True)]
+        label = LABELS[int(video.fake)]
+        relation = ">=" if video.fake else "<"
         return {
-            "status": STATUS_OK, "label": label, "p_fake": float(p_fake),
+            "status": STATUS_OK, "label": label, "p_fake": float(video.p_fake),
             "frames_scored": len(frame_scores), "faces_found": len(faces), "frame_scores": frame_scores, **base,
-            "message": (f"{label}: p_fake {p_fake:.4f} {relation} threshold {self.threshold:g} "
+            "message": (f"{label}: p_fake {video.p_fake:.4f} {relation} threshold {self.threshold:g} "
                         f"({self.aggregation} of {len(frame_scores)} frame(s) with a face)"),
         }
 
 
 class _StreamScorer:
-    """Classifies faces on its own thread, ``CLASSIFY_BATCH`` at a time, as extraction hands them over.
+    """Classifies faces on its own thread, a micro-batch at a time, as extraction hands them over.
 
     Detection of the next frame and classification of the last crops then run
-    side by side (both release the GIL), with decoding ahead of both. The
-    batches are the ones :meth:`Predictor.score_faces` makes from the whole
-    list, in the same order, so a streamed video scores exactly as one scored
-    at the end.
+    side by side (both release the GIL), with decoding ahead of both. Every
+    forward pass holds the model's ``micro_batch`` crops whatever the grouping,
+    so a streamed video scores exactly as one scored at the end.
     """
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
+        self.batch = int(predictor.loaded.micro_batch)
         self.pending: list[Face] = []
         self.batches: list[cf.Future[np.ndarray]] = []
         self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="classify")
@@ -232,17 +229,17 @@ class _StreamScorer:
 
     def add(self, faces: Sequence[Face]) -> None:
         self.pending.extend(faces)
-        while len(self.pending) >= CLASSIFY_BATCH:
-            batch, self.pending = self.pending[:CLASSIFY_BATCH], self.pending[CLASSIFY_BATCH:]
-            self.batches.append(self.pool.submit(self.predictor.score_faces, batch))
+        while len(self.pending) >= self.batch:
+            batch, self.pending = self.pending[:self.batch], self.pending[self.batch:]
+            self.batches.append(self.pool.submit(self.predictor.face_logits, batch))
 
     def finish(self) -> np.ndarray:
-        """Scores of every face handed over, in order, once the last (partial) batch is classified."""
+        """Logits of every face handed over, in order, once the last (partial) batch is classified."""
         if self.pending:
-            self.batches.append(self.pool.submit(self.predictor.score_faces, self.pending))
+            self.batches.append(self.pool.submit(self.predictor.face_logits, self.pending))
             self.pending = []
-        scores = [batch.result() for batch in self.batches]
-        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float64)
+        logits = [batch.result() for batch in self.batches]
+        return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
 
 # -- helpers shared with the server and the handler ----------------------------------------------
@@ -284,7 +281,7 @@ def predict_command(args: argparse.Namespace) -> int:
     source, where = resolve_model(args.model, args.group)
     predictor = Predictor.from_path(source)
     print(f"model {predictor.version} from {where}; aggregation {predictor.aggregation}, "
-          f"threshold {predictor.threshold:g}", file=sys.stderr)
+          f"threshold {predictor.threshold:g}, temperature {predictor.rule.temperature:.3g}", file=sys.stderr)
     width = max(12, *(len(str(i)) for i in args.inputs))
     if not args.json:
         print(f"{'input':<{width}}  {'label':<5}  {'p_fake':>7}  {'frames':>6}  {'faces':>5}  status")
