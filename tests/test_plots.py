@@ -18,9 +18,11 @@ def faces(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictions(faces, tmp_path_factory):
     from deepfake.evaluate import frame_predictions, score_faces, video_predictions
+    from deepfake.scoring import ScoringRule
 
-    frames = frame_predictions(score_faces(Brightness(), faces[faces["split"] == "test"]))
-    videos = video_predictions(frames, "mean")
+    rule = ScoringRule()
+    frames = frame_predictions(score_faces(Brightness(), faces[faces["split"] == "test"], rule), rule)
+    videos = video_predictions(frames, rule)
     # A threshold between the fakes' scores: the two least fake-looking fakes become errors.
     threshold = float(np.sort(videos.loc[videos["label"] == 1, "p_fake"])[2])
     return frames, videos, threshold

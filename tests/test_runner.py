@@ -24,7 +24,8 @@ BODIES = {
     "train": "pathlib.Path(output_dir, 'model.tar.gz').write_bytes(b'weights %d' % epochs)",
     "evaluate": "import json\nif fail: raise RuntimeError('evaluation exploded')\n"
                 "pathlib.Path(output_dir, 'evaluation.json').write_text(json.dumps("
-                "{'metrics': {'video_auc': auc, 'frame_auc': 0.9}, 'counts': {'videos_scored': 4}}))",
+                "{'metrics': {'video_auc': auc, 'frame_auc': 0.9}, 'counts': {'videos_scored': 4}}))\n"
+                "pathlib.Path(output_dir, 'model.tar.gz').write_bytes(pathlib.Path(model_dir, 'model.tar.gz').read_bytes())",
 }
 EXTRA = {"extract": "\nframes_per_video: int = 16  # frames", "train": "\nepochs: int = 6  # epochs",
          "evaluate": "\nauc: float = 0.95  # fake metric\nfail: bool = False  # fail on purpose"}

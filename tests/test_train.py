@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake.dataset import FaceDataset
+from deepfake.dataset import FaceDataset, PairDataset
 from deepfake.errors import ConfigError, DataError, ManifestError
 from deepfake.manifest import read_manifest, read_sidecar
 from deepfake.model import NORMALIZATION, build_model, load_artifact
@@ -24,7 +24,8 @@ from deepfake.train import (
 
 # Small and quick: 64 px inputs, batches of 4, two batches an epoch; one thread, because
 # on a busy shared machine OpenMP threads waiting for each other slow tiny batches down.
-FAST = dict(image_size=64, batch_size=4, max_train_batches=2, epochs=2, device="cpu", cpu_threads=1)
+# The synthetic crops below have no landmarks: they train on the dataset's own fakes.
+FAST = dict(mode="dataset", image_size=64, batch_size=4, max_train_batches=2, epochs=2, device="cpu", cpu_threads=1)
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,8 @@ def write_faces(folder, per_split=(("train", 6, 6), ("val", 2, 2), ("test", 1, 1
             path = folder / f"{split}_{i}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             rows.append({"video_id": f"{split}{i}", "original_id": f"{split}{i}", "label": label, "split": split,
-                         "frame_idx": 0, "face_idx": 0, "status": "ok", "path": path.name, "abs_path": str(path)})
+                         "manipulation": "blocky" if label else "none", "frame_idx": 0, "face_idx": 0,
+                         "status": "ok", "path": path.name, "abs_path": str(path)})
     rows.append({"video_id": "x", "original_id": "x", "label": 1, "split": "train", "frame_idx": -1,
                  "face_idx": -1, "status": "no_face", "path": "", "abs_path": ""})
     return pd.DataFrame(rows)
@@ -60,13 +62,15 @@ def faces(tmp_path_factory):
 def test_defaults_and_validation():
     config = TrainConfig()
     assert (config.epochs, config.batch_size, config.unfreeze_blocks, config.image_size) == (6, 32, 2, 224)
+    assert (config.mode, config.backbone, config.warmup_epochs) == ("self_blend", "efficientnet-lite0", 0.0)
     assert config.balance == "sampler" and config.max_train_batches == 0 and config.device == "auto"
     assert TrainConfig.from_dict({"epochs": "3", "amp": "false"}) == TrainConfig(epochs=3, amp=False)
     with pytest.raises(ConfigError, match="known settings"):
         TrainConfig.from_dict({"epoch": 3})
-    for bad in ({"epochs": 0}, {"balance": "oversample"}, {"lr": -1.0}, {"unfreeze_blocks": 20},
+    for bad in ({"epochs": 0}, {"balance": "oversample"}, {"lr": -1.0}, {"unfreeze_blocks": 22},
                 {"label_smoothing": 1.0}, {"device": "tpu"}, {"image_size": 16}, {"patience": -1},
-                {"backbone_lr_mult": 2.0}, {"cpu_threads": -1}):
+                {"backbone_lr_mult": 2.0}, {"cpu_threads": -1}, {"mode": "fakes"}, {"backbone": "resnet50"},
+                {"warmup_epochs": 6}, {"batch_size": 7}):
         with pytest.raises(ConfigError):
             TrainConfig.from_dict(bad)
 
@@ -91,13 +95,19 @@ def test_train_writes_history_and_a_complete_artifact(faces, tmp_path):
     assert result.best_val_loss == pytest.approx(history["val_loss"].min())
     assert config["data"]["train"] == {"real": 6, "fake": 6, "videos": 12}
     assert config["data"]["val"] == {"real": 2, "fake": 2, "videos": 4}
-    for key in ("label_map", "normalization", "aggregation", "kit_version", "image_size", "weights_sha256"):
+    for key in ("label_map", "normalization", "scoring", "kit_version", "image_size", "weights_sha256"):
         assert key in config
+    assert config["training"] == {"mode": "dataset", "backbone": "efficientnet-lite0", "manipulations_seen": ["blocky"],
+                                  "pseudo_fakes": None}
+    calibration = config["calibration"]
+    assert config["scoring"] == {"temperature": calibration["temperature"], "aggregation": "mean", "threshold": 0.5}
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    assert calibration["nll_before"] == pytest.approx(result.best_val_loss, abs=1e-4)
 
     loaded = load_artifact(result.artifact_dir)
     val = faces[faces.split == "val"]
     crops = [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in val.abs_path]
-    probs = loaded.predict_crops(crops)
+    probs = 1 / (1 + np.exp(-loaded.predict_logits(crops).astype(np.float64)))
     labels = val.label.to_numpy()
     log_loss = -np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs))
     assert log_loss == pytest.approx(result.best_val_loss, abs=1e-4)  # the saved weights are the best epoch's
@@ -125,7 +135,7 @@ def test_pos_weight_balance_and_progress_lines(faces, tmp_path, capsys):
     ("change", "message"),
     [
         (lambda df: df[df.split != "val"], "val split has no face crops"),
-        (lambda df: df[~((df.split == "train") & (df.label == 0))], "train split has a single class: 0 real and 6 fake"),
+        (lambda df: df[~((df.split == "train") & (df.label == 0))], "train split has no real face crops"),
         (lambda df: df[~((df.split == "val") & (df.label == 1))], "val split has a single class: 2 real and 0 fake"),
         (lambda df: df.assign(status=np.where(df.split == "train", "no_face", df.status)), "train split has no face"),
     ],
@@ -174,3 +184,108 @@ def test_patience_stops_at_the_first_epoch_without_improvement(faces, tmp_path):
     expected_epochs = worse[0] + 1 if worse else 5
     assert len(losses) == expected_epochs
     assert result.best_epoch == int(np.argmin(losses)) + 1
+
+
+def write_real_faces(folder, face_photos, size=72, margin=0.3):
+    """Real face crops of the installed photos with their boxes and MTCNN landmarks: reals in train and val,
+    one dataset fake (a flipped, tinted crop) per split for the ``both`` mode."""
+    from deepfake.detectors import detect_faces, get_detector
+    from deepfake.extract import format_landmarks
+    from deepfake.faces import square_crop
+
+    detector = get_detector("mtcnn")
+    rows = []
+    for i, (name, photo) in enumerate(face_photos):
+        det = detect_faces(detector, photo)[0]
+        split = "val" if i % 3 == 2 else "train"
+        for label in (0, 1):
+            crop = square_crop(photo, det.box, margin, size)
+            if label:
+                crop = np.ascontiguousarray(np.clip(crop[:, ::-1] * [1.1, 0.9, 0.9], 0, 255).astype(np.uint8))
+            path = folder / f"{name}_{label}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            rows.append({"video_id": f"{name}_{label}", "original_id": name, "label": label, "split": split,
+                         "manipulation": "tinted" if label else "none", "frame_idx": 0, "face_idx": 0,
+                         "box": json.dumps(list(det.box)), "landmarks": format_landmarks(det.landmarks),
+                         "status": "ok", "path": path.name, "abs_path": str(path)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def real_faces(tmp_path_factory, face_photos):
+    return write_real_faces(tmp_path_factory.mktemp("real"), face_photos)
+
+
+EXTRACT = {"frames_per_video": 1, "face_size": 72, "margin": 0.3}
+
+
+def test_self_blend_trains_on_reals_alone(real_faces, tmp_path):
+    """mode self_blend: the dataset's fakes are ignored, a reals-only table is enough, batches are half blends."""
+    reals_only = real_faces[real_faces.label == 0]
+    config = TrainConfig(**{**FAST, "mode": "self_blend", "epochs": 1})
+    result = train(reals_only, tmp_path / "a", config, extract_config=EXTRACT, progress=False)
+    artifact = json.loads((result.artifact_dir / "config.json").read_text())
+    assert artifact["training"] == {"mode": "self_blend", "backbone": "efficientnet-lite0", "manipulations_seen": [],
+                                    "pseudo_fakes": "self_blend"}
+    n_train = int((reals_only.split == "train").sum())
+    assert artifact["data"]["train"]["real"] == artifact["data"]["train"]["fake"] == n_train
+    assert artifact["calibration"]["fitted_on"].endswith(f"{2 * int((reals_only.split == 'val').sum())} crops")
+    same = train(real_faces, tmp_path / "b", config, extract_config=EXTRACT, progress=False)   # fakes ignored
+    pd.testing.assert_frame_equal(result.history_df.drop(columns=["seconds", "images_per_s"]),
+                                  same.history_df.drop(columns=["seconds", "images_per_s"]))
+
+
+def test_both_mode_records_the_manipulations_it_saw(real_faces, tmp_path):
+    config = TrainConfig(**{**FAST, "mode": "both", "epochs": 1})
+    result = train(real_faces, tmp_path, config, extract_config=EXTRACT, progress=False)
+    artifact = json.loads((result.artifact_dir / "config.json").read_text())
+    assert artifact["training"]["manipulations_seen"] == ["tinted"]
+    assert artifact["training"]["pseudo_fakes"] == "self_blend"
+
+
+def test_pair_items_share_their_augmentation_and_are_seeded(real_faces):
+    from deepfake.augment import TrainAugment
+    from deepfake.train import crop_landmarks
+
+    reals = real_faces[real_faces.label == 0].reset_index(drop=True)
+    marks = crop_landmarks(reals, 0.3, 64)
+    flip = TrainAugment(p_flip=1.0, p_color=0.0, p_downscale=0.0, p_jpeg=0.0, p_cutout=0.0)
+    ds = PairDataset(reals, marks, 64, NORMALIZATION, flip, seed=3)
+    images, labels = ds[0]
+    assert images.shape == (2, 3, 64, 64) and labels.tolist() == [0.0, 1.0]
+    real, fake = ds.pair(0)
+    assert np.array_equal(real, ds.reals.load(0)[:, ::-1])      # the flip of the shared augmentation
+    unflipped = PairDataset(reals, marks, 64, NORMALIZATION, None, seed=3).pair(0)[1]
+    assert np.array_equal(fake, unflipped[:, ::-1])             # the blend got the very same flip
+    again = PairDataset(reals, marks, 64, NORMALIZATION, flip, seed=3)
+    assert np.array_equal(again.pair(0)[1], fake)
+    ds.set_epoch(1)
+    assert not np.array_equal(ds.pair(0)[1], fake)
+    loader = make_loader(ds, 4, train=True, seed=0)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 64, 64) and y.tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_self_blend_needs_landmarks_and_says_how_to_get_them(real_faces, tmp_path):
+    old = real_faces.assign(landmarks="")
+    with pytest.raises(DataError, match="re-run face extraction"):
+        train(old, tmp_path, TrainConfig(**{**FAST, "mode": "self_blend"}), extract_config=EXTRACT, progress=False)
+    with pytest.raises(ConfigError, match="extract_config"):
+        train(real_faces, tmp_path, TrainConfig(**{**FAST, "mode": "self_blend"}), progress=False)
+    dataset_mode = train(old, tmp_path / "d", TrainConfig(**{**FAST, "epochs": 1}), progress=False)
+    assert dataset_mode.best_epoch == 1                          # old manifests still train in dataset mode
+
+
+def test_warmup_then_cosine_schedule():
+    from deepfake.train import cosine_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = cosine_schedule(optimizer, total_steps=10, warmup_steps=4)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and rates[4] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(rates[4:], rates[5:], strict=False))

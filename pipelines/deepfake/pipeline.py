@@ -200,9 +200,14 @@ def step_parameters(step: steps.Step, params: Parameters | None = None) -> dict[
     for param, source in step.inputs.items():
         out[param] = paths.sagemaker_processing_dir("input", DATA_CHANNEL if source == steps.DATA else source)
     out["output_dir"] = paths.sagemaker_processing_dir("output", step.name)
+    linked = {(source, source_param): param for (name, param), (source, source_param) in steps.LINKED.items()
+              if name == step.name}
     for name, (step_name, param, _kind, default) in steps.RUN_PARAMETERS.items():
+        value = default if params is None else params.run[name].to_string()
         if step_name == step.name:
-            out[param] = default if params is None else params.run[name].to_string()
+            out[param] = value
+        elif (step_name, param) in linked:            # e.g. exploration checks the data for the training mode
+            out[linked[(step_name, param)]] = value
     return out
 
 
@@ -282,13 +287,13 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
     from deepfake.content_types import ACCEPTED_TYPES, RESPONSE_TYPES  # what the served model really takes
 
     evaluate = built[steps.EVALUATION_STEP]
-    train = built[steps.MODEL_STEP]
+    gated = built[steps.MODEL_STEP]
     metric = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=f"metrics.{steps.GATE_METRIC}")
     evaluation_uri = Join(on="/", values=[output_uri(evaluate, steps.EVALUATION_STEP), paths.EVALUATION])
     report = Path(steps.step(steps.EVALUATION_STEP).notebook).with_suffix(".html").name
     report_uri = Join(on="/", values=[output_uri(evaluate, REPORT_CHANNEL), report])
     builder = ModelBuilder(
-        s3_model_data_url=Join(on="/", values=[output_uri(train, steps.MODEL_STEP), paths.MODEL_ARCHIVE]),
+        s3_model_data_url=Join(on="/", values=[output_uri(gated, steps.MODEL_STEP), paths.MODEL_ARCHIVE]),
         image_uri=_image(region, inference_instance_types[0], "inference"),
         role_arn=role, sagemaker_session=session, instance_type=inference_instance_types[0],
         # The serving code is inside model.tar.gz (code/inference.py); nothing to upload or repack.

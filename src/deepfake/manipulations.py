@@ -431,3 +431,65 @@ def face2face(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generat
         face = look(_remap(face, dx, dy))
         out.append(paste(frame, face, mask, to_frame))
     return out
+
+
+# ----------------------------------------------------------------------------- methods outside the demo
+# Not among demo_data.DEFAULT_METHODS: the quality report builds a second dataset with them, so the
+# demo's model meets manipulations it has never seen (and that were not designed with it in mind).
+
+
+@register("blendswap", needs_donor=True)
+def blendswap(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generator, *,
+              donor: FaceImage | None = None) -> list[np.ndarray]:
+    """Another person's face at full resolution, blended in by Poisson editing (no render artefacts)."""
+    if donor is None:
+        raise ConfigError("blendswap needs a donor face")
+    shrink = float(rng.uniform(0.88, 0.96))             # of the face ellipse: the cloned region
+    out = []
+    for frame, marks in zip(frames, track.landmarks, strict=True):
+        h, w = frame.shape[:2]
+        to_frame = similarity(donor.landmarks, marks)
+        warped = cv2.warpAffine(donor.rgb, to_frame, (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101)
+        size = 256
+        _canvas, canvas_to_frame = align(frame, marks, size)
+        axes = (FACE_AXES[0] * shrink, FACE_AXES[1] * shrink)
+        mask = cv2.warpAffine((ellipse_mask(size, FACE_CENTRE, axes, 0) > 0.5).astype(np.uint8) * 255,
+                              canvas_to_frame, (w, h), flags=cv2.INTER_NEAREST)
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0 or xs.min() < 1 or ys.min() < 1 or xs.max() >= w - 1 or ys.max() >= h - 1:
+            out.append(frame.copy())                     # the face touches the border: leave the frame as it is
+            continue
+        centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+        cloned = cv2.seamlessClone(cv2.cvtColor(warped, cv2.COLOR_RGB2BGR), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                                   mask, centre, cv2.NORMAL_CLONE)
+        out.append(cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB))
+    return out
+
+
+@register("warp")
+def warp(frames: list[np.ndarray], track: FaceTrack, rng: np.random.Generator, *,
+         donor: FaceImage | None = None) -> list[np.ndarray]:
+    """A geometric warp of the face region (a beauty filter): slimmer jaw, larger eyes, no colour change."""
+    slim = float(rng.uniform(0.06, 0.1))               # of the eye distance: how far the jaw moves in
+    eyes_gain = float(rng.uniform(0.12, 0.2))          # radial magnification at the eye centres
+    out = []
+    for frame, marks in zip(frames, track.landmarks, strict=True):
+        h, w = frame.shape[:2]
+        eye_dist = float(np.linalg.norm(marks[1] - marks[0]))
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        dx = np.zeros((h, w), np.float32)               # where each output pixel samples the frame, relative
+        dy = np.zeros((h, w), np.float32)
+        for eye in marks[:2]:                          # magnify around each eye: sample closer to its centre
+            r = 0.45 * eye_dist
+            weight = np.exp(-((gx - eye[0]) ** 2 + (gy - eye[1]) ** 2) / (2 * r**2)) * eyes_gain
+            dx -= weight * (gx - eye[0])
+            dy -= weight * (gy - eye[1])
+        mid = (marks[3] + marks[4]) / 2
+        for side in (-1.0, 1.0):                       # pull each cheek towards the midline: sample further out
+            cheek = mid + np.array([side * 0.9 * eye_dist, -0.1 * eye_dist])
+            weight = np.exp(-((gx - cheek[0]) ** 2 + (gy - cheek[1]) ** 2) / (2 * (0.45 * eye_dist) ** 2))
+            dx += weight * side * slim * eye_dist
+        warped = cv2.remap(frame, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out.append(warped)
+    return out

@@ -24,7 +24,7 @@ from typing import Any
 from deepfake import paths, steps
 from deepfake.errors import ConfigError, DataError, NotebookError, QualityGateError
 from deepfake.manifest import read_json, write_json
-from deepfake.notebook import check_parameters, run_notebook
+from deepfake.notebook import check_parameters, notebook_parameters, run_notebook
 
 STEP_RECORD = "step.json"
 
@@ -32,9 +32,12 @@ STEP_RECORD = "step.json"
 # in minutes on 2 CPU cores; "tiny" is for tests.
 PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     "default": {},
+    # Self-blended training on the demo's real videos only, fully fine-tuned at 160 px; evaluated on
+    # the test split's reals and every fake of the demo, none of which it has seen.
     "demo": {
-        "extract": {"frames_per_video": 8, "face_size": 160, "workers": 2},
-        "train": {"epochs": 10, "image_size": 160, "batch_size": 32},
+        "extract": {"frames_per_video": 12, "face_size": 160, "workers": 2},
+        "train": {"mode": "self_blend", "epochs": 10, "image_size": 160, "batch_size": 32, "unfreeze_blocks": -1,
+                  "backbone_lr_mult": 0.3, "warmup_epochs": 1.0, "patience": 4},
         "evaluate": {},
     },
     "tiny": {
@@ -66,8 +69,14 @@ def run_pipeline(
     threshold: float | None = None,
     runs_root: str | os.PathLike[str] | None = None,
     stream: bool = True,
+    model: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Run every step, gate on the evaluation and register a passing model; returns the exit code."""
+    """Run every step, gate on the evaluation and register a passing model; returns the exit code.
+
+    With ``model`` (a model folder or ``model.tar.gz``) nothing is trained: the
+    data is explored, extracted with the model's own extraction settings and
+    every video evaluated with it (the cross-dataset protocol); nothing is registered.
+    """
     from deepfake.registry import DEFAULT_GROUP
 
     data = paths.resolve(data_dir)
@@ -75,23 +84,27 @@ def run_pipeline(
         raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    external = {steps.TRAIN_STEP: _existing_model(model)} if model else {}
     run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(runs_root) if runs_root else paths.runs_dir()) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides))
-    _say(f"run {run_id}: {len(steps.STEPS)} steps, data {data}, profile {profile}, folder {run_dir}")
+    params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides), external=external)
+    todo = [s for s in steps.STEPS if s.name not in external]
+    what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
+    _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
 
     handler = _stream_notebook_output() if stream else None
     outcomes: list[StepOutcome] = []
     keys: dict[str, str] = {}
+    keys.update({name: _model_fingerprint(path) for name, path in external.items()})
     try:
-        for i, step in enumerate(steps.STEPS, 1):
-            _say(f"[{i}/{len(steps.STEPS)}] {step.name}: {step.title} ...")
+        for i, step in enumerate(todo, 1):
+            _say(f"[{i}/{len(todo)}] {step.name}: {step.title} ...")
             outcome = _run_step(step, params_by_step[step.name], run_dir, data, keys, force=force,
                                 log_output=stream)
             outcomes.append(outcome)
             how = "reused from cache" if outcome.cached else "done"
-            _say(f"[{i}/{len(steps.STEPS)}] {step.name}: {how} in {outcome.seconds:.1f}s")
+            _say(f"[{i}/{len(todo)}] {step.name}: {how} in {outcome.seconds:.1f}s")
     except NotebookError as exc:
         _say(f"FAILED {exc}")
         return 1
@@ -105,7 +118,9 @@ def run_pipeline(
                "metrics": evaluation.get("metrics", {}), "registered": None}
     print_metrics(evaluation)
     code = 0
-    if register:
+    if external:
+        _say("evaluation-only run (--model): nothing is registered")
+    elif register:
         try:
             mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
                                    steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
@@ -126,21 +141,62 @@ def run_pipeline(
     return code
 
 
-def step_parameters(data: Path, run_dir: Path, profile: str,
-                    overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every step's papermill parameters: profile, overrides, then the wiring of inputs and outputs."""
+def step_parameters(data: Path, run_dir: Path, profile: str, overrides: Mapping[str, Mapping[str, Any]],
+                    *, external: Mapping[str, Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Every step's papermill parameters: profile, overrides, linked settings, then the wiring of inputs
+    and outputs. ``external`` maps a step to an existing output that stands in for it (``--model``)."""
+    external = dict(external or {})
     unknown = sorted(set(overrides) - {s.name for s in steps.STEPS})
     if unknown:
         raise ConfigError(f"--set names unknown step(s) {', '.join(unknown)}; steps: "
                           f"{', '.join(s.name for s in steps.STEPS)}")
+    declared = {s.name: notebook_parameters(paths.notebooks_dir() / s.notebook) for s in steps.STEPS}
+    chosen: dict[str, dict[str, Any]] = {}
+    for step in steps.STEPS:
+        chosen[step.name] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
+        if external:
+            chosen[step.name] = {**_evaluate_only(step.name, external[steps.TRAIN_STEP], declared),
+                                 **overrides.get(step.name, {})}
+    for (name, param), (source, source_param) in steps.LINKED.items():
+        if param in declared[name] and param not in chosen[name] and source_param in declared[source]:
+            chosen[name][param] = chosen[source].get(source_param, declared[source][source_param]["default"])
     out: dict[str, dict[str, Any]] = {}
     for step in steps.STEPS:
-        params: dict[str, Any] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
+        if step.name in external:
+            continue
+        params = dict(chosen[step.name])
         for param, source in step.inputs.items():
-            params[param] = str(data if source == steps.DATA else run_dir / source)
+            params[param] = str(data if source == steps.DATA else external.get(source, run_dir / source))
         params["output_dir"] = str(run_dir / step.name)
         out[step.name] = check_parameters(paths.notebooks_dir() / step.notebook, params)
     return out
+
+
+def _evaluate_only(step: str, model: Path, declared: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An evaluation-only run's settings for ``step``: extraction as the model was trained, every video."""
+    values = {k: v for k, v in steps.EVALUATE_ONLY.get(step, {}).items() if k in declared[step]}
+    if step == "extract":
+        from deepfake.model import read_artifact_config
+
+        settings = read_artifact_config(model).get("extract") or {}
+        values.update({k: v for k, v in settings.items() if k in declared[step] and k != "workers"})
+    return values
+
+
+def _existing_model(model: str | os.PathLike[str]) -> Path:
+    path = paths.resolve(model)
+    if not path.exists():
+        raise ConfigError(f"--model {model}: {path} does not exist; give a model folder or a model.tar.gz")
+    return path
+
+
+def _model_fingerprint(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -167,7 +223,7 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
     if value < threshold:
         raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
                                "model not registered")
-    artifact = run_dir / "train" / paths.MODEL_ARCHIVE
+    artifact = run_dir / steps.MODEL_STEP / paths.MODEL_ARCHIVE
     mv = LocalRegistry().register(
         group, artifact, evaluation["metrics"],
         source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),
@@ -179,12 +235,22 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
 
 def print_metrics(evaluation: Mapping[str, Any]) -> None:
     metrics = evaluation.get("metrics", {})
-    _say("metrics (test split):")
+    split = evaluation.get("split", "test")
+    fakes = " + the fakes of every split" if evaluation.get("fakes") == "all" and split != "all" else ""
+    _say(f"metrics ({'every video' if split == 'all' else f'{split} split'}{fakes}):")
     for level in ("video", "frame"):
         row = {k[len(level) + 1:]: v for k, v in metrics.items() if k.startswith(level + "_")}
         if row:
             cells = "  ".join(f"{k}={_fmt(v)}" for k, v in row.items())
             _say(f"  {level:<6} {cells}")
+    training = evaluation.get("training") or {}
+    seen = training.get("manipulations_seen")
+    _say(f"  generalisation: unseen-manipulation video AUC {_fmt(metrics.get('unseen_video_auc'))} "
+         f"(trained {training.get('mode', 'in an unrecorded mode')}, fakes seen: "
+         f"{', '.join(seen) if seen else ('none' if seen is not None else 'not recorded')}); real videos called "
+         f"fake {_fmt(metrics.get('video_false_positive_rate'))}")
+    _say(f"  calibration: video ECE {_fmt(metrics.get('video_ece_uncalibrated'))} before, "
+         f"{_fmt(metrics.get('video_ece'))} after temperature scaling")
     counts = evaluation.get("counts", {})
     if counts:
         _say("  counts " + "  ".join(f"{k}={v}" for k, v in counts.items()))

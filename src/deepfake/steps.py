@@ -44,7 +44,22 @@ STEPS: tuple[Step, ...] = (
 # exposes them under: (step, notebook parameter, type, default).
 RUN_PARAMETERS: Mapping[str, tuple[str, str, type, Any]] = MappingProxyType({
     "FramesPerVideo": ("extract", "frames_per_video", int, 16),
+    "TrainingMode": ("train", "mode", str, "self_blend"),
     "Epochs": ("train", "epochs", int, 6),
+})
+
+# A parameter one step takes from another step's, when both notebooks declare it and the run does not
+# set it: (step, parameter) -> (source step, parameter). Exploration checks the data for the training mode.
+LINKED: Mapping[tuple[str, str], tuple[str, str]] = MappingProxyType({
+    ("explore", "mode"): ("train", "mode"),
+})
+# The step an existing model stands in for (`deepfake run --model`), and what the other steps are told:
+# evaluation-only runs check the data for evaluation, extract with the model's own settings and
+# evaluate every video.
+TRAIN_STEP = "train"
+EVALUATE_ONLY: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "explore": {"mode": "evaluate"},
+    "evaluate": {"split": "all"},
 })
 
 # The quality gate after evaluation: a metric of evaluation.json and its threshold.
@@ -69,7 +84,8 @@ def upstream(s: Step) -> list[str]:
 # Where the SageMaker pipeline finds what it gates on and registers, and which step
 # scales out over instances (the local run is one process and ignores these).
 EVALUATION_STEP = "evaluate"         # its output folder holds evaluation.json (paths.EVALUATION)
-MODEL_STEP = "train"                 # its output folder holds model.tar.gz, the registered artifact
+MODEL_STEP = "evaluate"              # its output folder holds model.tar.gz as gated (scoring rule inside): the
+                                     # registered artifact
 # step -> the input (a notebook parameter of its ``inputs``) whose files are split
 # between instances with ShardedByS3Key when ProcessingInstanceCount > 1
 SHARDED: Mapping[str, str] = MappingProxyType({"extract": "data_dir"})
