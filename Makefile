@@ -41,11 +41,11 @@ test-fast: $(STAMP) ## unit tests only (no notebooks, servers or AWS emulation)
 
 lint: $(STAMP) ## ruff, and a check that notebooks are committed without outputs
 	$(BIN)/ruff check src pipelines deploy tests benchmarks
-	$(PY) -m deepfake.notebook_lint notebooks
+	$(PY) -m deepfake.orchestration.notebook_lint notebooks
 
 format: $(STAMP) ## format the code and strip notebook outputs
 	$(BIN)/ruff format src pipelines deploy tests benchmarks
-	$(PY) -m deepfake.notebook_lint --strip notebooks
+	$(PY) -m deepfake.orchestration.notebook_lint --strip notebooks
 
 bench: $(STAMP) ## benchmarks: our figures side by side with the limit, one table + JSON
 	$(PY) -m benchmarks.run

@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake import face_sources
-from deepfake.errors import DataError, VideoDecodeError
-from deepfake.video import FrameReader, probe, write_video
+from deepfake.core.errors import DataError, VideoDecodeError
+from deepfake.demo import face_sources
+from deepfake.media.encode import write_video
+from deepfake.media.video import FrameReader, probe
 
 RECIPE = 1            # bump when the pictures change, so cached clips are rebuilt
 GRAIN_SIGMA = 2.0     # grey levels of sensor grain added to every pixel

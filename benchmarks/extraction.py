@@ -19,8 +19,9 @@ import pandas as pd
 
 from benchmarks.report import RATIO_AT_LEAST, RATIO_AT_MOST, Row, Target
 from benchmarks.timing import interleave, p50, rounded, say, timed
-from deepfake.extract import ExtractConfig, build_detector, extract_faces, extract_video_faces
-from deepfake.video import probe, sample_frames
+from deepfake.media.extraction import ExtractConfig, build_detector, extract_video_faces
+from deepfake.media.video import probe, sample_frames
+from deepfake.stages.extract import extract_faces
 
 EXTRACT_TARGET = Target(RATIO_AT_MOST, 1.3)   # extraction at most 1.3x the decode-only time
 SCALING_TARGET = Target(RATIO_AT_LEAST, 1.7)  # 2 workers get through at least 1.7x the videos of 1

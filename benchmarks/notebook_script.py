@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepfake.errors import ConfigError
+from deepfake.core.errors import ConfigError
 
 
 def notebook_code(notebook: Path, parameters: dict[str, Any]) -> str:

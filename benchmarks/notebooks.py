@@ -2,7 +2,7 @@
 
 Each local pipeline step runs twice on the same tiny demo dataset with the
 "tiny" profile of ``deepfake run``: once through papermill
-(:func:`deepfake.notebook.run_notebook`, as the local runner and SageMaker run
+(:func:`deepfake.orchestration.notebook.run_notebook`, as the local runner and SageMaker run
 it, HTML report included) and once as the same code in a plain Python process
 (:mod:`benchmarks.notebook_script`). Each way has its own chain of output
 folders, so every step reads what the same way wrote before it.
@@ -21,14 +21,15 @@ from pathlib import Path
 
 from benchmarks.report import EXCESS_AT_MOST, Row, Target
 from benchmarks.timing import p50, rounded, say, timed
-from deepfake import paths, steps
-from deepfake.demo_data import build_demo_dataset
-from deepfake.errors import ConfigError, NotebookError
-from deepfake.notebook import run_notebook
-from deepfake.runner import step_parameters
+from deepfake.core import paths
+from deepfake.core.errors import ConfigError, NotebookError
+from deepfake.demo.build import build_demo_dataset
+from deepfake.orchestration import steps
+from deepfake.orchestration.notebook import run_notebook
+from deepfake.orchestration.runner import step_parameters
 
 OVERHEAD_TARGET = Target(EXCESS_AT_MOST, 2.0)   # papermill adds at most 2 s to a step
-PROFILE = "tiny"                                # deepfake.runner.PROFILES: small images, one epoch
+PROFILE = "tiny"                                # deepfake.orchestration.runner.PROFILES: small images, one epoch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT_TIMEOUT_S = 900
 

@@ -33,9 +33,10 @@ from typing import Any
 from benchmarks.machine import machine_info
 from benchmarks.report import describe_machine
 from benchmarks.timing import say
-from deepfake import paths, steps
-from deepfake.demo_data import build_demo_dataset
-from deepfake.runner import run_pipeline
+from deepfake.core import paths
+from deepfake.demo.build import build_demo_dataset
+from deepfake.orchestration import steps
+from deepfake.orchestration.runner import run_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO = "data/demo"

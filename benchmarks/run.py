@@ -25,7 +25,7 @@ from benchmarks.clips import FULL_CLIPS, QUICK_CLIPS, ClipSpec, make_clip
 from benchmarks.machine import load_average, machine_info, pin_cores
 from benchmarks.report import Row, format_table, skipped, write_results
 from benchmarks.timing import say
-from deepfake import steps
+from deepfake.orchestration import steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEP_NAMES = tuple(s.name for s in steps.STEPS)
@@ -100,7 +100,7 @@ class Bench:
 
     def item4(self) -> list[Row]:
         from benchmarks.training import bench_training, cuda_config, write_crops
-        from deepfake.train import TrainConfig
+        from deepfake.stages.train import TrainConfig
 
         s = self.settings
         crops = write_crops(self.clips[0][1], self.work / "train-crops", s.frames)

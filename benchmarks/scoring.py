@@ -36,11 +36,12 @@ import torch
 
 from benchmarks.report import RATIO_AT_MOST, VALUE_BELOW, Row, Target, skipped
 from benchmarks.timing import interleave, p50, p95, rounded, say, timed
-from deepfake.errors import DeepfakeError
-from deepfake.extract import ExtractConfig
-from deepfake.model import build_model, save_artifact
-from deepfake.train import TrainConfig
-from deepfake.video import sample_frames
+from deepfake.core.errors import DeepfakeError
+from deepfake.media.extraction import ExtractConfig
+from deepfake.media.video import sample_frames
+from deepfake.modeling.artifact import save_artifact
+from deepfake.modeling.network import build_model
+from deepfake.stages.train import TrainConfig
 
 SCORE_TARGET = Target(RATIO_AT_MOST, 1.6)   # end-to-end at most 1.6x the decode-only time
 ABSOLUTE_TARGET = Target(VALUE_BELOW, 3.0)  # seconds for a 10-s 1080p clip on 2 CPU cores
@@ -61,7 +62,7 @@ def make_model(folder: Path, frames: int) -> Path:
 
 def bench_scoring(clips: Sequence[tuple[str, Path]], model_dir: Path, frames: int, reps: int, requests: int,
                   cli_runs: int, headline: str | None, work: Path) -> list[Row]:
-    from deepfake.predict import Predictor
+    from deepfake.serving.predictor import Predictor
 
     rows: list[Row] = []
     decode: dict[str, list[float]] = {}
@@ -111,9 +112,9 @@ def _bench_cli(clips: Sequence[tuple[str, Path]], model_dir: Path, decode: dict[
 def _bench_endpoint(clips: Sequence[tuple[str, Path]], model_dir: Path, decode: dict[str, list[float]],
                     requests: int, headline: str | None, work: Path) -> list[Row]:
     try:
-        import deepfake.serve  # noqa: F401 - only checks that the server exists yet
+        import deepfake.serving.server  # noqa: F401 - only checks that the server exists yet
     except ImportError as exc:
-        return [skipped(2, f"score one video, local endpoint, {name}", "s", f"deepfake.serve: {exc}")
+        return [skipped(2, f"score one video, local endpoint, {name}", "s", f"deepfake.serving.server: {exc}")
                 for name, _ in clips]
     rows = []
     biggest = max(p.stat().st_size for _, p in clips)
@@ -145,7 +146,7 @@ def _bench_cuda(clips: Sequence[tuple[str, Path]], model_dir: Path, frames: int,
     """The in-process predictor with the classifier on the GPU (AMP, channels-last; detection stays on CPU)."""
     if not torch.cuda.is_available():
         return []
-    from deepfake.predict import Predictor
+    from deepfake.serving.predictor import Predictor
 
     predictor = Predictor.from_path(model_dir, device="cuda")
     device = f"cuda {torch.cuda.get_device_name(0)} (AMP, channels-last)"

@@ -1,12 +1,12 @@
 """Item 4: does the training input pipeline keep the model fed?
 
-The real loop (:func:`deepfake.train.train_one_epoch` over
-:func:`deepfake.train.make_loader`: JPEG decoding, resizing, augmentation,
+The real loop (:func:`deepfake.modeling.training.train_one_epoch` over
+:func:`deepfake.modeling.training.make_loader`: JPEG decoding, resizing, augmentation,
 batching, then forward, backward and the optimiser step) against the same
-step on one batch already in memory (:func:`deepfake.train.benchmark_step`).
+step on one batch already in memory (:func:`deepfake.modeling.training.benchmark_step`).
 The second is the limit: the loop can only match it when loading costs
 nothing or overlaps the step. Both use the same model, optimiser and settings
-as :func:`deepfake.train.train` (TrainConfig defaults unless given).
+as :func:`deepfake.stages.train.train` (TrainConfig defaults unless given).
 """
 
 from __future__ import annotations
@@ -20,20 +20,14 @@ import torch
 
 from benchmarks.report import RATIO_AT_LEAST, Row, Target
 from benchmarks.timing import p50, rounded, say
-from deepfake.augment import TrainAugment
-from deepfake.dataset import FaceDataset
-from deepfake.errors import DataError
-from deepfake.extract import ExtractConfig, build_detector, encode_crop, extract_video_faces
-from deepfake.model import NORMALIZATION
-from deepfake.train import (
-    TrainConfig,
-    benchmark_step,
-    make_loader,
-    make_model,
-    make_runtime,
-    seed_everything,
-    train_one_epoch,
-)
+from deepfake.core.errors import DataError
+from deepfake.data.augment import TrainAugment
+from deepfake.data.dataset import FaceDataset
+from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
+from deepfake.modeling.network import NORMALIZATION
+from deepfake.modeling.runtime import make_runtime, seed_everything
+from deepfake.modeling.training import benchmark_step, build_training, make_loader, train_one_epoch
+from deepfake.stages.train import TrainConfig
 
 LOADER_TARGET = Target(RATIO_AT_LEAST, 0.9)   # the loop runs at >= 90% of the in-memory step's images/s
 
@@ -67,7 +61,8 @@ def bench_training(crops: Sequence[Path], config: TrainConfig, batches: int, rep
     dataset = FaceDataset(faces, config.image_size, NORMALIZATION, augment, seed=config.seed)
     loader = make_loader(dataset, config.batch_size, train=True, balance=config.balance, seed=config.seed,
                          num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda")
-    model, loss_fn, optimizer = make_model(config, runtime, dataset.labels)
+    training = build_training(config, runtime, dataset.labels)
+    model, loss_fn, optimizer = training.model, training.loss_fn, training.optimizer
     batch = next(iter(loader))
 
     say(f"[4] training loop vs in-memory step on {device_label}: {reps} x {batches} batches of "

@@ -32,12 +32,12 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deepfake.errors import DeployError
+from deepfake.core.errors import DeployError
 
 log = logging.getLogger("deploy.build")
 
 HERE = Path(__file__).resolve().parent
-REQUIRED_CONTENT_TYPE = "video/mp4"        # what the handler must accept (deepfake.inference.VIDEO_TYPES)
+REQUIRED_CONTENT_TYPE = "video/mp4"        # what the handler must accept (deepfake.serving.handlers.VIDEO_TYPES)
 REQUIRED_RESPONSE_TYPE = "application/json"
 PAGE_SIZE = 100                            # ListModelPackages page size (the API maximum)
 TAG_VALUE_MAX = 256                        # characters in an AWS tag value
@@ -140,7 +140,7 @@ def describe_package(sm: Any, arn: str) -> dict[str, Any]:
                         f"{REQUIRED_RESPONSE_TYPE}")
     if problems:
         raise DeployError(f"model package {arn} cannot serve the video endpoint: {'; '.join(problems)}; "
-                          "register the model with the content types of deepfake.inference")
+                          "register the model with the content types of deepfake.serving.handlers")
     container = containers[0]
     return {
         "ModelPackageArn": arn,

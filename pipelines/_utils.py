@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepfake.errors import DeepfakeError, PipelineError
+from deepfake.core.errors import DeepfakeError, PipelineError
 
 EXIT_FAILED = 1                  # AWS refused a call, or the execution failed
 EXIT_USAGE = 2                   # bad arguments: nothing was sent to AWS

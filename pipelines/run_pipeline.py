@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from deepfake.errors import PipelineError
+from deepfake.core.errors import PipelineError
 from pipelines._utils import (
     EXIT_FAILED,
     get_pipeline_custom_tags,

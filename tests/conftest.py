@@ -1,7 +1,7 @@
 """Shared fixtures: real faces and tiny video clips made from them.
 
 Everything is generated into pytest's temporary folders from real photos that
-ship inside installed packages (``deepfake.face_sources``); nothing is
+ship inside installed packages (``deepfake.demo.face_sources``); nothing is
 downloaded or committed. Clips are small (320x240, 12 frames) so a test that
 decodes and detects on them costs well under a second.
 
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake.face_sources import multi_face_photo, real_face_photos
-from deepfake.video import write_video
+from deepfake.demo.face_sources import multi_face_photo, real_face_photos
+from deepfake.media.encode import write_video
 
 CLIP_SIZE = (320, 240)     # width, height in pixels: small, and even for H.264
 CLIP_FRAMES = 12
@@ -76,7 +76,7 @@ def write_clip(tmp_path_factory, face_photos):
     codec="mp4v", motion=3, fill=0.9) -> Path``.
 
     ``photo`` is an RGB array, a name from ``face_photos`` or None (the first
-    photo). ``codec`` is passed to :func:`deepfake.video.write_video` (``h264``
+    photo). ``codec`` is passed to :func:`deepfake.media.encode.write_video` (``h264``
     via PyAV, or a FourCC such as ``mp4v``/``MJPG``); without ``path`` the clip goes
     to a session temp folder with a suffix that suits the codec.
     """

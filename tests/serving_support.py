@@ -20,8 +20,9 @@ from pathlib import Path
 
 import requests
 
-from deepfake.extract import ExtractConfig
-from deepfake.model import build_model, save_artifact
+from deepfake.media.extraction import ExtractConfig
+from deepfake.modeling.artifact import save_artifact
+from deepfake.modeling.network import build_model
 
 IMAGE_SIZE = 64            # px: the model input, small to keep CPU inference cheap
 FRAMES_PER_VIDEO = 4       # frames sampled per video by the artifact's extract config
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 
 def deepfake_cli() -> list[str]:
-    return [sys.executable, "-m", "deepfake.cli"]
+    return [sys.executable, "-m", "deepfake.orchestration.cli"]
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from deepfake import aggregate as agg
-from deepfake.errors import ConfigError, DataError
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.scoring import aggregate as agg
 
 
 def test_registry_lists_the_strategies():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deepfake import augment
-from deepfake.augment import TrainAugment
-from deepfake.errors import ConfigError, InvalidInputError
+from deepfake.core.errors import ConfigError, InvalidInputError
+from deepfake.data import augment
+from deepfake.data.augment import TrainAugment
 
 
 def image(h=48, w=40, seed=0):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake.calibration import fit_temperature, log_loss, probabilities
-from deepfake.errors import DataError
+from deepfake.core.errors import DataError
+from deepfake.modeling.calibration import fit_temperature, log_loss, probabilities
 
 
 def test_probabilities_are_a_stable_sigmoid():

@@ -9,16 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfake.catalogs import (
-    COLUMNS,
-    LABELS,
-    available,
-    dataset_root,
-    detect_kind,
-    load_catalog,
-)
-from deepfake.catalogs.table import unique_ids
-from deepfake.errors import CatalogError, DeepfakeError
+from deepfake.core.errors import CatalogError, DeepfakeError
+from deepfake.data.catalogs import LABELS, available, dataset_root, detect_kind, load_catalog
+from deepfake.data.catalogs.table import COLUMNS, unique_ids
 
 REAL, FAKE = LABELS["real"], LABELS["fake"]
 

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from deepfake.config import StageConfig
-from deepfake.errors import ConfigError
+from deepfake.core.config import StageConfig
+from deepfake.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

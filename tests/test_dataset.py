@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from deepfake.augment import TrainAugment
-from deepfake.dataset import FaceDataset, balanced_sampler, pos_weight, preprocess, read_rgb
-from deepfake.errors import DataError, ImageDecodeError, InvalidInputError, ManifestError
+from deepfake.core.errors import DataError, ImageDecodeError, InvalidInputError, ManifestError
+from deepfake.data.augment import TrainAugment
+from deepfake.data.dataset import FaceDataset, balanced_sampler, pos_weight, read_rgb
+from deepfake.media.preprocess import preprocess
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

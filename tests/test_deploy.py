@@ -18,8 +18,8 @@ import pytest
 from aws_server import ROLE_ARN, moto_server
 from serving_support import make_model, serve
 
-from deepfake.inference import ACCEPTED_TYPES
-from deepfake.package import package_model
+from deepfake.core.vocabulary import ACCEPTED_TYPES
+from deepfake.serving.packaging import package_model
 
 pytestmark = pytest.mark.aws
 

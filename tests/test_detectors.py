@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake import detectors
-from deepfake.detectors import LANDMARKS, Detection, FaceDetector, available, detect_faces, get_detector
-from deepfake.errors import DetectorError, ImageDecodeError
+from deepfake.core.errors import DetectorError, ImageDecodeError
+from deepfake.media import detectors
+from deepfake.media.detectors import LANDMARKS, Detection, FaceDetector, available, detect_faces, get_detector
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 # Grace Hopper's face in matplotlib's 512x600 sample photo (x0, y0, x1, y1), hand-checked.

@@ -14,23 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake import metrics, paths
-from deepfake.aggregate import available
-from deepfake.dataset import read_rgb
-from deepfake.errors import ConfigError, DataError, ImageDecodeError, ManifestError, ModelError
-from deepfake.evaluate import (
-    SCHEMA_VERSION,
-    EvalConfig,
-    evaluate,
-    frame_predictions,
-    read_evaluation,
-    score_faces,
-    validate_evaluation,
-    write_gated_model,
-)
-from deepfake.extract import FACES_COLUMNS, read_faces
-from deepfake.manifest import read_manifest, read_sidecar, write_manifest
-from deepfake.scoring import ScoringRule
+from deepfake.core import paths
+from deepfake.core.errors import ConfigError, DataError, ImageDecodeError, ManifestError, ModelError
+from deepfake.data.dataset import read_rgb
+from deepfake.data.faces_table import FACES_COLUMNS, read_faces
+from deepfake.data.manifest import read_manifest, read_sidecar, write_manifest
+from deepfake.scoring import metrics
+from deepfake.scoring.aggregate import available
+from deepfake.scoring.rule import ScoringRule
+from deepfake.scoring.schema import SCHEMA_VERSION, read_evaluation, validate_evaluation
+from deepfake.stages.evaluate import EvalConfig, evaluate, write_gated_model
+from deepfake.stages.evaluation_tables import frame_predictions, score_faces
 
 FRAMES = (0, 8, 16)
 UNSCORED = {"broken": ("decode_error", "moov atom not found"), "blank": ("no_face", "no face in 3 sampled frames")}
@@ -222,7 +216,8 @@ def test_single_class_split_writes_null_auc_with_reason(tmp_path):
 
 
 def test_real_model_artifact(faces, tmp_path):
-    from deepfake.model import build_model, load_artifact, save_artifact
+    from deepfake.modeling.artifact import load_artifact, save_artifact
+    from deepfake.modeling.network import build_model
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -369,7 +364,8 @@ def test_temperature_changes_calibration_not_ranking(faces, tmp_path):
 
 
 def test_the_gated_model_carries_the_evaluated_rule(faces, tmp_path):
-    from deepfake.model import build_model, load_artifact, read_artifact_config, save_artifact
+    from deepfake.modeling.artifact import load_artifact, read_artifact_config, save_artifact
+    from deepfake.modeling.network import build_model
 
     model_dir = save_artifact(build_model(pretrained=False, image_size=32), tmp_path / "model",
                               {"image_size": 32, "scoring": {"temperature": 1.7, "aggregation": "mean",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from deepfake.errors import ConfigError, DataError
-from deepfake.explore import ExploreConfig, check_trainable
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.stages.explore import ExploreConfig, check_trainable
 
 
 def table(rows):

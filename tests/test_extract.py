@@ -11,23 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake import extract
-from deepfake.errors import ConfigError, ImageDecodeError, ManifestError, VideoDecodeError
-from deepfake.extract import (
-    FACES_COLUMNS,
+from deepfake.core import resources
+from deepfake.core.errors import ConfigError, ImageDecodeError, ManifestError, VideoDecodeError
+from deepfake.data.faces_table import FACES_COLUMNS, format_landmarks, parse_landmarks, read_faces
+from deepfake.demo.face_sources import multi_face_photo
+from deepfake.media.extraction import (
     ExtractConfig,
     build_detector,
     decode_crop,
     encode_crop,
-    extract_faces,
     extract_video_faces,
     faces_from_frames,
-    format_landmarks,
-    parse_landmarks,
-    read_faces,
 )
-from deepfake.face_sources import multi_face_photo
-from deepfake.video import frame_indices
+from deepfake.media.video import frame_indices
+from deepfake.stages.extract import extract_faces
 
 # Small and fast: 4 frames per video, 64 px crops.
 FAST = ExtractConfig(frames_per_video=4, face_size=64)
@@ -150,12 +147,12 @@ def test_on_frame_gets_each_searched_frame_while_decoding(face_clip, no_face_cli
 
 
 def test_workers_share_the_cores(monkeypatch):
-    monkeypatch.setattr(extract, "usable_cores", lambda: 2)
-    assert (extract.threads_per_worker(1), extract.decoder_threads(1)) == (2, 1)   # decoder + detection thread
-    assert (extract.threads_per_worker(2), extract.decoder_threads(2)) == (1, 1)
-    assert (extract.threads_per_worker(3), extract.decoder_threads(3)) == (1, 1)   # never below one
-    monkeypatch.setattr(extract, "usable_cores", lambda: 16)
-    assert (extract.threads_per_worker(4), extract.decoder_threads(4)) == (4, 3)
+    monkeypatch.setattr(resources, "usable_cores", lambda: 2)
+    assert (resources.threads_per_worker(1), resources.decoder_threads(1)) == (2, 1)   # decoder + detection thread
+    assert (resources.threads_per_worker(2), resources.decoder_threads(2)) == (1, 1)
+    assert (resources.threads_per_worker(3), resources.decoder_threads(3)) == (1, 1)   # never below one
+    monkeypatch.setattr(resources, "usable_cores", lambda: 16)
+    assert (resources.threads_per_worker(4), resources.decoder_threads(4)) == (4, 3)
 
 
 def test_extract_video_faces_raises_on_a_broken_file(corrupt_files):

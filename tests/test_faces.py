@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake.detectors import Detection, get_detector
-from deepfake.errors import ConfigError, DataError
-from deepfake.face_sources import multi_face_photo
-from deepfake.faces import crop_window, rank, select, square_crop
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.demo.face_sources import multi_face_photo
+from deepfake.media.crops import crop_window, rank, select, square_crop
+from deepfake.media.detectors import Detection, get_detector
 
 
 def _marked(height=200, width=300, box=(100, 60, 140, 100)):

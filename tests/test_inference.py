@@ -10,19 +10,11 @@ import pytest
 from aws_server import moto_server
 from serving_support import make_model
 
-from deepfake.errors import InvalidInputError, PayloadTooLargeError, UnsupportedContentTypeError
-from deepfake.inference import (
-    MAX_PAYLOAD_ENV,
-    ImageRequest,
-    S3Request,
-    VideoRequest,
-    input_fn,
-    model_fn,
-    output_fn,
-    predict_fn,
-)
-from deepfake.package import package_model
-from deepfake.predict import Predictor
+from deepfake.core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedContentTypeError
+from deepfake.serving.handlers import input_fn, model_fn, output_fn, predict_fn
+from deepfake.serving.packaging import package_model
+from deepfake.serving.predictor import Predictor
+from deepfake.serving.requests import MAX_PAYLOAD_ENV, ImageRequest, S3Request, VideoRequest
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +146,7 @@ def test_output_fn_accept(face_result):
 
 def test_errors_become_toolkit_errors_inside_the_sagemaker_toolkit(monkeypatch):
     errors = pytest.importorskip("sagemaker_inference.errors")
-    from deepfake import inference
+    from deepfake.serving import handlers as inference
 
     with pytest.raises(UnsupportedContentTypeError):  # installed but not serving: the kit's own errors
         input_fn(b"a,b", "text/csv")

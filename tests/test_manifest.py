@@ -3,8 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from deepfake.errors import ManifestError
-from deepfake.manifest import read_manifest, read_sidecar, sha256_file, write_manifest
+from deepfake.core.errors import ManifestError
+from deepfake.core.files import sha256_file
+from deepfake.data.manifest import read_manifest, read_sidecar, write_manifest
 
 
 def test_manifest_round_trip_with_sidecar(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from deepfake import metrics
-from deepfake.errors import ConfigError, DataError
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.scoring import metrics
 
 # A small case worked out by hand (see each test): scores sorted 0.9(f) 0.6(r) 0.4(f) 0.1(r).
 Y = [0, 0, 1, 1]

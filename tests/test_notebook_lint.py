@@ -3,7 +3,7 @@ from pathlib import Path
 import nbformat
 from notebook_factory import make_notebook
 
-from deepfake.notebook_lint import main, problems, strip
+from deepfake.orchestration.notebook_lint import main, problems, strip
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from deepfake import paths, steps
-from deepfake.evaluate import EvalConfig, validate_evaluation
-from deepfake.explore import ExploreConfig
-from deepfake.extract import ExtractConfig
-from deepfake.manifest import read_sidecar
-from deepfake.model import read_artifact_config
-from deepfake.notebook import notebook_parameters
-from deepfake.train import TrainConfig
+from deepfake.core import paths
+from deepfake.data.manifest import read_sidecar
+from deepfake.media.extraction import ExtractConfig
+from deepfake.modeling.artifact import read_artifact_config
+from deepfake.orchestration import steps
+from deepfake.orchestration.notebook import notebook_parameters
+from deepfake.scoring.schema import validate_evaluation
+from deepfake.stages.evaluate import EvalConfig
+from deepfake.stages.explore import ExploreConfig
+from deepfake.stages.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"explore": ExploreConfig, "extract": ExtractConfig, "train": TrainConfig, "evaluate": EvalConfig}
@@ -44,7 +46,7 @@ def test_papermill_help_documents_every_parameter():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from deepfake.demo_data import build_demo_dataset
+    from deepfake.demo.build import build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_videos=12, seed=1)
 
@@ -93,7 +95,7 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_pat
 def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tmp_path):
     """`--set train.mode=dataset` trains on the dataset's fakes; `--model` evaluates that model on another
     dataset (made with two manipulations it never saw) without training or registering."""
-    from deepfake.demo_data import build_demo_dataset
+    from deepfake.demo.build import build_demo_dataset
 
     env = {"DEEPFAKE_REGISTRY": str(tmp_path / "registry"), "DEEPFAKE_HOME": str(ROOT),
            "DEEPFAKE_RUNS": str(tmp_path / "runs")}

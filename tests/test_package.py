@@ -13,9 +13,9 @@ import time
 import pytest
 from serving_support import make_model
 
-from deepfake.errors import ModelError
-from deepfake.model import load_artifact
-from deepfake.package import package_model
+from deepfake.core.errors import ModelError
+from deepfake.modeling.artifact import load_artifact
+from deepfake.serving.packaging import package_model
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def test_layout(archive):
     names = [m.name for m in members]
     assert names == sorted(names)
     for name in ("config.json", "model.safetensors", "model_card.md", "code/inference.py", "code/requirements.txt",
-                 "code/deepfake/__init__.py", "code/deepfake/inference.py", "code/deepfake/predict.py",
-                 "code/deepfake/catalogs/__init__.py"):
+                 "code/deepfake/__init__.py", "code/deepfake/serving/handlers.py", "code/deepfake/serving/predictor.py",
+                 "code/deepfake/core/errors.py"):
         assert name in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, 0, "", 0o644)}

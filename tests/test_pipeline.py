@@ -1,8 +1,8 @@
 """The SageMaker pipeline, built by the real SDK against a local AWS API (moto on loopback).
 
 The definition is checked against the one step list the local runner reads
-(``deepfake.steps``), the quality gate against an ``evaluation.json`` written by
-``deepfake.evaluate``, and the console scripts are run as subprocesses: upsert and
+(``deepfake.orchestration.steps``), the quality gate against an ``evaluation.json`` written by
+``deepfake.stages.evaluate``, and the console scripts are run as subprocesses: upsert and
 start against the local server, the definition with no AWS at all, and the
 one-line errors of bad arguments.
 """
@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from aws_server import REGION, ROLE_ARN, free_port, moto_server
 
-from deepfake import paths, steps
-from deepfake.runner import step_parameters as local_step_parameters
+from deepfake.core import paths
+from deepfake.orchestration import steps
+from deepfake.orchestration.runner import step_parameters as local_step_parameters
 from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, MARKER, build_bundle, content_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_every_step_runs_the_shipped_local_notebook(aws, definition):
         assert sm["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/" + ENTRY_POINT)
         shipped = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/notebooks/{step.notebook}")["Body"].read()
         assert shipped == (paths.notebooks_dir() / step.notebook).read_bytes()
-    shipped_steps = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/src/deepfake/steps.py")["Body"].read()
+    shipped_steps = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/src/deepfake/orchestration/steps.py")["Body"].read()
     assert shipped_steps == Path(steps.__file__).read_bytes()
     assert s3.get_object(Bucket=BUCKET, Key=key + ENTRY_POINT)["Body"].read() == (
         Path(__file__).parents[1] / "pipelines" / "deepfake" / ENTRY_POINT).read_bytes()
@@ -194,11 +195,12 @@ def test_instance_types_and_images_follow_the_gpu_flag(definition):
 # -- the quality gate and registration ---------------------------------------------------------
 
 def write_evaluation(folder):
-    """evaluation.json from deepfake.evaluate over a faces table split in two shards (as sharded
+    """evaluation.json from deepfake.stages.evaluate over a faces table split in two shards (as sharded
     extraction leaves it in S3), scored by brightness: bright crops are 'fake'."""
-    from deepfake.evaluate import evaluate, validate_evaluation
-    from deepfake.extract import FACES_COLUMNS, read_faces
-    from deepfake.manifest import write_manifest
+    from deepfake.data.faces_table import FACES_COLUMNS, read_faces
+    from deepfake.data.manifest import write_manifest
+    from deepfake.scoring.schema import validate_evaluation
+    from deepfake.stages.evaluate import evaluate
 
     class Brightness:
         version = "brightness"
@@ -271,7 +273,7 @@ def test_failing_gate_says_the_metric_and_the_threshold(definition):
 
 @pytest.mark.aws
 def test_registration_arguments(definition):
-    from deepfake.content_types import ACCEPTED_TYPES, RESPONSE_TYPES
+    from deepfake.core.vocabulary import ACCEPTED_TYPES, RESPONSE_TYPES
 
     register = all_steps(definition)["register"]
     assert register["Type"] == "RegisterModel"

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from serving_support import FRAMES_PER_VIDEO, make_model
 
-from deepfake.cli import main
-from deepfake.errors import ModelError, VideoDecodeError
-from deepfake.evaluate import frame_predictions
-from deepfake.extract import extract_video_faces
-from deepfake.model import load_artifact
-from deepfake.package import package_model
-from deepfake.predict import Predictor
-from deepfake.registry import LocalRegistry
+from deepfake.core.errors import ModelError, VideoDecodeError
+from deepfake.media.extraction import extract_video_faces
+from deepfake.modeling.artifact import load_artifact
+from deepfake.orchestration.cli import main
+from deepfake.orchestration.registry import LocalRegistry
+from deepfake.serving.packaging import package_model
+from deepfake.serving.predictor import Predictor
+from deepfake.stages.evaluation_tables import frame_predictions
 
 RESPONSE_KEYS = {"status", "label", "p_fake", "frames_scored", "faces_found", "frame_scores", "model_version",
                  "aggregation", "threshold", "frames_sampled", "media", "message"}

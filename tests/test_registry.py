@@ -1,8 +1,8 @@
 import pytest
 
-from deepfake.cli import main
-from deepfake.errors import RegistryError
-from deepfake.registry import LocalRegistry
+from deepfake.core.errors import RegistryError
+from deepfake.orchestration.cli import main
+from deepfake.orchestration.registry import LocalRegistry
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from notebook_factory import make_notebook
 
-from deepfake import steps
+from deepfake.orchestration import steps
 from pipelines.deepfake import run_step
 from pipelines.deepfake.bundle import KIT_DIR, build_bundle
 
@@ -140,5 +140,5 @@ def test_the_shipped_kit_installs_with_pip(tmp_path):
         path.write_bytes(data)
     site = tmp_path / "site"
     run_step.install_kit(tmp_path / "bundle" / KIT_DIR, "--no-build-isolation", "--quiet", "--target", str(site))
-    assert (site / "deepfake" / "steps.py").read_bytes() == Path(steps.__file__).read_bytes()
-    assert (site / "deepfake" / "notebook.py").is_file()
+    assert (site / "deepfake" / "orchestration" / "steps.py").read_bytes() == Path(steps.__file__).read_bytes()
+    assert (site / "deepfake" / "orchestration" / "notebook.py").is_file()

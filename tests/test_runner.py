@@ -10,9 +10,9 @@ import json
 import pytest
 from notebook_factory import make_notebook
 
-from deepfake import runner, steps
-from deepfake.cli import main
-from deepfake.registry import LocalRegistry
+from deepfake.orchestration import runner, steps
+from deepfake.orchestration.cli import main
+from deepfake.orchestration.registry import LocalRegistry
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake.calibration import probabilities
-from deepfake.errors import ConfigError, DataError
-from deepfake.scoring import ScoringRule
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.modeling.calibration import probabilities
+from deepfake.scoring.rule import ScoringRule
 
 
 def test_a_frame_scores_as_its_most_fake_face_and_ties_keep_the_first():

@@ -13,11 +13,13 @@ import pytest
 from botocore.config import Config
 from serving_support import deepfake_cli, make_model, serve
 
-from deepfake.evaluate import EvalConfig, evaluate
-from deepfake.extract import ExtractConfig, extract_faces, read_faces
-from deepfake.inference import input_fn, model_fn, output_fn, predict_fn
-from deepfake.model import load_artifact
-from deepfake.package import package_model
+from deepfake.data.faces_table import read_faces
+from deepfake.media.extraction import ExtractConfig
+from deepfake.modeling.artifact import load_artifact
+from deepfake.serving.handlers import input_fn, model_fn, output_fn, predict_fn
+from deepfake.serving.packaging import package_model
+from deepfake.stages.evaluate import EvalConfig, evaluate
+from deepfake.stages.extract import extract_faces
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepfake.detectors import detect_faces, get_detector
-from deepfake.errors import DataError, InvalidInputError
-from deepfake.faces import landmarks_in_crop, square_crop
-from deepfake.selfblend import SelfBlendConfig, face_hull, hull_mask, self_blend
+from deepfake.core.errors import DataError, InvalidInputError
+from deepfake.data.selfblend import SelfBlendConfig, face_hull, hull_mask, self_blend
+from deepfake.media.crops import landmarks_in_crop, square_crop
+from deepfake.media.detectors import detect_faces, get_detector
 
 SIZE = 160
 

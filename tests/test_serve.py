@@ -15,9 +15,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from serving_support import make_model, serve
 
-from deepfake.package import package_model
-from deepfake.predict import Predictor
-from deepfake.serve import make_app
+from deepfake.serving.packaging import package_model
+from deepfake.serving.predictor import Predictor
+from deepfake.serving.server import make_app
 
 
 @pytest.fixture(scope="module")

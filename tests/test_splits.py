@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake.catalogs import load_catalog
-from deepfake.errors import ConfigError, DataError, SplitLeakError
-from deepfake.manifest import read_manifest, write_manifest
-from deepfake.splits import check_leaks, ensure_splits, split_summary
+from deepfake.core.errors import ConfigError, DataError, SplitLeakError
+from deepfake.data.catalogs import load_catalog
+from deepfake.data.manifest import read_manifest, write_manifest
+from deepfake.data.splits import check_leaks, ensure_splits, split_summary
 
 
 def table(groups: list[tuple[str, int, int]], split: str = "") -> pd.DataFrame:

@@ -6,21 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake.dataset import FaceDataset, PairDataset
-from deepfake.errors import ConfigError, DataError, ManifestError
-from deepfake.manifest import read_manifest, read_sidecar
-from deepfake.model import NORMALIZATION, build_model, load_artifact
-from deepfake.train import (
-    HISTORY_COLUMNS,
-    TrainConfig,
-    benchmark_step,
-    make_loader,
-    make_loss,
-    make_optimizer,
-    make_runtime,
-    train,
-    train_one_epoch,
-)
+from deepfake.core.errors import ConfigError, DataError, ManifestError
+from deepfake.data.dataset import FaceDataset, PairDataset
+from deepfake.data.manifest import read_manifest, read_sidecar
+from deepfake.modeling.artifact import load_artifact
+from deepfake.modeling.network import NORMALIZATION, build_model
+from deepfake.modeling.runtime import make_runtime
+from deepfake.modeling.training import benchmark_step, make_loader, make_loss, make_optimizer, train_one_epoch
+from deepfake.stages.train import HISTORY_COLUMNS, TrainConfig, train
 
 # Small and quick: 64 px inputs, batches of 4, two batches an epoch; one thread, because
 # on a busy shared machine OpenMP threads waiting for each other slow tiny batches down.
@@ -189,9 +182,9 @@ def test_patience_stops_at_the_first_epoch_without_improvement(faces, tmp_path):
 def write_real_faces(folder, face_photos, size=72, margin=0.3):
     """Real face crops of the installed photos with their boxes and MTCNN landmarks: reals in train and val,
     one dataset fake (a flipped, tinted crop) per split for the ``both`` mode."""
-    from deepfake.detectors import detect_faces, get_detector
-    from deepfake.extract import format_landmarks
-    from deepfake.faces import square_crop
+    from deepfake.data.faces_table import format_landmarks
+    from deepfake.media.crops import square_crop
+    from deepfake.media.detectors import detect_faces, get_detector
 
     detector = get_detector("mtcnn")
     rows = []
@@ -244,8 +237,8 @@ def test_both_mode_records_the_manipulations_it_saw(real_faces, tmp_path):
 
 
 def test_pair_items_share_their_augmentation_and_are_seeded(real_faces):
-    from deepfake.augment import TrainAugment
-    from deepfake.train import crop_landmarks
+    from deepfake.data.augment import TrainAugment
+    from deepfake.data.faces_table import crop_landmarks
 
     reals = real_faces[real_faces.label == 0].reset_index(drop=True)
     marks = crop_landmarks(reals, 0.3, 64)
@@ -277,7 +270,7 @@ def test_self_blend_needs_landmarks_and_says_how_to_get_them(real_faces, tmp_pat
 
 
 def test_warmup_then_cosine_schedule():
-    from deepfake.train import cosine_schedule
+    from deepfake.modeling.training import cosine_schedule
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)

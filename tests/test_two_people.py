@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from serving_support import make_model
 
-from deepfake.extract import ExtractConfig, build_detector, extract_video_faces
-from deepfake.manipulations import FaceImage, FaceTrack, detect_landmarks, manipulate
-from deepfake.predict import Predictor
-from deepfake.video import write_video
+from deepfake.demo.manipulations import manipulate
+from deepfake.demo.tracking import FaceImage, FaceTrack, detect_landmarks
+from deepfake.media.encode import write_video
+from deepfake.media.extraction import ExtractConfig, build_detector, extract_video_faces
+from deepfake.serving.predictor import Predictor
 
 WIDTH, HEIGHT, FRAMES = 640, 320, 8
 

@@ -10,16 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake import video
-from deepfake.errors import ConfigError, VideoDecodeError
-from deepfake.video import (
-    frame_indices,
-    iter_frames,
-    probe,
-    sample_frames,
-    sample_frames_from_bytes,
-    write_video,
-)
+from deepfake.core.errors import ConfigError, VideoDecodeError
+from deepfake.media import video
+from deepfake.media.encode import write_video
+from deepfake.media.video import frame_indices, iter_frames, probe, sample_frames, sample_frames_from_bytes
 
 
 class CountingCapture:

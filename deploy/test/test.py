@@ -36,9 +36,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deepfake.errors import DeployError
+from deepfake.core.errors import DeployError
 
-MAX_REALTIME_BYTES = 6 * 1024 * 1024     # SageMaker's real-time payload limit (deepfake.inference.MAX_PAYLOAD_BYTES)
+MAX_REALTIME_BYTES = 6 * 1024 * 1024     # SageMaker's real-time payload limit (deepfake.serving.requests.MAX_PAYLOAD_BYTES)
 INVOKE_TIMEOUT_S = 70                    # the container has 60 s per request; the SDK should wait a little longer
 LABELS = ("REAL", "FAKE")
 STATUSES = ("ok", "no_face")

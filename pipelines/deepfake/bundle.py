@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import deepfake
-from deepfake import paths
-from deepfake.errors import PipelineError
+from deepfake.core import paths
+from deepfake.core.errors import PipelineError
 
 # Part of the hash: bump it when the layout below changes.
 BUNDLE_FORMAT = "1"

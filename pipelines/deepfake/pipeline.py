@@ -1,6 +1,6 @@
 """The SageMaker Pipeline: the kit's notebooks as Processing steps, a gate, registration.
 
-Every entry of ``deepfake.steps.STEPS`` becomes one ProcessingStep that runs the
+Every entry of ``deepfake.orchestration.steps.STEPS`` becomes one ProcessingStep that runs the
 step's notebook with papermill (``run_step.py``) in an AWS PyTorch framework image,
 wired to the outputs of the steps it reads, exactly as ``deepfake run`` wires run
 folders. After evaluation a ConditionStep compares ``metrics.<GATE_METRIC>`` of
@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepfake import __version__, paths, steps
-from deepfake.errors import ConfigError, PipelineError
-from deepfake.notebook import check_parameters
+from deepfake import __version__
+from deepfake.core import paths
+from deepfake.core.errors import ConfigError, PipelineError
+from deepfake.orchestration import steps
+from deepfake.orchestration.notebook import check_parameters
 from pipelines.deepfake.bundle import CodeBundle, build_bundle, upload_bundle
 
 log = logging.getLogger(__name__)
@@ -284,7 +286,7 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
     from sagemaker.mlops.workflow.model_step import ModelStep
     from sagemaker.serve.model_builder import ModelBuilder
 
-    from deepfake.content_types import ACCEPTED_TYPES, RESPONSE_TYPES  # what the served model really takes
+    from deepfake.core.vocabulary import ACCEPTED_TYPES, RESPONSE_TYPES
 
     evaluate = built[steps.EVALUATION_STEP]
     gated = built[steps.MODEL_STEP]

@@ -4,7 +4,7 @@ The pipeline starts ``python3 run_step.py --step NAME --param KEY VALUE ...`` in
 AWS PyTorch framework image, from the code input that holds this file, the extra
 requirements and the kit (see ``bundle.py``). This script installs what the image
 lacks (never its torch or numpy: they are pinned as constraints), installs the
-shipped kit, then runs the step's notebook through ``deepfake.notebook.run_notebook``,
+shipped kit, then runs the step's notebook through ``deepfake.orchestration.notebook.run_notebook``,
 the same call the local runner makes: parameters arrive as strings and are typed by
 the notebook's parameters cell, the executed notebook and its HTML report land in
 the report output even when a cell fails, and a failure exits non-zero so the step
@@ -42,7 +42,7 @@ EXIT_NOTEBOOK, EXIT_CONFIG, EXIT_INSTALL = 1, 2, 3
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_step.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--step", required=True, help="a step name of deepfake.steps.STEPS")
+    parser.add_argument("--step", required=True, help="a step name of deepfake.orchestration.steps.STEPS")
     parser.add_argument("--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a notebook parameter, typed by the notebook's parameters cell")
     parser.add_argument("--report-dir", required=True, type=Path,
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake import steps
-    from deepfake.errors import DeepfakeError, NotebookError
-    from deepfake.notebook import run_notebook
+    from deepfake.core.errors import DeepfakeError, NotebookError
+    from deepfake.orchestration import steps
+    from deepfake.orchestration.notebook import run_notebook
 
     params = dict(args.param)
     try:
@@ -134,8 +134,8 @@ def pinned_constraints() -> list[str]:
 
 def current_host() -> str:
     """This instance's name in the Processing cluster (``algo-1``, ...), from its resource config."""
-    from deepfake import paths
-    from deepfake.errors import ConfigError
+    from deepfake.core import paths
+    from deepfake.core.errors import ConfigError
 
     config = Path(str(paths.SAGEMAKER_ROOT)) / "config" / "resourceconfig.json"
     try:
@@ -150,7 +150,7 @@ def fail(message: str, code: int) -> int:
     """Log the failure and leave it as the job's exit message, which SageMaker shows as its reason."""
     log.error("%s", message)
     try:
-        from deepfake import paths
+        from deepfake.core import paths
 
         target = Path(str(paths.SAGEMAKER_ROOT)) / "output" / "message"
     except ImportError:                                  # the kit failed to install

@@ -1,0 +1,114 @@
+"""``faces.csv``: the contract between face extraction and training or evaluation.
+
+One row per face (``status == "ok"``) plus one status row per video that gave
+no face or failed to decode. Columns are documented in docs/architecture.md;
+:func:`read_faces` reads one table or every shard's, with the crops' absolute
+paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfake.core.errors import (
+    DataError,
+    ManifestError,
+)
+from deepfake.core.paths import FACES_MANIFEST, resolve
+from deepfake.data.selfblend import REEXTRACT_HINT
+from deepfake.media.crops import landmarks_in_crop
+
+# faces.csv columns (docs/architecture.md), in order.
+FACES_COLUMNS = ["video_id", "original_id", "label", "manipulation", "split", "frame_idx", "face_idx", "box",
+                 "score", "landmarks", "path", "status", "reason"]
+
+
+# Columns copied from the videos table; the rest come from extraction.
+META_COLUMNS = ["original_id", "label", "manipulation", "split"]
+
+
+PART_COLUMNS = ["video_id", "frame_idx", "face_idx", "box", "score", "landmarks", "path", "status", "reason"]
+
+
+# Columns an older faces.csv may lack; they are read as empty (self-blending then asks for a re-extraction).
+OPTIONAL_COLUMNS = ("landmarks",)
+
+
+# Text columns of faces.csv: read as text so ids like "000" keep their zeros.
+_TEXT_COLUMNS = ["video_id", "original_id", "manipulation", "split", "box", "landmarks", "path", "status", "reason"]
+
+
+def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """The faces table of ``folder`` (its ``faces.csv``, or every ``shard-*/faces.csv``).
+
+    Adds ``abs_path``: the crop's absolute path, empty for status rows.
+    """
+    root = resolve(folder)
+    tables = [root / FACES_MANIFEST] if (root / FACES_MANIFEST).is_file() else sorted(root.glob(f"shard-*/{FACES_MANIFEST}"))
+    if not tables:
+        raise ManifestError(f"no {FACES_MANIFEST} in {root} nor in its shard-*/ folders; run face extraction first")
+    frames = []
+    for table in tables:
+        df = _read_faces_csv(table)
+        base = str(table.parent.resolve())
+        df["abs_path"] = [os.path.normpath(os.path.join(base, p)) if p else "" for p in df["path"]]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _read_faces_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False,
+                         na_values={"score": [""], "label": [""]})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"faces table {path} cannot be read: {exc}") from exc
+    for column in OPTIONAL_COLUMNS:
+        if column not in df.columns:
+            df.insert(FACES_COLUMNS.index(column), column, "")
+    missing = [c for c in FACES_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"faces table {path} lacks column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+    return df
+
+
+def _format_box(box: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(v)) for v in box) + "]"
+
+
+def format_landmarks(landmarks: Sequence[Sequence[float]] | None) -> str:
+    """``[[x, y], ...]`` in full-resolution pixels to 0.1 px, or empty for a detector without landmarks."""
+    if not landmarks:
+        return ""
+    return "[" + ", ".join(f"[{float(x):.1f}, {float(y):.1f}]" for x, y in landmarks) + "]"
+
+
+def parse_landmarks(text: object) -> np.ndarray | None:
+    """The (N, 2) float array of a ``landmarks`` cell, or None when it is empty."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
+        return None
+    try:
+        points = np.asarray(json.loads(str(text)), dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(f"landmarks cell {str(text)[:60]!r} is not a JSON list of [x, y] points") from exc
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ManifestError(f"landmarks cell {str(text)[:60]!r} is not a list of [x, y] points")
+    return points
+
+
+def crop_landmarks(faces_df: pd.DataFrame, margin: float, image_size: int) -> list[np.ndarray]:
+    """Each face's five landmarks in the pixels of its crop resized to ``image_size`` (for self-blending)."""
+    missing = [c for c in ("landmarks", "box") if c not in faces_df.columns]
+    if missing:
+        raise DataError(REEXTRACT_HINT)
+    marks = [parse_landmarks(text) for text in faces_df["landmarks"]]
+    lacking = sum(m is None for m in marks)
+    if lacking:
+        raise DataError(f"{lacking} of {len(marks)} real face crops have no landmarks: {REEXTRACT_HINT}")
+    boxes = [json.loads(str(b)) for b in faces_df["box"]]
+    return [landmarks_in_crop(m, b, margin, image_size) for m, b in zip(marks, boxes, strict=True)]

@@ -1,0 +1,278 @@
+"""The pieces of the training loop: loss, optimiser, schedule, loaders, one step, one epoch.
+
+Public so a benchmark can compare the real loop's images/s with
+forward+backward on in-memory tensors (:func:`benchmark_step`);
+:mod:`deepfake.stages.train` runs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deepfake.core.errors import DataError
+from deepfake.data.dataset import FaceDataset, PairDataset, balanced_sampler, collate_pairs, pos_weight
+from deepfake.modeling.network import build_model, head_parameter_names
+from deepfake.modeling.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float                # mean training loss (smoothed, weighted targets: what was optimised)
+    acc: float                 # accuracy against the hard labels at threshold 0.5
+    images: int                # crops seen
+    seconds: float             # wall time of the epoch's training part
+    images_per_s: float
+
+
+class SmoothedBCE(nn.Module):
+    """Binary cross-entropy on logits with label smoothing and an optional weight for fakes."""
+
+    def __init__(self, smoothing: float = 0.0, pos_weight: float | None = None) -> None:
+        super().__init__()
+        self.smoothing = float(smoothing)
+        weight = torch.tensor([pos_weight], dtype=torch.float32) if pos_weight is not None else None
+        self.register_buffer("pos_weight", weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets * (1.0 - self.smoothing) + 0.5 * self.smoothing
+        return F.binary_cross_entropy_with_logits(logits.reshape(-1), targets, pos_weight=self.pos_weight)
+
+
+class TrainingSettings(Protocol):
+    """What the loop's pieces read (``deepfake.stages.train.TrainConfig`` has it)."""
+
+    mode: str                # self_blend, dataset or both
+    backbone: str            # a name of deepfake.modeling.network.backbones()
+    lr: float                # the head's learning rate
+    backbone_lr_mult: float  # unfrozen blocks learn at lr x this
+    weight_decay: float      # AdamW decoupled weight decay
+    unfreeze_blocks: int     # final MBConv blocks trained with the head; -1 = all
+    image_size: int          # px, the square model input
+    balance: str             # sampler, pos_weight or none
+    label_smoothing: float   # 0/1 targets -> eps/2 and 1 - eps/2
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one training run optimises: the model on its device, its loss and its optimiser."""
+
+    model: nn.Module
+    loss_fn: SmoothedBCE
+    optimizer: torch.optim.AdamW
+
+
+def make_loss(config: TrainingSettings, train_labels: np.ndarray) -> SmoothedBCE:
+    """Smoothed BCE; in ``dataset`` mode with ``balance="pos_weight"`` fakes weigh n_real / n_fake
+    (the pair modes are balanced by construction: every item is one real and one fake)."""
+    weight = pos_weight(train_labels) if config.balance == "pos_weight" and config.mode == "dataset" else None
+    return SmoothedBCE(config.label_smoothing, weight)
+
+
+def make_optimizer(model: nn.Module, config: TrainingSettings) -> torch.optim.AdamW:
+    """AdamW: the head at ``lr``, unfrozen blocks at ``lr * backbone_lr_mult``; no decay on biases and norms."""
+    head = head_parameter_names(model)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name in head, param.ndim > 1), []).append(param)
+    param_groups = []
+    for (is_head, decays), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], not kv[0][1])):
+        lr = config.lr if is_head else config.lr * config.backbone_lr_mult
+        param_groups.append({"params": params, "lr": lr, "weight_decay": config.weight_decay if decays else 0.0,
+                             "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay")})
+    return torch.optim.AdamW(param_groups, lr=config.lr)
+
+
+def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.ndarray) -> Training:
+    """The pretrained model on its device and layout, its loss and optimiser: what ``train`` and the benchmark use."""
+    model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
+                        backbone=config.backbone)
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(config, train_labels).to(runtime.device)
+    return Training(model, loss_fn, make_optimizer(model, config))
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                    warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every group's learning rate rises linearly from 0 for ``warmup_steps``, then decays along half a
+    cosine to zero at ``total_steps``."""
+    total = max(1, int(total_steps))
+    warm = min(max(0, int(warmup_steps)), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loader(
+    dataset: FaceDataset | PairDataset,
+    batch_size: int,
+    *,
+    train: bool,
+    balance: str = "none",
+    seed: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Shuffled (or class-balanced) batches for training, the dataset in order for validation.
+
+    ``batch_size`` counts crops: a :class:`PairDataset` item holds two, so its
+    batches hold ``batch_size // 2`` items. Workers are not persistent, so
+    ``dataset.set_epoch`` reaches them each epoch.
+    """
+    pairs = isinstance(dataset, PairDataset)
+    generator = torch.Generator().manual_seed(int(seed))
+    sampler = None
+    shuffle = False
+    if train:
+        if balance == "sampler":
+            sampler = balanced_sampler(dataset.labels, generator=generator)
+        else:
+            shuffle = True
+    return DataLoader(
+        dataset,
+        batch_size=max(1, batch_size // 2) if pairs else batch_size,
+        collate_fn=collate_pairs if pairs else None,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=generator if shuffle else None,
+        drop_last=False,
+    )
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch; returns the detached loss and logits (no device sync)."""
+    images, labels = runtime.to_device(images, labels)
+    with runtime.autocast():
+        logits = model(images).reshape(-1)
+    loss = loss_fn(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    if runtime.scaler is not None:
+        runtime.scaler.scale(loss).backward()
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    runtime: Runtime,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    max_batches: int = 0,
+    bar: Any = None,
+) -> EpochStats:
+    """One pass of the real loop: loading, augmentation, forward, backward, step."""
+    model.train()
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device)
+    images_seen = 0
+    start = time.perf_counter()
+    for images, labels in _limit(loader, max_batches):
+        loss, logits = train_step(model, images, labels, optimizer, loss_fn, runtime)
+        if scheduler is not None:
+            scheduler.step()
+        n = int(labels.shape[0])
+        loss_sum += loss * n
+        correct += ((logits > 0).float() == labels.to(runtime.device).reshape(-1)).sum()
+        images_seen += n
+        if bar is not None:
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    if images_seen == 0:
+        raise DataError("the training loader yielded no batches; the train split has no usable crops")
+    return EpochStats(
+        loss=float(loss_sum) / images_seen,
+        acc=float(correct) / images_seen,
+        images=images_seen,
+        seconds=seconds,
+        images_per_s=images_seen / seconds if seconds > 0 else float("nan"),
+    )
+
+
+def predict_loader(model: nn.Module, loader: DataLoader, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every crop of a loader, in order (float64 numpy arrays)."""
+    model.eval()
+    logits_out: list[np.ndarray] = []
+    labels_out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for images, labels in loader:
+            x, y = runtime.to_device(images, labels)
+            with runtime.autocast():
+                logits = model(x).reshape(-1)
+            logits_out.append(logits.float().cpu().numpy().astype(np.float64))
+            labels_out.append(y.cpu().numpy().astype(np.float64))
+    if not logits_out:
+        raise DataError("the validation loader yielded no batches; the val split has no usable crops")
+    return np.concatenate(logits_out), np.concatenate(labels_out)
+
+
+def evaluate_loader(model: nn.Module, loader: DataLoader, runtime: Runtime) -> tuple[float, float]:
+    """Plain (unweighted, unsmoothed) log loss and accuracy over a whole loader."""
+    logits, labels = predict_loader(model, loader, runtime)
+    loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels), reduction="mean")
+    return float(loss), float(np.mean((logits > 0) == (labels > 0.5)))
+
+
+def benchmark_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    runtime: Runtime,
+    *,
+    steps: int = 5,
+    warmup: int = 1,
+) -> float:
+    """Images/s of :func:`train_step` alone on one in-memory batch (no decoding, no augmentation)."""
+    model.train()
+    images, labels = batch
+    for _ in range(warmup):
+        train_step(model, images, labels, optimizer, loss_fn, runtime)
+    _sync(runtime)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, images, labels, optimizer, loss_fn, runtime)
+    _sync(runtime)
+    return steps * int(images.shape[0]) / (time.perf_counter() - start)
+
+
+def _limit(loader: DataLoader, max_batches: int) -> Iterator[Any]:
+    """The loader's batches, at most ``max_batches`` (0: all) and without fetching one more."""
+    return iter(loader) if not max_batches else itertools.islice(loader, max_batches)
+
+
+def _sync(runtime: Runtime) -> None:
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize(runtime.device)

@@ -1,0 +1,103 @@
+"""The ``deepfake`` command. Each subcommand is a thin shell around one module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepfake import __version__
+from deepfake.core.errors import DeepfakeError
+from deepfake.orchestration.commands import _demo_data, _extract, _predict, _registry, _run, _serve
+
+
+def _here(path: str) -> str:
+    """A command-line path is relative to where the user stands (the notebooks' defaults are relative to
+    the project folder: see deepfake.core.paths)."""
+    return str(Path(path).expanduser().resolve())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepfake", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"deepfake {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="build the demo dataset from real faces shipped in packages")
+    p.add_argument("--out", default="data/demo", type=_here, help="output folder (DFDC layout)")
+    p.add_argument("--videos", type=int, default=64, help="number of videos, half real, half fake")
+    p.add_argument("--methods", default=None, help="comma-separated manipulations (default: faceswap,reenact,"
+                   "face2face; blendswap and warp are kept for a held-out test set)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("extract", help="extract faces from a dataset folder")
+    p.add_argument("--data", required=True, type=_here, help="dataset folder")
+    p.add_argument("--catalog", default="auto", help="dfdc, faceforensics, celebdf, csv, folders or auto")
+    p.add_argument("--out", required=True, type=_here, help="output folder for faces.csv and crops/")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an ExtractConfig setting")
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("run", help="run the four notebooks locally with papermill, gate and register")
+    p.add_argument("--data", default="data/demo", type=_here, help="dataset folder")
+    p.add_argument("--run-id", default=None, help="folder name under runs/ (default: a timestamp)")
+    p.add_argument("--profile", default="default", help="parameter profile: default, demo or tiny")
+    p.add_argument("--set", action="append", default=[], metavar="STEP.PARAM=VALUE",
+                   help="override a notebook parameter, e.g. train.epochs=3")
+    p.add_argument("--force", action="store_true", help="rerun every step even if cached")
+    p.add_argument("--no-register", action="store_true", help="skip the quality gate and registration")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="quality gate threshold on the gate metric (default: steps.GATE_THRESHOLD)")
+    p.add_argument("--group", default=None, help="model package group to register in")
+    p.add_argument("--model", default=None, type=_here, help="evaluate this model (folder or model.tar.gz) on --data "
+                   "without training: extraction with its settings, every video scored, nothing registered")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("registry", help="list, approve or reject registered model versions")
+    rsub = p.add_subparsers(dest="action", required=True)
+    r = rsub.add_parser("list", help="versions of a model package group")
+    r.add_argument("--group", default=None)
+    r.add_argument("--json", action="store_true")
+    for action in ("approve", "reject"):
+        r = rsub.add_parser(action, help=f"{action} a version")
+        r.add_argument("version", type=int)
+        r.add_argument("--group", default=None)
+        r.add_argument("--description", default="")
+    p.set_defaults(func=_registry)
+
+    p = sub.add_parser("serve", help="serve a model over the SageMaker container contract")
+    p.add_argument("--model", default=None, type=_here,
+                   help="model folder or model.tar.gz (default: latest approved)")
+    p.add_argument("--group", default=None, help="registry group for the latest approved version")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--timeout", type=int, default=120, help="seconds per request before the worker is restarted")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("predict", help="score videos or images from the command line")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO")
+    p.add_argument("--model", default=None, type=_here,
+                   help="model folder or model.tar.gz (default: latest approved)")
+    p.add_argument("--group", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object per input")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DeepfakeError as exc:
+        print(f"deepfake {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The ``deepfake`` subcommands: thin shells that resolve their inputs and call one module each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from deepfake.core import paths
+from deepfake.core.errors import (
+    DeepfakeError,
+)
+from deepfake.orchestration.registry import DEFAULT_GROUP, LocalRegistry
+from deepfake.serving.predictor import Predictor
+from deepfake.serving.server import THREADS_PER_WORKER, make_app, run_server
+
+log = logging.getLogger(__name__)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from deepfake.demo.build import build_demo_dataset
+    from deepfake.demo.plan import DEFAULT_METHODS
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else DEFAULT_METHODS
+    out = build_demo_dataset(args.out, n_videos=args.videos, seed=args.seed, force=args.force, methods=methods)
+    print(f"demo dataset ready: {out}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from deepfake.data.catalogs import load_catalog
+    from deepfake.media.extraction import ExtractConfig
+    from deepfake.stages.extract import extract_faces
+
+    videos = load_catalog(args.catalog, args.data)
+    config = ExtractConfig.from_dict(dict(kv.split("=", 1) for kv in args.set))
+    faces = extract_faces(videos, args.data, args.out, config)
+    print(f"{len(faces)} rows written to {args.out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from deepfake.orchestration.runner import run_pipeline
+
+    return run_pipeline(
+        data_dir=args.data, run_id=args.run_id, profile=args.profile, overrides=args.set,
+        force=args.force, register=not args.no_register, group=args.group, threshold=args.threshold,
+        model=args.model,
+    )
+
+
+def _registry(args: argparse.Namespace) -> int:
+
+    return registry_command(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+
+    return serve_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+
+    return predict_command(args)
+
+
+def resolve_model(model: str | os.PathLike[str] | None, group: str | None = None) -> tuple[Path, str]:
+    """The artifact to load and where it came from: ``model`` itself, or the registry's latest approved.
+
+    Raises RegistryError when ``model`` is None and ``group`` has no approved version.
+    """
+    if model:
+        return paths.resolve(model), f"path {paths.resolve(model)}"
+    from deepfake.orchestration.registry import DEFAULT_GROUP, LocalRegistry
+
+    registry = LocalRegistry()
+    mv = registry.latest_approved(group or DEFAULT_GROUP)
+    return Path(mv.artifact), f"registry {mv.group} v{mv.version} ({registry.root})"
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``deepfake predict VIDEO...``: one line per input; exit 1 if any input failed (others still scored)."""
+    source, where = resolve_model(args.model, args.group)
+    predictor = Predictor.from_path(source)
+    print(f"model {predictor.version} from {where}; aggregation {predictor.aggregation}, "
+          f"threshold {predictor.threshold:g}, temperature {predictor.rule.temperature:.3g}", file=sys.stderr)
+    width = max(12, *(len(str(i)) for i in args.inputs))
+    if not args.json:
+        print(f"{'input':<{width}}  {'label':<5}  {'p_fake':>7}  {'frames':>6}  {'faces':>5}  status")
+    failed = 0
+    for item in args.inputs:
+        try:
+            result = predictor.predict_file(item)
+        except (DeepfakeError, OSError) as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"input": str(item), "status": "error", "label": None, "p_fake": None,
+                                  "error": type(exc).__name__, "message": str(exc)}))
+            else:
+                print(f"{str(item):<{width}}  {'-':<5}  {'-':>7}  {'-':>6}  {'-':>5}  error: {exc}")
+            continue
+        if args.json:
+            print(json.dumps({"input": str(item), **result}))
+        else:
+            p = "-" if result["p_fake"] is None else f"{result['p_fake']:.4f}"
+            print(f"{str(item):<{width}}  {result['label'] or '-':<5}  {p:>7}  {result['frames_scored']:>6}  "
+                  f"{result['faces_found']:>5}  {result['status']}")
+    if failed:
+        print(f"{failed} of {len(args.inputs)} input(s) could not be scored", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``deepfake serve``: load the model once, then serve it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    source, where = resolve_model(args.model, args.group)
+    predictor = Predictor.from_path(source)
+    app = make_app(predictor)
+    info = predictor.describe()
+    log.info("model %s from %s (aggregation %s, %d frames per video, detector %s); request limit %d bytes",
+             predictor.version, where, info["aggregation"], info["frames_per_video"], info["detector"],
+             app.max_payload)
+    log.info("serving on http://%s:%d with %d worker(s) x %d threads", args.host, args.port, args.workers,
+             THREADS_PER_WORKER)
+    run_server(app, host=args.host, port=args.port, workers=args.workers, timeout=args.timeout)
+    return 0
+
+
+def registry_command(args: argparse.Namespace) -> int:
+    """``deepfake registry list|approve|reject``."""
+    reg = LocalRegistry()
+    group = args.group or DEFAULT_GROUP
+    if args.action == "list":
+        versions = reg.list(group)
+        if args.json:
+            print(json.dumps([asdict(v) for v in versions], indent=2))
+            return 0
+        if not versions:
+            print(f"no versions in group {group!r} ({reg.root})")
+            return 0
+        print(f"{'version':>7}  {'status':<22} {'video_auc':>9}  {'created':<25} artifact")
+        for v in versions:
+            auc = v.metrics.get("video_auc")
+            auc_s = f"{auc:.4f}" if isinstance(auc, (int, float)) else "-"
+            print(f"{v.version:>7}  {v.status:<22} {auc_s:>9}  {v.created:<25} {v.artifact}")
+        return 0
+    mv = reg.approve(group, args.version, args.description) if args.action == "approve" \
+        else reg.reject(group, args.version, args.description)
+    print(f"{group} v{mv.version}: {mv.status}")
+    return 0

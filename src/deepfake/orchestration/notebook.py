@@ -1,0 +1,159 @@
+"""Run one notebook the way every runner of the kit does.
+
+The local runner, the SageMaker Processing entry point and the tests all call
+:func:`run_notebook`, so a notebook behaves the same everywhere: parameters are
+checked against its ``parameters`` cell (papermill alone only warns about an
+unknown one), the executed copy is written even when a cell fails, and an HTML
+report is rendered beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepfake.core.errors import ConfigError, NotebookError
+
+log = logging.getLogger(__name__)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+@dataclass(frozen=True)
+class NotebookResult:
+    executed: Path
+    html: Path | None
+
+
+def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The parameters a notebook declares: ``{name: {"type", "default", "help"}}``.
+
+    ``default`` is the literal value of the parameters cell, evaluated safely.
+    """
+    import ast
+
+    import papermill
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise ConfigError(f"notebook {path} does not exist")
+    found = papermill.inspect_notebook(str(path))
+    if not found:
+        raise ConfigError(f"notebook {path} has no cell tagged 'parameters'")
+    params = {}
+    for name, info in found.items():
+        try:
+            default = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as exc:
+            raise ConfigError(
+                f"notebook {path.name}: parameter {name} has a default that is not a literal: {info['default']}"
+            ) from exc
+        params[name] = {"type": info.get("inferred_type_name") or "None", "default": default,
+                        "help": info.get("help") or ""}
+    return params
+
+
+def check_parameters(notebook: str | os.PathLike[str], parameters: dict[str, Any]) -> dict[str, Any]:
+    """Reject unknown names and coerce values to the declared types (CLI and job args are strings)."""
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ConfigError(
+            f"notebook {Path(notebook).name} has no parameter(s) {', '.join(unknown)}; "
+            f"known parameters: {', '.join(declared)}"
+        )
+    return {k: coerce(k, v, declared[k]["type"]) for k, v in parameters.items()}
+
+
+def coerce(name: str, value: Any, type_name: str) -> Any:
+    kind = _TYPES.get(type_name)
+    if kind is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"parameter {name}={value!r} is not a valid {type_name}") from exc
+
+
+def run_notebook(
+    notebook: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    parameters: dict[str, Any],
+    *,
+    step: str,
+    hide_code: bool = False,
+    kernel_name: str = "python3",
+    log_output: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+) -> NotebookResult:
+    """Execute ``notebook`` into ``out_dir`` with papermill and render its HTML report."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = check_parameters(notebook, parameters)
+    executed = out_dir / notebook.name
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=params, kernel_name=kernel_name,
+            language="python", progress_bar=False, log_output=log_output,
+            cwd=str(cwd or notebook.parent),
+        )
+    except PapermillExecutionError as exc:
+        html = _render_quietly(executed, hide_code=False)
+        raise NotebookError(
+            f"step {step}: cell In [{exc.exec_count}] of {notebook.name} raised {exc.ename}: "
+            f"{_strip_ansi(str(exc.evalue))}\n  executed notebook kept at {executed}"
+            + (f"\n  report: {html}" if html else ""),
+            step=step, executed_path=executed, cell=exc.exec_count, ename=exc.ename,
+        ) from None
+    html = render_html(executed, hide_code=hide_code)
+    return NotebookResult(executed=executed, html=html)
+
+
+def render_html(executed: str | os.PathLike[str], *, hide_code: bool = False) -> Path:
+    """HTML beside the executed notebook; ``hide_code`` leaves only prose and outputs."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    executed = Path(executed)
+    nb = nbformat.read(str(executed), as_version=4)
+    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code,
+                            exclude_output_prompt=hide_code)
+    body, _ = exporter.from_notebook_node(nb)
+    out = executed.with_suffix(".html")
+    from deepfake.core.files import atomic_write_text
+
+    atomic_write_text(out, body)
+    return out
+
+
+def _render_quietly(executed: Path, *, hide_code: bool) -> Path | None:
+    """Best effort on the failure path: the executed notebook matters more than its HTML."""
+    if not executed.is_file():
+        return None
+    try:
+        return render_html(executed, hide_code=hide_code)
+    except Exception as exc:  # noqa: BLE001 - never hide the notebook's own error behind this one
+        log.warning("could not render %s: %s", executed, exc)
+        return None
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

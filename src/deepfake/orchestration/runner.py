@@ -1,0 +1,313 @@
+"""``deepfake run``: the four notebooks in order, locally, the way SageMaker runs them.
+
+Each step writes ``runs/<run-id>/<step>/`` with the executed notebook, its HTML
+report and the step's outputs, plus ``step.json`` recording its cache key.
+A step whose notebook, ``src/deepfake`` code, parameters and inputs are unchanged
+since a finished run is reused (hard-linked) instead of run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deepfake.core import paths
+from deepfake.core.errors import ConfigError, DataError, NotebookError, QualityGateError
+from deepfake.core.files import read_json, write_json
+from deepfake.orchestration import steps
+from deepfake.orchestration.cache import (
+    STEP_RECORD,
+    _find_cached,
+    _link_or_copy,
+    _model_fingerprint,
+    _retarget,
+    cache_key,
+)
+from deepfake.orchestration.notebook import check_parameters, notebook_parameters, run_notebook
+
+# Parameter profiles on top of the notebooks' own defaults. "demo" fits `make demo`
+# in minutes on 2 CPU cores; "tiny" is for tests.
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
+    "default": {},
+    # Self-blended training on the demo's real videos only, fully fine-tuned at 160 px; evaluated on
+    # the test split's reals and every fake of the demo, none of which it has seen.
+    "demo": {
+        "extract": {"frames_per_video": 12, "face_size": 160, "workers": 2},
+        "train": {"mode": "self_blend", "epochs": 10, "image_size": 160, "batch_size": 32, "unfreeze_blocks": -1,
+                  "backbone_lr_mult": 0.3, "warmup_epochs": 1.0, "patience": 4},
+        "evaluate": {},
+    },
+    "tiny": {
+        "extract": {"frames_per_video": 3, "face_size": 64, "workers": 1},
+        "train": {"epochs": 1, "image_size": 64, "batch_size": 8},
+        "evaluate": {},
+    },
+}
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: steps.Step
+    out_dir: Path
+    cached: bool
+    seconds: float
+    html: Path | None
+
+
+def run_pipeline(
+    data_dir: str | os.PathLike[str],
+    run_id: str | None = None,
+    profile: str = "default",
+    overrides: Iterable[str] = (),
+    *,
+    force: bool = False,
+    register: bool = True,
+    group: str | None = None,
+    threshold: float | None = None,
+    runs_root: str | os.PathLike[str] | None = None,
+    stream: bool = True,
+    model: str | os.PathLike[str] | None = None,
+) -> int:
+    """Run every step, gate on the evaluation and register a passing model; returns the exit code.
+
+    With ``model`` (a model folder or ``model.tar.gz``) nothing is trained: the
+    data is explored, extracted with the model's own extraction settings and
+    every video evaluated with it (the cross-dataset protocol); nothing is registered.
+    """
+    from deepfake.orchestration.registry import DEFAULT_GROUP
+
+    data = paths.resolve(data_dir)
+    if not data.is_dir():
+        raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    external = {steps.TRAIN_STEP: _existing_model(model)} if model else {}
+    run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = (Path(runs_root) if runs_root else paths.runs_dir()) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides), external=external)
+    todo = [s for s in steps.STEPS if s.name not in external]
+    what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
+    _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
+
+    handler = _stream_notebook_output() if stream else None
+    outcomes: list[StepOutcome] = []
+    keys: dict[str, str] = {}
+    keys.update({name: _model_fingerprint(path) for name, path in external.items()})
+    try:
+        for i, step in enumerate(todo, 1):
+            _say(f"[{i}/{len(todo)}] {step.name}: {step.title} ...")
+            outcome = _run_step(step, params_by_step[step.name], run_dir, data, keys, force=force,
+                                log_output=stream)
+            outcomes.append(outcome)
+            how = "reused from cache" if outcome.cached else "done"
+            _say(f"[{i}/{len(todo)}] {step.name}: {how} in {outcome.seconds:.1f}s")
+    except NotebookError as exc:
+        _say(f"FAILED {exc}")
+        return 1
+    finally:
+        if handler is not None:
+            logging.getLogger("papermill").removeHandler(handler)
+
+    evaluation = read_json(run_dir / "evaluate" / paths.EVALUATION)
+    summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
+               "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
+               "metrics": evaluation.get("metrics", {}), "registered": None}
+    print_metrics(evaluation)
+    code = 0
+    if external:
+        _say("evaluation-only run (--model): nothing is registered")
+    elif register:
+        try:
+            mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
+                                   steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
+            summary["registered"] = {"group": mv.group, "version": mv.version, "status": mv.status,
+                                      "artifact": mv.artifact, "sha256": mv.sha256}
+        except QualityGateError as exc:
+            _say(f"quality gate: {exc}")
+            summary["gate_failed"] = str(exc)
+            code = 3
+    write_json(run_dir / "run.json", summary)
+    _say("reports:")
+    for name, html in summary["reports"].items():
+        _say(f"  {name:<9} {html}")
+    if summary["registered"]:
+        r = summary["registered"]
+        _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
+        _say(f"  approve it with: deepfake registry approve {r['version']} --group {r['group']}")
+    return code
+
+
+def step_parameters(data: Path, run_dir: Path, profile: str, overrides: Mapping[str, Mapping[str, Any]],
+                    *, external: Mapping[str, Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Every step's papermill parameters: profile, overrides, linked settings, then the wiring of inputs
+    and outputs. ``external`` maps a step to an existing output that stands in for it (``--model``)."""
+    external = dict(external or {})
+    unknown = sorted(set(overrides) - {s.name for s in steps.STEPS})
+    if unknown:
+        raise ConfigError(f"--set names unknown step(s) {', '.join(unknown)}; steps: "
+                          f"{', '.join(s.name for s in steps.STEPS)}")
+    declared = {s.name: notebook_parameters(paths.notebooks_dir() / s.notebook) for s in steps.STEPS}
+    chosen: dict[str, dict[str, Any]] = {}
+    for step in steps.STEPS:
+        chosen[step.name] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
+        if external:
+            chosen[step.name] = {**_evaluate_only(step.name, external[steps.TRAIN_STEP], declared),
+                                 **overrides.get(step.name, {})}
+    for (name, param), (source, source_param) in steps.LINKED.items():
+        if param in declared[name] and param not in chosen[name] and source_param in declared[source]:
+            chosen[name][param] = chosen[source].get(source_param, declared[source][source_param]["default"])
+    out: dict[str, dict[str, Any]] = {}
+    for step in steps.STEPS:
+        if step.name in external:
+            continue
+        params = dict(chosen[step.name])
+        for param, source in step.inputs.items():
+            params[param] = str(data if source == steps.DATA else external.get(source, run_dir / source))
+        params["output_dir"] = str(run_dir / step.name)
+        out[step.name] = check_parameters(paths.notebooks_dir() / step.notebook, params)
+    return out
+
+
+def _evaluate_only(step: str, model: Path, declared: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An evaluation-only run's settings for ``step``: extraction as the model was trained, every video."""
+    values = {k: v for k, v in steps.EVALUATE_ONLY.get(step, {}).items() if k in declared[step]}
+    if step == "extract":
+        from deepfake.modeling.artifact import read_artifact_config
+
+        settings = read_artifact_config(model).get("extract") or {}
+        values.update({k: v for k, v in settings.items() if k in declared[step] and k != "workers"})
+    return values
+
+
+def _existing_model(model: str | os.PathLike[str]) -> Path:
+    path = paths.resolve(model)
+    if not path.exists():
+        raise ConfigError(f"--model {model}: {path} does not exist; give a model folder or a model.tar.gz")
+    return path
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``train.epochs=3`` -> ``{"train": {"epochs": "3"}}`` (typed later against the notebook)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        step_name, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            raise ConfigError(f"--set {item!r} is not STEP.PARAM=VALUE (e.g. train.epochs=3)")
+        out.setdefault(step_name, {})[param] = value
+    return out
+
+
+def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, threshold: float,
+                      run_id: str):
+    """The quality gate of the pipeline: register only a model whose metric reaches the threshold."""
+    from deepfake.orchestration.registry import LocalRegistry
+
+    value = evaluation.get("metrics", {}).get(steps.GATE_METRIC)
+    if not isinstance(value, (int, float)):
+        raise QualityGateError(f"{steps.GATE_METRIC} is missing or undefined in evaluation.json "
+                               f"({value!r}); model not registered")
+    if value < threshold:
+        raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
+                               "model not registered")
+    artifact = run_dir / steps.MODEL_STEP / paths.MODEL_ARCHIVE
+    mv = LocalRegistry().register(
+        group, artifact, evaluation["metrics"],
+        source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),
+                "report": str(run_dir / "evaluate" / "04_evaluate.html")},
+    )
+    _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
+    return mv
+
+
+def print_metrics(evaluation: Mapping[str, Any]) -> None:
+    metrics = evaluation.get("metrics", {})
+    split = evaluation.get("split", "test")
+    fakes = " + the fakes of every split" if evaluation.get("fakes") == "all" and split != "all" else ""
+    _say(f"metrics ({'every video' if split == 'all' else f'{split} split'}{fakes}):")
+    for level in ("video", "frame"):
+        row = {k[len(level) + 1:]: v for k, v in metrics.items() if k.startswith(level + "_")}
+        if row:
+            cells = "  ".join(f"{k}={_fmt(v)}" for k, v in row.items())
+            _say(f"  {level:<6} {cells}")
+    training = evaluation.get("training") or {}
+    seen = training.get("manipulations_seen")
+    _say(f"  generalisation: unseen-manipulation video AUC {_fmt(metrics.get('unseen_video_auc'))} "
+         f"(trained {training.get('mode', 'in an unrecorded mode')}, fakes seen: "
+         f"{', '.join(seen) if seen else ('none' if seen is not None else 'not recorded')}); real videos called "
+         f"fake {_fmt(metrics.get('video_false_positive_rate'))}")
+    _say(f"  calibration: video ECE {_fmt(metrics.get('video_ece_uncalibrated'))} before, "
+         f"{_fmt(metrics.get('video_ece'))} after temperature scaling")
+    counts = evaluation.get("counts", {})
+    if counts:
+        _say("  counts " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Path,
+              keys: dict[str, str], *, force: bool, log_output: bool) -> StepOutcome:
+    notebook = paths.notebooks_dir() / step.notebook
+    out_dir = run_dir / step.name
+    key = cache_key(step, notebook, params, data, keys)
+    keys[step.name] = key
+    started = time.perf_counter()
+    if not force:
+        cached = _find_cached(key, run_dir.parent)
+        if cached is not None:
+            if cached.resolve() != out_dir.resolve():
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
+                _retarget(out_dir, params)
+            return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook))
+    record = out_dir / STEP_RECORD
+    record.unlink(missing_ok=True)
+    result = run_notebook(notebook, out_dir, params, step=step.name, hide_code=step.hide_code,
+                          log_output=log_output)
+    seconds = time.perf_counter() - started
+    write_json(record, {"step": step.name, "key": key, "status": "finished", "seconds": round(seconds, 2),
+                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "notebook": step.notebook, "parameters": params})
+    return StepOutcome(step, out_dir, False, seconds, result.html)
+
+
+def _html(out_dir: Path, notebook: Path) -> Path | None:
+    html = out_dir / (notebook.stem + ".html")
+    return html if html.is_file() else None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+class _NotebookOutput(logging.Filter):
+    """Only what cells print (progress lines), not papermill's own cell bookkeeping."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage().strip()
+        if not msg or msg.count("\n") > 0 or msg.startswith(("<", "{", "[", "Empty DataFrame")):
+            return False  # tables, figures and dicts belong in the report, not the log
+        return not msg.startswith(("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
+                                   "Output Notebook", "Kernel", "Working directory"))
+
+
+def _stream_notebook_output() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("    %(message)s"))
+    handler.addFilter(_NotebookOutput())
+    logger = logging.getLogger("papermill")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,164 @@
+"""Figures and tables of the evaluation report (04_evaluate).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from deepfake.reporting.figures import (
+    LABEL_NAMES,
+    PANEL_INCHES,
+    Figure,
+    _columns,
+    _image,
+    _image_grid,
+    new_figure,
+    save,
+)
+from deepfake.scoring import metrics
+
+
+def plot_roc(curves: Mapping[str, tuple[Any, Any]], *, title: str = "ROC curve",
+             save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """ROC curves, e.g. ``{"frame": (y, p), "video": (y, p)}``, with their AUC in the legend."""
+    fig, ax = new_figure(size=(5.0, 5.0))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="chance")
+    for name, (y, s) in curves.items():
+        auc = metrics.roc_auc(y, s)
+        if auc is None:
+            ax.plot([], [], " ", label=f"{name}: undefined (one class only)")
+            continue
+        fpr, tpr, _ = metrics.roc_curve(y, s)
+        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC {auc:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (reals called fake)",
+           ylabel="true positive rate (fakes caught)", title=title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return save(fig, save_to)
+
+
+def plot_pr_curve(curves: Mapping[str, tuple[Any, Any]], *, title: str = "Precision-recall curve",
+                  save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Precision-recall curves with their average precision in the legend."""
+    fig, ax = new_figure(size=(5.0, 5.0))
+    for name, (y, s) in curves.items():
+        ap = metrics.average_precision(y, s)
+        if ap is None:
+            ax.plot([], [], " ", label=f"{name}: undefined (no fakes)")
+            continue
+        precision, recall, _ = metrics.precision_recall_curve(y, s)
+        ax.step(recall, precision, where="post", linewidth=2, label=f"{name} (AP {ap:.3f})")
+        ax.axhline(float(np.mean(y)), linestyle=":", linewidth=1, color="gray")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (fakes caught)",
+           ylabel="precision (calls of fake that are right)", title=title)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    return save(fig, save_to)
+
+
+def plot_reliability(y_true: Any, p_fake: Any, *, n_bins: int = metrics.ECE_BINS,
+                     title: str = "Reliability diagram",
+                     save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Observed fake rate against mean predicted probability per bin; the diagonal is perfect calibration."""
+    curve = metrics.reliability_curve(y_true, p_fake, n_bins)
+    ece = metrics.expected_calibration_error(y_true, p_fake, n_bins)
+    fig = Figure(figsize=(5.0, 5.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = 1.0 / n_bins
+    used = curve.counts > 0
+    top.bar(curve.centers[used], curve.accuracy[used], width=width * 0.9, color="tab:purple", alpha=0.7,
+            label="observed fake rate")
+    top.plot(curve.confidence[used], curve.accuracy[used], "o", color="black", markersize=4,
+             label="bin mean p_fake")
+    top.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    top.set(ylim=(0, 1), ylabel="fraction of fakes",
+            title=f"{title} (ECE {ece:.3f})" if ece is not None else title)
+    top.legend(loc="upper left")
+    bottom.bar(curve.centers, curve.counts, width=width * 0.9, color="tab:gray")
+    bottom.set(xlim=(0, 1), xlabel="predicted fake probability", ylabel="count")
+    return save(fig, save_to)
+
+
+def plot_confusion_matrix(y_true: Any, p_fake: Any, threshold: float = 0.5, *,
+                          title: str | None = None, save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """2x2 counts (rows: truth, columns: prediction at ``threshold``) with row percentages."""
+    cm = metrics.confusion_matrix(y_true, p_fake, threshold)
+    fig, ax = new_figure(size=(4.2, 3.8))
+    ax.imshow(cm, cmap="Blues", vmin=0)
+    rows = cm.sum(axis=1, keepdims=True)
+    for i in range(2):
+        for j in range(2):
+            share = f"\n{cm[i, j] / rows[i, 0]:.0%}" if rows[i, 0] else ""
+            ax.text(j, i, f"{cm[i, j]}{share}", ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=12)
+    names = [LABEL_NAMES[0], LABEL_NAMES[1]]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"Confusion matrix (threshold {threshold:g})")
+    return save(fig, save_to)
+
+
+def plot_worst_errors(video_preds: pd.DataFrame, faces_df: pd.DataFrame, *, n: int = 12, threshold: float = 0.5,
+                      ncols: int = 6, save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """One crop (the middle face row) of each of the ``n`` most confidently wrong videos, with its score."""
+    _columns(video_preds, ["video_id", "label", "p_fake"], "video predictions")
+    _columns(faces_df, ["video_id", "frame_idx", "face_idx", "abs_path"], "faces table")
+    wrong = video_preds[metrics.predicted_labels(video_preds["p_fake"].to_numpy(), threshold)
+                        != video_preds["label"].to_numpy()]
+    wrong = wrong.assign(error=(wrong["p_fake"] - wrong["label"]).abs())
+    wrong = wrong.sort_values(["error", "video_id"], ascending=[False, True]).head(n)
+    faces = faces_df
+    if "status" in faces.columns:
+        faces = faces[faces["status"].astype(str) == "ok"]
+    crops, captions = [], []
+    for row in wrong.itertuples(index=False):
+        rows = faces[faces["video_id"] == row.video_id].sort_values(["frame_idx", "face_idx"])
+        if rows.empty:
+            continue
+        crops.append(_image(rows["abs_path"].iloc[len(rows) // 2]))
+        captions.append(f"{row.video_id}\n{LABEL_NAMES[int(row.label)]}, p_fake {row.p_fake:.2f}")
+    title = f"Most confidently wrong videos (threshold {threshold:g})"
+    if not crops:
+        fig, ax = new_figure(size=(5.0, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no misclassified video", ha="center", va="center", fontsize=12)
+        ax.set_title(title)
+        return save(fig, save_to)
+    return _image_grid(crops, captions, ncols=ncols, title=title, tile=(PANEL_INCHES, PANEL_INCHES + 0.4),
+                       save_to=save_to)
+
+
+def metrics_table(evaluation: dict) -> pd.DataFrame:
+    """evaluation.json's headline metrics as a level x metric table."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for key, value in evaluation.get("metrics", {}).items():
+        level, _, name = key.partition("_")
+        if level in ("video", "frame"):
+            rows.setdefault(level, {})[name] = value
+    return pd.DataFrame(rows).T
+
+
+def generalisation_table(evaluation: dict) -> pd.DataFrame:
+    """AUC against unseen and seen manipulations, false alarms, and ECE before/after calibration."""
+    m = evaluation.get("metrics", {})
+    training = evaluation.get("training") or {}
+    seen = training.get("manipulations_seen")
+    rows = [
+        ("training mode", training.get("mode", "not recorded")),
+        ("manipulations seen in training", ", ".join(seen) if seen else ("none" if seen is not None else "not recorded")),
+        ("video AUC, unseen manipulations", m.get("unseen_video_auc")),
+        ("video AUC, seen manipulations", m.get("seen_video_auc")),
+        ("real videos called fake", m.get("video_false_positive_rate")),
+        ("video ECE before calibration", m.get("video_ece_uncalibrated")),
+        ("video ECE after calibration", m.get("video_ece")),
+    ]
+    table = pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure")
+    table["value"] = [round(v, 4) if isinstance(v, float) else ("undefined" if v is None else v) for v in table["value"]]
+    return table

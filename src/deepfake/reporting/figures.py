@@ -1,0 +1,132 @@
+"""Shared pieces of the notebooks' figures: a figure, saving it, grids of images, colours.
+
+Each report module (``explore_report``, ``extract_report``, ``train_report``,
+``evaluate_report``) holds the figures and tables of one notebook, so editing
+one notebook's figure changes that step's code and nothing else's.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as _MplFigure
+
+from deepfake.core.errors import DataError, ManifestError
+
+LABEL_NAMES = {0: "real", 1: "fake"}
+
+
+LABEL_COLORS = {0: "tab:blue", 1: "tab:red"}
+
+
+DPI = 110                    # PNG resolution: legible in HTML reports, small files
+
+
+PANEL_INCHES = 2.2           # side of one image tile in the galleries
+
+
+class Figure(_MplFigure):
+    """A matplotlib figure that renders itself as PNG in Jupyter without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=DPI)
+        return buf.getvalue()
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0),
+               **subplot_kw: Any) -> tuple[Figure, Any]:
+    """A figure on the Agg canvas and its axes (one Axes, or an array as ``Figure.subplots``)."""
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, subplot_kw=subplot_kw or None)
+    return fig, axes
+
+
+def save(fig: Figure, save_to: str | os.PathLike[str] | None) -> Figure:
+    """Write ``fig`` as PNG at ``save_to`` (folders created) when given; returns ``fig``."""
+    if save_to is not None:
+        path = Path(save_to)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png", dpi=DPI)
+    return fig
+
+
+def plot_score_histogram(preds: pd.DataFrame, score: str = "p_fake", *, bins: int = 20,
+                         threshold: float | None = 0.5, title: str | None = None,
+                         save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Distribution of ``score`` for real and fake rows: overlap is where the errors are."""
+    _columns(preds, ["label", score], "predictions table")
+    fig, ax = new_figure()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for label in (0, 1):
+        values = preds.loc[preds["label"] == label, score].to_numpy(dtype=float)
+        ax.hist(values, bins=edges, alpha=0.55, color=LABEL_COLORS[label],
+                label=f"{LABEL_NAMES[label]} (n={values.size})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fake probability")
+    ax.set_ylabel("count")
+    ax.set_title(title or "Score distribution")
+    ax.legend()
+    return save(fig, save_to)
+
+
+def _image_grid(images: list[np.ndarray], captions: Sequence[str] | None, *, ncols: int, title: str | None,
+                tile: tuple[float, float], save_to: str | os.PathLike[str] | None) -> Figure:
+    if not images:
+        raise DataError("no image to show: the list of frames or crops is empty")
+    if captions is not None and len(captions) != len(images):
+        raise DataError(f"got {len(images)} images but {len(captions)} captions; give one caption per image")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    fig, axes = new_figure(nrows, ncols, size=(tile[0] * ncols, tile[1] * nrows + (0.4 if title else 0.0)))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i])
+            if captions is not None:
+                ax.set_title(str(captions[i]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save(fig, save_to)
+
+
+def _image(item: np.ndarray | str | os.PathLike[str]) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        return item
+    from deepfake.data.dataset import read_rgb
+
+    return read_rgb(item)
+
+
+def _named(values: pd.Series, column: str) -> pd.Series:
+    """Labels shown as real/fake rather than 0/1."""
+    if column == "label":
+        names = values.map(lambda v: LABEL_NAMES.get(int(v), str(v)))
+        order = [*LABEL_NAMES.values(), *sorted(set(names) - set(LABEL_NAMES.values()))]
+        return pd.Series(pd.Categorical(names, categories=order), index=values.index, name=values.name)
+    return values.astype(str)
+
+
+def _label_color(name: Any) -> str | None:
+    for label, label_name in LABEL_NAMES.items():
+        if name == label_name:
+            return LABEL_COLORS[label]
+    return None
+
+
+def _columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ManifestError(f"the {what} lacks column(s) {', '.join(missing)}; "
+                            f"has {', '.join(map(str, df.columns))}")

@@ -1,0 +1,113 @@
+"""Figures and tables of the training report (03_train).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from deepfake.core import paths
+from deepfake.core.errors import DataError
+from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, save
+
+
+def plot_self_blends(images: Sequence[np.ndarray], captions: Sequence[str], *,
+                     save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Real / mask / pseudo-fake triplets (:func:`deepfake.reporting.train_report.self_blend_examples`), one per row."""
+    if not images:
+        fig, ax = new_figure(size=(6.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no landmarks in faces.csv: re-run face extraction to see self-blends",
+                ha="center", va="center")
+        return save(fig, save_to)
+    return _image_grid(list(images), captions, ncols=3, title="Self-blended pseudo-fakes: real, mask, blend",
+                       tile=(PANEL_INCHES, PANEL_INCHES + 0.3), save_to=save_to)
+
+
+def plot_training_curves(history: pd.DataFrame, x: str = "epoch", *,
+                         save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """Loss columns on the left, accuracy/AUC columns on the right, against ``x`` (or the row number)."""
+    loss = [c for c in history.columns if "loss" in str(c)]
+    score = [c for c in history.columns if any(k in str(c) for k in ("acc", "auc"))]
+    if not loss and not score:
+        raise DataError(f"the history table has no loss, accuracy or AUC column; columns: "
+                        f"{', '.join(map(str, history.columns))}")
+    xs = history[x].to_numpy() if x in history.columns else np.arange(1, len(history) + 1)
+    fig, axes = new_figure(1, 2, size=(10.0, 3.8))
+    for ax, cols, ylabel in ((axes[0], loss, "loss"), (axes[1], score, "score")):
+        for c in cols:
+            ax.plot(xs, history[c].to_numpy(dtype=float), marker="o", label=str(c))
+        ax.set_xlabel(x if x in history.columns else "epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if cols:
+            ax.legend()
+    axes[0].set_title("Loss")
+    axes[1].set_title("Accuracy / AUC")
+    return save(fig, save_to)
+
+
+def extraction_settings(faces_dir: str | os.PathLike[str]) -> dict:
+    """The ExtractConfig that made a faces folder (from its manifest sidecar), for the model artifact."""
+    from deepfake.core.errors import ManifestError
+    from deepfake.data.manifest import read_sidecar
+
+    root = paths.resolve(faces_dir)
+    tables = [root / paths.FACES_MANIFEST] if (root / paths.FACES_MANIFEST).is_file() \
+        else sorted(root.glob(f"shard-*/{paths.FACES_MANIFEST}"))
+    configs = [read_sidecar(t).get("config", {}) for t in tables]
+    if not configs:
+        raise ManifestError(f"no {paths.FACES_MANIFEST} in {root}; run face extraction first")
+    if any(c != configs[0] for c in configs[1:]):
+        raise ManifestError(f"the shards of {root} were extracted with different settings")
+    return configs[0]
+
+
+def training_counts(faces: pd.DataFrame) -> pd.DataFrame:
+    """Face crops and videos per split and label: what the model trains and validates on."""
+    ok = faces[faces["status"] == "ok"].assign(label=lambda d: d["label"].map({0: "real", 1: "fake"}))
+    return ok.groupby(["split", "label"]).agg(videos=("video_id", "nunique"), crops=("path", "size"))
+
+
+def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size: int, n: int = 6,
+                        seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` (real, mask, pseudo-fake) triplets from real crops of the train split, for the training report.
+
+    Empty when the faces table has no landmarks (extracted by an older kit or a detector without them).
+    """
+    from deepfake.data.dataset import read_rgb
+    from deepfake.data.faces_table import crop_landmarks
+    from deepfake.data.selfblend import self_blend
+    from deepfake.media.preprocess import resize_crop
+
+    ok = faces[(faces["status"] == "ok") & (faces["label"] == 0)]
+    if "landmarks" not in ok.columns or not ok["landmarks"].astype(str).str.len().gt(0).all() or ok.empty:
+        return [], []
+    train = ok[ok["split"] == "train"] if (ok["split"] == "train").any() else ok
+    picks = train.groupby("video_id").head(1).sample(min(n, train["video_id"].nunique()), random_state=seed)
+    marks = crop_landmarks(picks, float(extract_settings.get("margin", 0.3)), image_size)
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    for i, (row, lm) in enumerate(zip(picks.itertuples(index=False), marks, strict=True)):
+        real = resize_crop(read_rgb(row.abs_path), image_size)
+        blend = self_blend(real, lm, np.random.default_rng([seed, i]))
+        mask = (np.repeat(blend.mask[..., None], 3, axis=2) * 255).astype(np.uint8)
+        images += [real, mask, blend.image]
+        captions += [f"{row.video_id} real", f"mask (max {blend.mask.max():.2f})", "pseudo-fake"]
+    return images, captions
+
+
+def calibration_table(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The temperature training fitted, and the validation log loss and ECE before and after it."""
+    from deepfake.core.files import read_json
+
+    folder = paths.resolve(model_dir)
+    config = read_json(folder / "config.json" if (folder / "config.json").is_file() else folder / "model" / "config.json")
+    cal = config.get("calibration") or {}
+    rows = [("temperature", cal.get("temperature")), ("validation log loss before", cal.get("nll_before")),
+            ("validation log loss after", cal.get("nll_after")), ("validation ECE before", cal.get("ece_before")),
+            ("validation ECE after", cal.get("ece_after"))]
+    return pd.DataFrame(rows, columns=["calibration", "value"]).set_index("calibration").round(4)

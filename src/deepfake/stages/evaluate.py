@@ -1,0 +1,301 @@
+"""Scoring the test split and writing ``evaluation.json``.
+
+Faces get the model's logits in batches, and the model's own
+:class:`~deepfake.scoring.rule.ScoringRule` (the one every serving path uses) turns
+them into frame and video scores, with the aggregation and threshold of the
+:class:`EvalConfig`; every other aggregation strategy is reported beside it.
+The rule that was evaluated is written back into a copy of the model
+(:func:`write_gated_model`), so the model that is registered and served scores
+exactly as it was gated. Videos that failed to decode or had no face are
+counted and listed with their reason, and never scored.
+
+Each manipulation is marked seen or unseen in training (from the artifact's
+``training`` record) and ``unseen_video_auc`` measures reals against the
+manipulations the model never saw: the number that says whether it generalises.
+
+The schema of ``evaluation.json`` is documented in ``docs/evaluation-schema.md``
+and checked by :func:`validate_evaluation`; ``metrics`` holds flat floats (or
+null) because the SageMaker quality gate reads ``metrics.video_auc`` with JsonGet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepfake import __version__
+from deepfake.core import paths
+from deepfake.core.config import StageConfig
+from deepfake.core.errors import ConfigError, DataError
+from deepfake.core.files import write_json
+from deepfake.data.manifest import write_manifest
+from deepfake.scoring.aggregate import STRATEGIES, available
+from deepfake.scoring.metrics import (
+    ECE_BINS,
+    binary_metrics,
+    expected_calibration_error,
+)
+from deepfake.scoring.model_quality import sagemaker_model_quality
+from deepfake.scoring.rule import ScoringRule
+from deepfake.scoring.schema import METRIC_NAMES, SCHEMA_VERSION, validate_evaluation
+from deepfake.stages.evaluation_tables import (
+    CropScorer,
+    _require,
+    frame_predictions,
+    generalisation_metrics,
+    per_manipulation,
+    score_faces,
+    unscored_videos,
+    video_predictions,
+    worst_errors,
+)
+
+# Columns of faces.csv the evaluation needs (abs_path only on face rows; read_faces adds it).
+FACES_COLUMNS = ("video_id", "label", "manipulation", "split", "frame_idx", "face_idx", "status")
+
+
+ALL_SPLITS = "all"          # EvalConfig.split value that evaluates every row regardless of split
+
+
+FAKES_CHOICES = ("auto", "split", "all")   # which fakes an evaluation scores (EvalConfig.fakes)
+
+
+@dataclass(frozen=True)
+class EvalConfig(StageConfig):
+    aggregation: str = "mean"       # headline frame -> video strategy (deepfake.scoring.aggregate.STRATEGIES)
+    threshold: float = 0.5          # p_fake at or above it is called fake (accuracy, precision, confusion matrix)
+    batch_size: int = 64            # face crops per model call; 64 crops of 224 px are ~40 MB of float32
+    split: str = "test"             # split to evaluate; "all" evaluates every row
+    n_worst: int = 12               # most confidently wrong videos listed in evaluation.json (and the gallery)
+    ece_bins: int = ECE_BINS        # equal-width p_fake bins of the expected calibration error
+    fakes: str = "auto"             # "split": the split's fakes; "all": every fake (the model trained on none);
+                                    # "auto": all when the model saw no fake of the dataset (self_blend), else split
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in STRATEGIES:
+            raise ConfigError(f"aggregation={self.aggregation!r} is unknown; available: {', '.join(available())}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold={self.threshold!r} must lie in [0, 1]")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size!r} must be at least 1")
+        if self.n_worst < 0:
+            raise ConfigError(f"n_worst={self.n_worst!r} must be 0 or more")
+        if self.ece_bins < 1:
+            raise ConfigError(f"ece_bins={self.ece_bins!r} must be at least 1")
+        if not self.split:
+            raise ConfigError("split must name a split (train, val, test) or be 'all'")
+        if self.fakes not in FAKES_CHOICES:
+            raise ConfigError(f"fakes={self.fakes!r} is unknown; use one of {', '.join(FAKES_CHOICES)}")
+
+
+def select_split(faces_df: pd.DataFrame, split: str) -> pd.DataFrame:
+    if split == ALL_SPLITS:
+        return faces_df
+    rows = faces_df[faces_df["split"].astype(str) == split]
+    if rows.empty:
+        have = sorted(map(str, faces_df["split"].unique()))
+        raise DataError(f"no row of the faces table is in split {split!r}; splits present: "
+                        f"{', '.join(have) or 'none'}; set split to one of them or 'all'")
+    return rows
+
+
+def training_record(loaded: Any) -> dict[str, Any] | None:
+    """What the model's artifact says it trained on (``config.json["training"]``), None when it does not say."""
+    record = (getattr(loaded, "config", None) or {}).get("training")
+    return dict(record) if isinstance(record, Mapping) else None
+
+
+def fakes_source(config: EvalConfig, training: Mapping[str, Any] | None) -> str:
+    """``split`` or ``all``: where the evaluated fakes come from (resolves ``fakes="auto"``)."""
+    saw_fakes = None if training is None else bool(training.get("manipulations_seen"))
+    if config.fakes == "all" and saw_fakes is not False:
+        why = ("it trained on fakes of this kind of data" if saw_fakes
+               else "it does not record which fakes it trained on")
+        raise ConfigError(f"fakes='all' scores the fakes of every split, but {why}: its training fakes would be "
+                          "scored as if unseen; use fakes='split'")
+    if config.fakes == "auto":
+        return "all" if saw_fakes is False and config.split != ALL_SPLITS else "split"
+    return config.fakes
+
+
+def select_rows(faces_df: pd.DataFrame, config: EvalConfig, fakes: str) -> pd.DataFrame:
+    """The rows evaluated: the split's (or every) row, plus every other fake when ``fakes == "all"``."""
+    rows = select_split(faces_df, config.split)
+    if fakes == "all" and config.split != ALL_SPLITS:
+        others = faces_df[(faces_df["split"].astype(str) != config.split) & (faces_df["label"] == 1)]
+        rows = pd.concat([rows, others])
+    unlabeled = rows.loc[~rows["label"].isin([0, 1]), "video_id"].unique()
+    if len(unlabeled):
+        raise DataError(f"{len(unlabeled)} video(s) of split {config.split!r} have no 0/1 label "
+                        f"(e.g. {', '.join(map(str, unlabeled[:3]))}); evaluation needs the true label of every video")
+    return rows
+
+
+def evaluation_rule(loaded: Any, config: EvalConfig) -> ScoringRule:
+    """The model's rule (its calibration temperature) with the evaluation's aggregation and threshold."""
+    base = ScoringRule.from_model_config(getattr(loaded, "config", None) or {})
+    return base.with_(aggregation=config.aggregation, threshold=config.threshold)
+
+
+def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathLike[str],
+             config: EvalConfig | None = None, *, model_path: str | os.PathLike[str] | None = None
+             ) -> dict[str, Any]:
+    """Score the selected videos, write the prediction tables and ``evaluation.json``; returns the evaluation.
+
+    ``loaded`` is a ``deepfake.modeling.artifact.LoadedModel``; ``faces_df`` comes from
+    ``deepfake.data.faces_table.read_faces``. ``model_path`` defaults to ``loaded.path`` when it has one.
+    """
+    config = config or EvalConfig()
+    _require(faces_df, FACES_COLUMNS, hint="pass the table of deepfake.data.faces_table.read_faces")
+    training = training_record(loaded)
+    fakes = fakes_source(config, training)
+    rows = select_rows(faces_df, config, fakes)
+    unscored = unscored_videos(rows)
+    ok = rows[rows["status"].astype(str) == "ok"]
+    if ok.empty:
+        raise DataError(f"no video of split {config.split!r} has a face to score "
+                        f"({len(unscored)} video(s) failed or had no face); check the extraction report")
+    rule = evaluation_rule(loaded, config)
+    faces = score_faces(loaded, ok, rule, config.batch_size)
+    frames = frame_predictions(faces, rule)
+    videos = video_predictions(frames, rule)
+    seen = None if training is None else list(training.get("manipulations_seen") or [])
+    metrics, undefined, by_aggregation = _metrics(faces, frames, videos, rule, config, seen)
+    evaluation: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"version": _version(loaded), "path": _model_path(loaded, model_path)},
+        "split": config.split,
+        "fakes": fakes,
+        "aggregation": config.aggregation,
+        "threshold": float(config.threshold),
+        "scoring": rule.to_dict(),
+        "training": training,
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "undefined_metrics": undefined,
+        "by_aggregation": by_aggregation,
+        "per_manipulation": per_manipulation(videos, config.threshold, seen),
+        "counts": _counts(rows, faces, frames, videos, unscored),
+        "unscored_videos": unscored,
+        "worst_errors": [
+            {"video_id": str(r.video_id), "label": int(r.label), "manipulation": str(r.manipulation),
+             "p_fake": float(r.p_fake)} for r in worst_errors(videos, config.n_worst).itertuples(index=False)
+        ],
+        "binary_classification_metrics": sagemaker_model_quality(
+            videos["label"], videos["p_fake"], config.threshold),
+    }
+    evaluation = _finite(evaluation)
+    validate_evaluation(evaluation)
+    _write(out_dir, frames, videos, evaluation, config)
+    return evaluation
+
+
+def _metrics(faces: pd.DataFrame, frames: pd.DataFrame, videos: pd.DataFrame, rule: ScoringRule,
+             config: EvalConfig, seen: Sequence[str] | None
+             ) -> tuple[dict[str, Any], dict[str, str], dict[str, dict[str, Any]]]:
+    """Headline metrics (video and frame level, calibration before and after, generalisation) and
+    the video metrics of every aggregation strategy."""
+    frame_m = binary_metrics(frames["label"], frames["p_fake"], config.threshold, config.ece_bins)
+    by_aggregation = {
+        name: binary_metrics(videos["label"], videos[f"p_fake_{name}"], config.threshold, config.ece_bins)
+        for name in available()
+    }
+    video_m = by_aggregation[config.aggregation]
+    metrics = {f"{level}_{k}": m[k] for level, m in (("video", video_m), ("frame", frame_m)) for k in METRIC_NAMES}
+    undefined = {f"{level}_{k}": why for level, m in (("video", video_m), ("frame", frame_m))
+                 for k, why in m["undefined"].items() if k in METRIC_NAMES}
+    raw = rule.with_(temperature=1.0)                           # the same faces, uncalibrated
+    raw_frames = frame_predictions(faces.assign(p_fake=raw.face_probabilities(faces["logit"])), raw)
+    raw_videos = video_predictions(raw_frames, raw)
+    metrics["video_ece_uncalibrated"] = expected_calibration_error(raw_videos["label"], raw_videos["p_fake"],
+                                                                   config.ece_bins)
+    metrics["frame_ece_uncalibrated"] = expected_calibration_error(raw_frames["label"], raw_frames["p_fake"],
+                                                                   config.ece_bins)
+    reals = videos[videos["label"] == 0]
+    metrics["video_false_positive_rate"] = float(reals["predicted"].mean()) if len(reals) else None
+    if not len(reals):
+        undefined["video_false_positive_rate"] = "no real video was evaluated"
+    general, why = generalisation_metrics(videos, seen)
+    metrics.update(general)
+    undefined.update(why)
+    return metrics, undefined, by_aggregation
+
+
+def _counts(rows: pd.DataFrame, faces: pd.DataFrame, frames: pd.DataFrame, videos: pd.DataFrame,
+            unscored: list[dict[str, Any]]) -> dict[str, int]:
+    statuses = [u["status"] for u in unscored]
+    n_real = int((videos["label"] == 0).sum())
+    return {
+        "videos_total": int(rows["video_id"].nunique()),
+        "videos_scored": int(len(videos)),
+        "videos_unscored": len(unscored),
+        "videos_failed": statuses.count("decode_error"),
+        "videos_no_face": statuses.count("no_face"),
+        "videos_other_status": sum(1 for s in statuses if s not in ("decode_error", "no_face")),
+        "real_videos": n_real,
+        "fake_videos": int(len(videos) - n_real),
+        "frames_scored": int(len(frames)),
+        "faces_scored": int(len(faces)),
+    }
+
+
+def _write(out_dir: str | os.PathLike[str], frames: pd.DataFrame, videos: pd.DataFrame,
+           evaluation: dict[str, Any], config: EvalConfig) -> None:
+    out = paths.ensure_dir(out_dir)
+    extra = {"model_version": evaluation["model"]["version"], "split": config.split, "fakes": evaluation["fakes"],
+             "scoring": evaluation["scoring"]}
+    write_manifest(frames, out / paths.FRAME_PREDICTIONS, config=config.to_dict(), extra=extra)
+    write_manifest(videos, out / paths.VIDEO_PREDICTIONS, config=config.to_dict(), extra=extra)
+    write_json(out / paths.EVALUATION, evaluation)
+
+
+def write_gated_model(model_path: str | os.PathLike[str], evaluation: Mapping[str, Any],
+                      out_dir: str | os.PathLike[str]) -> Path:
+    """A copy of the evaluated model whose scoring rule is the one this evaluation measured.
+
+    Same weights; ``config.json`` gets ``scoring`` (temperature, aggregation,
+    threshold) and the headline metrics. This copy is what the quality gate
+    registers and the endpoint serves. Returns the new model folder.
+    """
+    from deepfake.modeling.artifact import update_artifact
+
+    metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
+    return update_artifact(model_path, out_dir, {
+        "scoring": dict(evaluation["scoring"]),
+        "metrics": metrics,
+        "evaluation": {"split": evaluation["split"], "fakes": evaluation["fakes"],
+                       "counts": dict(evaluation["counts"]), "created": evaluation["created"]},
+    })
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-ready copy: numpy scalars to Python, NaN and infinities to None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _version(loaded: Any) -> str | None:
+    version = getattr(loaded, "version", None)
+    return None if version is None else str(version)
+
+
+def _model_path(loaded: Any, model_path: str | os.PathLike[str] | None) -> str | None:
+    path = model_path if model_path is not None else getattr(loaded, "path", None)
+    return None if path is None else str(path)

@@ -1,0 +1,398 @@
+"""Training: ``TrainConfig`` and the loop that turns a faces table into a model artifact.
+
+Where the fakes come from is the training ``mode``:
+
+- ``self_blend`` (default): only the real faces are used; every batch is half
+  reals, half their self-blended pseudo-fakes (:mod:`deepfake.data.selfblend`). The
+  dataset's fakes are ignored, so the model learns the blending boundary every
+  face swap leaves rather than one generator's look, and a dataset of real
+  videos alone can train it. Validation uses the val split's reals and their
+  (fixed) self-blends.
+- ``dataset``: the dataset's real and fake crops, as labelled.
+- ``both``: pairs of a real and its self-blend, plus pairs of a dataset fake and
+  a real.
+
+After the last epoch a temperature is fitted on the validation logits
+(:mod:`deepfake.modeling.calibration`) and stored in the artifact with the mode, the
+backbone and the manipulations the model saw.
+
+The train split trains, the val split picks the best epoch (lowest validation
+log loss) and stops early; the test split is never read here. The pieces of the
+loop (:func:`make_loader`, :func:`train_step`, :func:`train_one_epoch`,
+:func:`evaluate_loader`, :func:`benchmark_step`) are public so a benchmark can
+compare the real loop's images/s with forward+backward on in-memory tensors.
+
+Class imbalance (DFDC has about five fakes per real): ``balance="sampler"``
+(default) draws real and fake crops equally often with replacement, so every
+batch is balanced, which also keeps the trainable BatchNorm statistics
+unbiased; ``"pos_weight"`` keeps one pass over each crop per epoch and weights
+the loss of fakes by n_real / n_fake instead; ``"none"`` trains on the raw mix.
+The validation loss is always the plain, unweighted log loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deepfake.core import paths
+from deepfake.core.config import StageConfig
+from deepfake.core.errors import ConfigError, DataError, ManifestError, ModelError
+from deepfake.data.augment import TrainAugment
+from deepfake.data.dataset import FaceDataset, PairDataset
+from deepfake.data.faces_table import crop_landmarks
+from deepfake.data.manifest import write_manifest
+from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
+from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
+from deepfake.modeling.network import NORMALIZATION, backbones
+from deepfake.modeling.runtime import Runtime, make_runtime, seed_everything
+from deepfake.modeling.training import (
+    EpochStats,
+    build_training,
+    cosine_schedule,
+    evaluate_loader,
+    make_loader,
+    predict_loader,
+    train_one_epoch,
+)
+from deepfake.scoring.metrics import expected_calibration_error
+
+BALANCE_CHOICES = ("sampler", "pos_weight", "none")
+
+
+MODES = ("self_blend", "dataset", "both")   # where the training fakes come from (module docstring)
+
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+
+
+@dataclass(frozen=True)
+class TrainConfig(StageConfig):
+    mode: str = "self_blend"         # fakes from: "self_blend" (reals + their self-blends), "dataset", "both"
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1 (240 px), -lite2 (260 px)
+    epochs: int = 6                  # passes over the train split (early stopping may end sooner)
+    batch_size: int = 32             # face crops per optimiser step
+    lr: float = 1e-3                 # AdamW learning rate of the head (conv head + classifier), cosine-decayed per step
+    warmup_epochs: float = 0.0       # linear learning-rate warm-up from 0, in epochs (full fine-tuning likes ~1)
+    backbone_lr_mult: float = 0.1    # unfrozen MBConv blocks learn at lr x this: pretrained features should move slowly
+    weight_decay: float = 1e-4       # AdamW decoupled weight decay (not on biases and BatchNorm)
+    unfreeze_blocks: int = 2         # final MBConv blocks (16 in Lite0, 21 in Lite1/2) trained with the head; -1 = all
+    image_size: int = 224            # pixels, side of the square model input; crops are resized to it
+    augment: bool = True             # flip, colour jitter, downscale, JPEG re-compression, cutout on train crops
+    balance: str = "sampler"         # class imbalance: "sampler" (equal draws), "pos_weight" (weighted loss), "none"
+    label_smoothing: float = 0.05    # train targets 0/1 -> eps/2 and 1-eps/2: a few-video model should not be sure
+    patience: int = 3                # epochs without a better validation loss before stopping; 0 = never stop early
+    seed: int = 0                    # seeds torch, numpy, python, the sampler and every augmentation
+    num_workers: int = 0             # DataLoader processes; 0 decodes in the training process (best on 2 CPU cores)
+    cpu_threads: int = 0             # torch CPU threads; 0 = the CPUs this process may use (DEEPFAKE_TORCH_THREADS)
+    device: str = "auto"             # "auto" (CUDA when present), "cpu" or "cuda"
+    amp: bool = True                 # mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU
+    channels_last: bool = True       # NHWC memory layout: faster convolutions on CUDA and on CPU (1.6x on 2 cores)
+    max_train_batches: int = 0       # cut each epoch after this many batches; 0 = all (for tests and benchmarks)
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "image_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig {name}={getattr(self, name)!r} must be at least 1")
+        if self.image_size < 32:
+            raise ConfigError(f"TrainConfig image_size={self.image_size} is too small; use 32 pixels or more (224 is native)")
+        for name in ("num_workers", "cpu_threads", "patience", "max_train_batches", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig {name}={getattr(self, name)!r} must not be negative")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"TrainConfig lr={self.lr!r} must be a positive number")
+        if not 0 <= self.backbone_lr_mult <= 1:
+            raise ConfigError(f"TrainConfig backbone_lr_mult={self.backbone_lr_mult!r} must be in [0, 1]")
+        if self.weight_decay < 0:
+            raise ConfigError(f"TrainConfig weight_decay={self.weight_decay!r} must not be negative")
+        if self.mode not in MODES:
+            raise ConfigError(f"TrainConfig mode={self.mode!r} is unknown; use one of {', '.join(MODES)}")
+        if self.backbone not in backbones():
+            raise ConfigError(f"TrainConfig backbone={self.backbone!r} is unknown; use one of {', '.join(backbones())}")
+        if not -1 <= self.unfreeze_blocks <= 21:
+            raise ConfigError(
+                f"TrainConfig unfreeze_blocks={self.unfreeze_blocks!r} must be -1 (all), 0 (head only) or 1-21"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"TrainConfig warmup_epochs={self.warmup_epochs!r} must be >= 0 and below epochs")
+        if self.mode != "dataset" and self.batch_size % 2:
+            raise ConfigError(f"TrainConfig batch_size={self.batch_size} must be even in mode {self.mode!r}: "
+                              "each batch is half reals, half fakes")
+        if self.balance not in BALANCE_CHOICES:
+            raise ConfigError(f"TrainConfig balance={self.balance!r} is unknown; use one of {', '.join(BALANCE_CHOICES)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"TrainConfig label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"TrainConfig device={self.device!r} is unknown; use 'auto', 'cpu' or 'cuda'")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history_df: pd.DataFrame   # one row per epoch, HISTORY_COLUMNS
+    best_epoch: int            # 1-based epoch whose weights were saved
+    best_val_loss: float       # its validation log loss
+    artifact_dir: Path         # out_dir/model: model.safetensors, config.json, model_card.md
+
+
+def split_frames(faces_df: pd.DataFrame, mode: str = "dataset") -> dict[str, pd.DataFrame]:
+    """The usable crops (``status == "ok"``) of the train and val splits, checked for what ``mode`` needs.
+
+    ``dataset`` needs real and fake crops in both splits; ``self_blend`` needs
+    real crops in both (fakes are dropped: it never trains on them); ``both``
+    needs real crops in both and uses the fakes it finds.
+    """
+    missing = [c for c in ("split", "label", "abs_path") if c not in faces_df.columns]
+    if missing:
+        raise ManifestError(
+            f"faces table lacks column(s) {', '.join(missing)}; read it with deepfake.data.faces_table.read_faces"
+        )
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is unknown; use one of {', '.join(MODES)}")
+    ok = faces_df[faces_df["status"] == "ok"] if "status" in faces_df.columns else faces_df
+    if mode == "self_blend":
+        ok = ok[pd.to_numeric(ok["label"], errors="coerce") == 0]
+    counts = _class_counts(ok)
+    summary = "; ".join(f"{s}: {c['real']} real + {c['fake']} fake" for s, c in counts.items()) or "no usable crops"
+    out = {}
+    for split in ("train", "val"):
+        rows = ok[ok["split"] == split]
+        c = counts.get(split, {"real": 0, "fake": 0})
+        if len(rows) == 0:
+            raise DataError(
+                f"the {split} split has no {'real ' if mode == 'self_blend' else ''}face crops (crops per split: "
+                f"{summary}); give it videos (deepfake.data.splits.ensure_splits) or check why extraction found no faces"
+            )
+        if c["real"] == 0:
+            raise DataError(f"the {split} split has no real face crops (crops per split: {summary}); "
+                            f"mode {mode!r} needs real faces to train and validate")
+        if mode == "dataset" and c["fake"] == 0:
+            raise DataError(
+                f"the {split} split has a single class: {c['real']} real and {c['fake']} fake crops "
+                f"(crops per split: {summary}); mode 'dataset' needs both classes to train and validate "
+                "(mode 'self_blend' trains on real faces alone)"
+            )
+        out[split] = rows.reset_index(drop=True)
+    return out
+
+
+def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None
+                   ) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
+    """The training and validation datasets of ``config.mode``; validation is never augmented."""
+    augment = TrainAugment() if config.augment else None
+    if config.mode == "dataset":
+        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed),
+                FaceDataset(splits["val"], config.image_size, NORMALIZATION))
+    if not extract or "margin" not in extract:
+        raise ConfigError(f"mode {config.mode!r} places landmarks in the crops with the extraction's margin: "
+                          "pass extract_config (the settings faces.csv was extracted with)")
+    datasets = []
+    for split, aug in (("train", augment), ("val", None)):
+        rows = splits[split]
+        labels = pd.to_numeric(rows["label"], errors="coerce")
+        reals = rows[labels == 0].reset_index(drop=True)
+        fakes = rows[labels == 1].reset_index(drop=True) if config.mode == "both" else None
+        marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
+        datasets.append(PairDataset(reals, marks, config.image_size, NORMALIZATION, aug,
+                                    fakes_df=fakes if fakes is not None and len(fakes) else None,
+                                    seed=config.seed if split == "train" else config.seed + 1))
+    return datasets[0], datasets[1]
+
+
+def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """What the model learned from: recorded in the artifact, read by evaluation (seen vs unseen)."""
+    seen: list[str] = []
+    if config.mode in ("dataset", "both"):
+        rows = pd.concat([splits["train"], splits["val"]])
+        fakes = rows[pd.to_numeric(rows["label"], errors="coerce") == 1]
+        seen = sorted(map(str, fakes["manipulation"].unique()))
+    return {"mode": config.mode, "backbone": config.backbone, "manipulations_seen": seen,
+            "pseudo_fakes": "self_blend" if config.mode in ("self_blend", "both") else None}
+
+
+def calibrate(model: nn.Module, loader: DataLoader, runtime: Runtime) -> dict[str, Any]:
+    """Fit the temperature on the validation logits; the record stored as the artifact's ``calibration``."""
+    logits, labels = predict_loader(model, loader, runtime)
+    fit: TemperatureFit = fit_temperature(logits, labels)
+    return {
+        "temperature": fit.temperature,
+        "fitted_on": f"the val split: {fit.n} crops",
+        "nll_before": fit.nll_before,
+        "nll_after": fit.nll_after,
+        "ece_before": expected_calibration_error(labels.astype(int), probabilities(logits)),
+        "ece_after": expected_calibration_error(labels.astype(int), probabilities(logits, fit.temperature)),
+    }
+
+
+def train(
+    faces_df: pd.DataFrame,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    extract_config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on the train split, keep the epoch with the lowest validation loss as ``out_dir/model``.
+
+    Writes ``out_dir/history.csv`` (+ sidecar) after every epoch and the model
+    artifact whenever the validation loss improves, so an interrupted run leaves
+    its best model so far; at the end the best weights get their calibration.
+    ``progress`` prints one line per epoch (and a tqdm bar when stderr is a terminal).
+    """
+    config = config or TrainConfig()
+    out = paths.ensure_dir(out_dir)
+    splits = split_frames(faces_df, config.mode)
+    seed_everything(config.seed)
+    runtime = make_runtime(config)
+    extract = _as_dict(extract_config)
+    train_ds, val_ds = build_datasets(splits, config, extract)
+    pin = runtime.device.type == "cuda"
+    balance = config.balance if len(np.unique(train_ds.labels)) > 1 else "none"   # self_blend: reals only
+    train_loader = make_loader(train_ds, config.batch_size, train=True, balance=balance,
+                               seed=config.seed, num_workers=config.num_workers, pin_memory=pin)
+    val_loader = make_loader(val_ds, config.batch_size, train=False, num_workers=config.num_workers, pin_memory=pin)
+    training = build_training(config, runtime, train_ds.labels)
+    model, loss_fn, optimizer = training.model, training.loss_fn, training.optimizer
+    steps_per_epoch = len(train_loader) if not config.max_train_batches else min(len(train_loader), config.max_train_batches)
+    scheduler = cosine_schedule(optimizer, config.epochs * steps_per_epoch,
+                                round(config.warmup_epochs * steps_per_epoch))
+    data = {name: {**ds.class_counts(), "videos": int(df["video_id"].nunique()) if "video_id" in df else None}
+            for name, ds, df in (("train", train_ds, splits["train"]), ("val", val_ds, splits["val"]))}
+    base = {"train": config.to_dict(), "extract": extract, "image_size": config.image_size, "data": data,
+            "training": training_record(config, splits)}
+    _log(progress, f"training ({config.mode}, {config.backbone}) on {data['train']['real']} real + "
+                   f"{data['train']['fake']} fake crops an epoch, validating on {len(val_ds)} items; {config.epochs} "
+                   f"epochs of {steps_per_epoch} batches on {runtime.device.type}, image_size {config.image_size}")
+    loop = _Loop(model, loss_fn, optimizer, scheduler, runtime, config, out, base, progress)
+    history, best = loop.run(train_ds, train_loader, val_loader, steps_per_epoch)
+    model.load_state_dict(best.state)
+    calibration = calibrate(model, val_loader, runtime)
+    _log(progress, f"calibration: temperature {calibration['temperature']:.3f} (val log loss "
+                   f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}, ECE "
+                   f"{_fmt(calibration['ece_before'])} -> {_fmt(calibration['ece_after'])})")
+    artifact_dir = save_artifact(model, out / paths.MODEL_DIR, {
+        **base, **best.record, "calibration": calibration,
+        "scoring": {**DEFAULT_SCORING, "temperature": calibration["temperature"]}})
+    return TrainResult(history, best.epoch, best.val_loss, artifact_dir)
+
+
+@dataclass
+class _Best:
+    epoch: int = 0
+    val_loss: float = math.inf
+    state: dict[str, torch.Tensor] | None = None
+    record: dict[str, Any] | None = None
+
+
+class _Loop:
+    """The epochs of :func:`train`: train, validate, keep the best weights, write history, stop early."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, runtime: Runtime, config: TrainConfig,
+                 out: Path, base: dict[str, Any], progress: bool) -> None:
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.runtime, self.config, self.out, self.base, self.progress = runtime, config, out, base, progress
+
+    def run(self, train_ds: Any, train_loader: DataLoader, val_loader: DataLoader,
+            steps_per_epoch: int) -> tuple[pd.DataFrame, _Best]:
+        config, best, rows = self.config, _Best(), []
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            train_ds.set_epoch(epoch)
+            lr = max(g["lr"] for g in self.optimizer.param_groups)  # the head's rate at the epoch's start
+            with _bar(self.progress, steps_per_epoch, f"epoch {epoch}") as bar:
+                stats = train_one_epoch(self.model, train_loader, self.optimizer, self.loss_fn, self.runtime,
+                                        scheduler=self.scheduler, max_batches=config.max_train_batches, bar=bar)
+            val_loss, val_acc = evaluate_loader(self.model, val_loader, self.runtime)
+            rows.append({"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.acc, "val_loss": val_loss,
+                         "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start,
+                         "images_per_s": stats.images_per_s})
+            improved = val_loss < best.val_loss
+            if improved:
+                best = self._keep(epoch, val_loss, val_acc, stats)
+            self._write_history(rows, best)
+            self._log_epoch(rows[-1], improved)
+            if config.patience and best.epoch and epoch - best.epoch >= config.patience:
+                _log(self.progress, f"early stop: no better validation loss for {config.patience} epochs; "
+                                    f"best epoch {best.epoch}")
+                break
+        if best.state is None:
+            raise ModelError(
+                f"training produced no usable model: the validation loss was not finite in any epoch "
+                f"(lr={config.lr}); lower lr and train again"
+            )
+        return pd.DataFrame(rows, columns=HISTORY_COLUMNS), best
+
+    def _keep(self, epoch: int, val_loss: float, val_acc: float, stats: EpochStats) -> _Best:
+        """The new best epoch: its weights in memory, and on disk so an interrupted run keeps them."""
+        record = {"best_epoch": epoch, "best_val_loss": val_loss,
+                  "metrics": {"val_loss": val_loss, "val_acc": val_acc, "train_loss": stats.loss,
+                              "train_acc": stats.acc}}
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        save_artifact(self.model, self.out / paths.MODEL_DIR, {**self.base, **record})
+        return _Best(epoch, val_loss, state, record)
+
+    def _write_history(self, rows: list[dict[str, float]], best: _Best) -> None:
+        history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        write_manifest(history, self.out / paths.HISTORY, config=self.config.to_dict(),
+                       extra={"best_epoch": best.epoch, "best_val_loss": _finite_or_none(best.val_loss),
+                              "device": self.runtime.device.type, "data": self.base["data"]})
+
+    def _log_epoch(self, r: dict[str, float], improved: bool) -> None:
+        _log(self.progress, f"epoch {r['epoch']}/{self.config.epochs}  train_loss {r['train_loss']:.4f}  "
+                            f"train_acc {r['train_acc']:.3f}  val_loss {r['val_loss']:.4f}  val_acc {r['val_acc']:.3f}  "
+                            f"lr {r['lr']:.2e}  {r['seconds']:.1f} s  {r['images_per_s']:.1f} img/s"
+                            + ("  *best" if improved else ""))
+
+
+def _class_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    for split in sorted(map(str, df["split"].dropna().unique())):
+        mask = df["split"] == split
+        fake = int((labels[mask] == 1).sum())
+        counts[split] = {"real": int((labels[mask] == 0).sum()), "fake": fake}
+    return counts
+
+
+def _bar(progress: bool, total: int, desc: str) -> contextlib.AbstractContextManager:
+    """A tqdm bar on a terminal only: in papermill and logs the per-epoch lines say enough."""
+    if not (progress and sys.stderr.isatty()):
+        return contextlib.nullcontext()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, mininterval=5.0, leave=False, unit="batch")
+
+
+def _log(progress: bool, line: str) -> None:
+    if progress:
+        print(line, flush=True)
+
+
+def _as_dict(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise ConfigError(f"extract_config must be a dict or an ExtractConfig, got {type(config).__name__}")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
