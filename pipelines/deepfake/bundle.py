@@ -1,36 +1,42 @@
-"""The code every pipeline step runs, shipped to S3 under its content hash.
+"""The code each pipeline step runs, shipped to S3 under its content hash.
 
-A step's container gets one Processing input holding ``run_step.py``, the extra
-requirements and the kit (``src/deepfake``, the step notebooks and
-``pyproject.toml``). The S3 prefix is the sha256 of those files, so an upsert
-with unchanged code writes the same step arguments and SageMaker's step cache
-still hits; a change to any of them moves every step to a new prefix.
+A step's container gets one Processing input holding ``run_step.py``, the
+requirements that step needs and the part of the kit it runs: its notebook,
+``pyproject.toml`` and the modules of ``src/deepfake`` that the notebook and
+``run_step.py`` import (their closure, :mod:`deepfake.core.imports`). The S3
+prefix is the sha256 of those files, so an upsert with unchanged code writes the
+same step arguments and SageMaker's step cache still hits, and a change moves
+only the steps whose code it touches: editing a plot of the evaluation report
+reruns the evaluation, not the extraction and the training.
+
+The requirements are derived too: the kit's own requirements (pyproject.toml)
+of the third-party packages that code imports, plus the notebook kernel, less
+the image's torch and numpy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import deepfake
-from deepfake.core import paths
+from deepfake.core import dependencies, imports, paths
 from deepfake.core.errors import PipelineError
 
 # Part of the hash: bump it when the layout below changes.
-BUNDLE_FORMAT = "1"
+BUNDLE_FORMAT = "2"
 ENTRY_POINT = "run_step.py"
 REQUIREMENTS = "requirements.txt"
 KIT_DIR = "kit"                      # pip-installable copy of the kit inside the bundle
 MARKER = "BUNDLE.json"               # written last: a prefix holding it is complete
+# Executes the notebooks: not imported by the kit's code, so not found in its import graph.
+KERNEL = ("ipykernel",)
 # pyproject.toml names a readme; a fixed one keeps doc edits from busting the cache.
 README = b"deepfake-kit, shipped by the SageMaker pipeline.\n"
-_SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
-_SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,21 +51,40 @@ class CodeBundle:
         return f"s3://{bucket}/{_key_prefix(prefix, self.sha256)}"
 
 
-def build_bundle(notebooks: Iterable[str]) -> CodeBundle:
-    """Collect the entry point, requirements, kit source and the named notebooks."""
+def build_bundle(notebook: str) -> CodeBundle:
+    """The entry point, the requirements, the notebook and the kit modules one step runs."""
+    entry = _read(HERE / ENTRY_POINT)
+    nb_path = paths.notebooks_dir() / notebook
+    modules = imports.notebook_modules(_existing(nb_path)) | imports.imports_of_code(entry.decode("utf-8"))
+    package = Path(deepfake.__file__).resolve().parent
     files: dict[str, bytes] = {
-        ENTRY_POINT: _read(HERE / ENTRY_POINT),
-        REQUIREMENTS: _read(HERE / REQUIREMENTS),
+        ENTRY_POINT: entry,
+        REQUIREMENTS: step_requirements(modules).encode("utf-8"),
         f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
         f"{KIT_DIR}/README.md": README,
+        f"{KIT_DIR}/src/deepfake/py.typed": _read(package / "py.typed"),
+        f"{KIT_DIR}/notebooks/{notebook}": _read(nb_path, what="notebook"),
     }
-    package = Path(deepfake.__file__).resolve().parent
-    for path in _tree(package):
+    for path in imports.closure_files(modules):
         files[f"{KIT_DIR}/src/deepfake/{path.relative_to(package).as_posix()}"] = path.read_bytes()
-    nb_dir = paths.notebooks_dir()
-    for name in notebooks:
-        files[f"{KIT_DIR}/notebooks/{name}"] = _read(nb_dir / name, what="notebook")
     return CodeBundle(files=files, sha256=content_hash(files))
+
+
+def step_requirements(modules: Iterable[str]) -> str:
+    """What the image lacks to run these modules: the kit's requirements of their third-party imports
+    (core dependencies only) and the notebook kernel, never the image's torch and numpy."""
+    core = dependencies.core_distributions()
+    used = dependencies.distributions_of(imports.third_party(modules))
+    names = sorted({*(d for d in used if d in core), *KERNEL} - set(dependencies.IMAGE_PACKAGES))
+    lines = ["# What the AWS PyTorch framework image lacks to run this step's notebook (derived from the",
+             "# kit's pyproject.toml); run_step.py keeps the image's own torch and numpy as constraints.",
+             *(dependencies.requirement(n) for n in names)]
+    return "\n".join(lines) + "\n"
+
+
+def combined_sha256(bundles: Iterable[CodeBundle]) -> str:
+    """One hash of several steps' code (the model package records it)."""
+    return hashlib.sha256("".join(sorted(b.sha256 for b in bundles)).encode()).hexdigest()
 
 
 def content_hash(files: Mapping[str, bytes]) -> str:
@@ -107,14 +132,10 @@ def _pyproject() -> Path:
     return path
 
 
-def _tree(root: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix not in _SKIP_SUFFIXES:
-                out.append(Path(dirpath) / name)
-    return out
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise PipelineError(f"notebook {path} does not exist; the pipeline ships it to its step")
+    return path
 
 
 def _read(path: Path, what: str = "file") -> bytes:

@@ -31,15 +31,16 @@ from typing import Any
 from deepfake import __version__
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, PipelineError
+from deepfake.core.vocabulary import APPROVAL_STATUSES, MODEL_GROUP
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import check_parameters
-from pipelines.deepfake.bundle import CodeBundle, build_bundle, upload_bundle
+from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
 
 log = logging.getLogger(__name__)
 
 # Defaults, overridable through get_pipeline's arguments (``--kwargs``).
 PIPELINE_NAME = "DeepfakePipeline"
-MODEL_PACKAGE_GROUP = "DeepfakePackageGroup"
+MODEL_PACKAGE_GROUP = MODEL_GROUP
 BASE_JOB_PREFIX = "deepfake"
 PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"     # 4 vCPU, 16 GiB: explore, extract, evaluate
 TRAINING_INSTANCE_TYPE = "ml.g4dn.xlarge"     # 1 T4 GPU: the steps marked gpu (train)
@@ -49,7 +50,6 @@ CACHE_EXPIRY = "P30D"                         # reuse a finished step with the s
 FRAMEWORK_VERSION = "2.5.1"                   # AWS PyTorch framework image; numpy<2 inside
 PY_VERSION = "py311"
 
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 
 # Step and parameter names of the definition (notebook steps are named after STEPS).
 GATE_STEP = "gate"
@@ -117,11 +117,12 @@ def get_pipeline(
 
     session = sagemaker_session or get_session(region, default_bucket)
     bucket = default_bucket or session.default_bucket()
-    bundle = build_bundle(s.notebook for s in steps.STEPS)
+    bundles = {s.name: build_bundle(s.notebook) for s in steps.STEPS}     # each step ships only what it runs
     if upload_code:
-        code_uri = upload_bundle(bundle, session.boto_session.client("s3"), bucket, base_job_prefix)
+        s3 = session.boto_session.client("s3")
+        code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix) for name, b in bundles.items()}
     else:
-        code_uri = bundle.uri(bucket, base_job_prefix)
+        code_uris = {name: b.uri(bucket, base_job_prefix) for name, b in bundles.items()}
     params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type)
     images = {gpu: _image(region, training_instance_type if gpu else processing_instance_type, "training")
               for gpu in (False, True)}
@@ -130,13 +131,14 @@ def get_pipeline(
     built: dict[str, Any] = {}
     for step in steps.STEPS:
         built[step.name] = _notebook_step(
-            step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uri,
+            step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
             bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb,
             property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
         )
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
                       group=model_package_group_name, inference_instance_types=inference_instance_types,
-                      bundle=bundle, pipeline_name=pipeline_name, project=sagemaker_project_name)
+                      code_sha256=combined_sha256(bundles.values()), pipeline_name=pipeline_name,
+                      project=sagemaker_project_name)
     return Pipeline(name=pipeline_name, parameters=params.all(), steps=[*built.values(), gate],
                     sagemaker_session=session)
 
@@ -276,7 +278,7 @@ def output_uri(processing_step: Any, channel: str) -> Any:
 
 
 def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *, session: Any, role: str,
-               region: str, group: str, inference_instance_types: Sequence[str], bundle: CodeBundle,
+               region: str, group: str, inference_instance_types: Sequence[str], code_sha256: str,
                pipeline_name: str, project: str | None) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
@@ -302,7 +304,7 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
         env_vars={"SAGEMAKER_PROGRAM": "inference.py"}, dependencies={}, log_level=logging.WARNING,
     )
     metadata = {"EvaluationReport": report_uri, "GateMetric": steps.GATE_METRIC,
-                "KitVersion": __version__, "CodeSha256": bundle.sha256, "Pipeline": pipeline_name}
+                "KitVersion": __version__, "CodeSha256": code_sha256, "Pipeline": pipeline_name}
     if project:
         metadata["SageMakerProjectName"] = project
     register = ModelStep(name=REGISTER_STEP, display_name="Register the model", step_args=builder.register(

@@ -11,18 +11,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deepfake.core import imports
 from deepfake.core.files import write_json
 from deepfake.orchestration import steps
 
 STEP_RECORD = "step.json"
 
 
+# The package whose code the keys hash (tests point it at a copy they edit).
+CODE_ROOT = imports.ROOT
+
+
 def cache_key(step: steps.Step, notebook: Path, params: Mapping[str, Any], data: Path,
               upstream_keys: Mapping[str, str]) -> str:
-    """Content hash of the notebook, the package code, the parameters and the inputs."""
+    """Content hash of the notebook, the code it imports, the parameters and the inputs.
+
+    An input from an earlier step counts by that step's key, so a change that
+    reruns a step reruns every step after it.
+    """
     h = hashlib.sha256()
     h.update(notebook.read_bytes())
-    h.update(code_fingerprint().encode())
+    h.update(code_fingerprint(notebook).encode())
     wired = set(step.inputs) | {"output_dir"}
     h.update(json.dumps({k: v for k, v in params.items() if k not in wired}, sort_keys=True).encode())
     for param, source in sorted(step.inputs.items()):
@@ -31,13 +40,10 @@ def cache_key(step: steps.Step, notebook: Path, params: Mapping[str, Any], data:
     return h.hexdigest()
 
 
-def code_fingerprint() -> str:
-    pkg = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(pkg.rglob("*.py")):
-        h.update(str(path.relative_to(pkg)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+def code_fingerprint(notebook: Path) -> str:
+    """The code a step runs: the kit modules its notebook imports and everything they import
+    (:mod:`deepfake.core.imports`); editing a plot of one report reruns that report's step only."""
+    return imports.fingerprint(imports.notebook_modules(notebook, CODE_ROOT), CODE_ROOT)
 
 
 _DATA_FINGERPRINTS: dict[str, str] = {}
