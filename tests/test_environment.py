@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = set(project["dependencies"]) | set(extras["demo"]) | set(extras["aws"])
+    wanted = set(project["dependencies"]) | set(extras["demo"]) | set(extras["aws"]) | set(extras["backbones"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip

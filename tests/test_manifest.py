@@ -39,3 +39,16 @@ def test_written_files_are_readable_by_others(tmp_path):
     os.umask(old)
     if old & 0o004 == 0:
         assert path.stat().st_mode & stat.S_IROTH
+
+
+def test_sidecars_record_the_sha256_of_the_files_a_table_was_read_from(tmp_path):
+    """videos.csv -> faces.csv: each stage's sidecar names its input files with their sha256."""
+    from deepfake.core.files import sha256_file
+    from deepfake.data.manifest import sources, with_sources
+
+    source = tmp_path / "videos.csv"
+    source.write_text("video_id\na\n")
+    table = with_sources(pd.DataFrame({"video_id": ["a"]}), [source])
+    assert sources(table[table["video_id"] == "a"]) == [str(source)]          # kept through a filter
+    write_manifest(table, tmp_path / "faces.csv", inputs=sources(table))
+    assert read_sidecar(tmp_path / "faces.csv")["inputs"] == {str(source): sha256_file(source)}

@@ -12,6 +12,7 @@ from deepfake import __version__
 from deepfake.core.errors import ConfigError, ModelError
 from deepfake.media.preprocess import preprocess
 from deepfake.modeling import artifact as model_mod
+from deepfake.modeling import runtime as runtime_mod
 from deepfake.modeling.artifact import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_artifact, save_artifact
 from deepfake.modeling.network import (
     NORMALIZATION,
@@ -213,19 +214,19 @@ def test_save_artifact_needs_an_image_size(tmp_path):
 
 def test_cpu_threads_follow_the_argument_then_the_environment(monkeypatch):
     torch.set_num_threads(2)
-    assert model_mod.configure_cpu_threads() == 1 and torch.get_num_threads() == 1
-    assert model_mod.configure_cpu_threads(2) == 2 and torch.get_num_threads() == 2
+    assert runtime_mod.configure_cpu_threads() == 1 and torch.get_num_threads() == 1
+    assert runtime_mod.configure_cpu_threads(2) == 2 and torch.get_num_threads() == 2
     monkeypatch.setenv("DEEPFAKE_TORCH_THREADS", "many")
     with pytest.raises(ConfigError, match="DEEPFAKE_TORCH_THREADS"):
-        model_mod.configure_cpu_threads()
+        runtime_mod.configure_cpu_threads()
 
 
 def test_asking_for_cuda_without_one_is_an_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="CUDA"):
-        model_mod.resolve_device("cuda")
-    assert model_mod.resolve_device("auto").type == "cpu"
+        runtime_mod.resolve_device("cuda")
+    assert runtime_mod.resolve_device("auto").type == "cpu"
 
 
 def test_backbones_from_the_registry(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deepfake.core import paths
+from deepfake.core.files import sha256_file
 from deepfake.data.manifest import read_sidecar
 from deepfake.media.extraction import ExtractConfig
 from deepfake.modeling.artifact import read_artifact_config
@@ -82,6 +83,13 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_pat
     assert "unseen-manipulation video AUC" in proc.stdout and "video ECE" in proc.stdout
     gated = read_artifact_config(run_dir / "evaluate" / paths.MODEL_ARCHIVE)   # what was registered
     assert gated["scoring"] == evaluation["scoring"]
+    # every sidecar names the files its table was made from, with their sha256
+    videos_csv, faces_csv = run_dir / "explore" / paths.VIDEOS_MANIFEST, run_dir / "extract" / paths.FACES_MANIFEST
+    assert list(read_sidecar(videos_csv)["inputs"]) == [str(tiny_data / "dfdc_train_part_0" / "metadata.json")]
+    assert read_sidecar(faces_csv)["inputs"] == {str(videos_csv): sha256_file(videos_csv)}
+    assert read_sidecar(run_dir / "train" / paths.HISTORY)["inputs"] == {str(faces_csv): sha256_file(faces_csv)}
+    predictions = read_sidecar(run_dir / "evaluate" / paths.VIDEO_PREDICTIONS)["inputs"]
+    assert str(faces_csv) in predictions and str(run_dir / "train" / "model" / "model.safetensors") in predictions
     listed = _deepfake("registry", "list", "--json", cwd=tmp_path, env_extra=env)
     assert json.loads(listed.stdout)[0]["status"] == "PendingManualApproval"
 

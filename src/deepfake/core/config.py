@@ -39,7 +39,7 @@ class StageConfig:
                 f"known settings: {', '.join(known)}"
             )
         hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(k, values[k], hints[k]) for k in known if k in values}
+        kwargs = {k: coerce_value(k, values[k], hints[k]) for k in known if k in values}
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -62,8 +62,12 @@ class StageConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Accept the values papermill, JSON and the CLI produce (str for numbers, list for tuple)."""
+def coerce_value(name: str, value: Any, hint: Any, *, what: str = "setting") -> Any:
+    """Accept the values papermill, JSON and the CLI produce (str for numbers, list for tuple).
+
+    The one coercion of the kit: stage configs and notebook parameters both use it.
+    An unknown ``hint`` leaves the value as it is.
+    """
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -95,5 +99,5 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             seq = json.loads(value) if isinstance(value, str) else value
             return tuple(seq)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from exc
+        raise ConfigError(f"{what} {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from exc
     return value

@@ -18,35 +18,15 @@ SAGEMAKER_ROOT = PurePosixPath(os.environ.get("DEEPFAKE_SAGEMAKER_ROOT", "/opt/m
 
 # File names inside a step's output folder: the contract between stages.
 VIDEOS_MANIFEST = "videos.csv"
-
-
 DATA_PROFILE = "data_profile.json"
-
-
 FACES_MANIFEST = "faces.csv"
-
-
 CROPS_DIR = "crops"
-
-
 MODEL_DIR = "model"
-
-
 MODEL_ARCHIVE = "model.tar.gz"   # the SageMaker model artifact, written by training beside model/
-
-
 HISTORY = "history.csv"
-
-
 EVALUATION = "evaluation.json"
-
-
 FRAME_PREDICTIONS = "frame_predictions.csv"
-
-
 VIDEO_PREDICTIONS = "video_predictions.csv"
-
-
 FIGURES_DIR = "figures"
 
 
@@ -74,10 +54,6 @@ def is_s3(uri: str) -> bool:
 
 def notebooks_dir() -> Path:
     return Path(os.environ.get("DEEPFAKE_NOTEBOOKS", project_dir() / "notebooks"))
-
-
-def demo_data_dir() -> Path:
-    return project_dir() / "data" / "demo"
 
 
 def runs_dir() -> Path:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from deepfake.core.errors import ConfigError, InvalidInputError
+from deepfake.media.images import decode_image, encode_image
 
 
 def hflip(rgb: np.ndarray) -> np.ndarray:
@@ -82,10 +83,7 @@ def color_jitter(
 
 def jpeg_recompress(rgb: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode as JPEG at ``quality`` (1-100), as video platforms re-compress uploads."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise InvalidInputError(f"OpenCV could not JPEG-encode an image of shape {rgb.shape}")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return decode_image(encode_image(rgb, "jpg", quality), "a JPEG re-compressed crop")
 
 
 def downscale_upscale(rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -1,9 +1,8 @@
-"""A torch ``Dataset`` over the faces manifest, and the one preprocessing path.
+"""Torch ``Dataset``s over the faces manifest: single crops, and (real, fake) pairs for self-blending.
 
-:func:`preprocess` (resize + normalise) is shared with
-:meth:`deepfake.modeling.artifact.LoadedModel.predict_logits`, so a crop scores the same in
-validation, evaluation and serving: the two paths cannot diverge because there
-is only one.
+Items are resized and normalised by :mod:`deepfake.media.preprocess`, the path
+:meth:`deepfake.modeling.artifact.LoadedModel.predict_logits` uses too, so a
+crop scores the same in validation, evaluation and serving.
 
 Class imbalance (DFDC has about five fakes per real) is handled by the
 training loop with :func:`balanced_sampler` (draw each class equally often) or
@@ -16,29 +15,24 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from deepfake.core.errors import ConfigError, DataError, ImageDecodeError, ManifestError
+from deepfake.core.errors import ConfigError, DataError, ManifestError
+from deepfake.core.vocabulary import STATUS_OK
+from deepfake.media.images import read_image
 from deepfake.media.preprocess import normalize, resize_crop
 
 # (rgb uint8 H x W x 3, generator) -> rgb uint8 H x W x 3; deepfake.data.augment.TrainAugment is one.
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
 REQUIRED_COLUMNS = ("abs_path", "label")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (OpenCV decodes BGR; the kit is RGB everywhere)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        hint = "it does not exist" if not Path(path).exists() else "it is not a readable image"
-        raise ImageDecodeError(f"cannot read face crop {path}: {hint}; re-run face extraction")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """A saved face crop as RGB uint8 (:func:`deepfake.media.images.read_image` with a hint for crops)."""
+    return read_image(path, what="face crop", hint="re-run face extraction")
 
 
 class FaceDataset(Dataset):
@@ -67,7 +61,7 @@ class FaceDataset(Dataset):
             )
         if int(image_size) < 32:
             raise ConfigError(f"image_size={image_size} is too small for the model; use 32 pixels or more")
-        rows = faces_df[faces_df["status"] == "ok"] if "status" in faces_df.columns else faces_df
+        rows = faces_df[faces_df["status"] == STATUS_OK] if "status" in faces_df.columns else faces_df
         self.paths: list[str] = [str(p) for p in rows["abs_path"]]
         labels = pd.to_numeric(rows["label"], errors="coerce").to_numpy(dtype=np.float64)
         bad = sorted({str(v) for v, x in zip(rows["label"], labels, strict=True) if x not in (0.0, 1.0)})

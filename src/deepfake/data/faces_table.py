@@ -21,6 +21,7 @@ from deepfake.core.errors import (
     ManifestError,
 )
 from deepfake.core.paths import FACES_MANIFEST, resolve
+from deepfake.data.manifest import with_sources
 from deepfake.data.selfblend import REEXTRACT_HINT
 from deepfake.media.crops import landmarks_in_crop
 
@@ -31,8 +32,6 @@ FACES_COLUMNS = ["video_id", "original_id", "label", "manipulation", "split", "f
 
 # Columns copied from the videos table; the rest come from extraction.
 META_COLUMNS = ["original_id", "label", "manipulation", "split"]
-
-
 PART_COLUMNS = ["video_id", "frame_idx", "face_idx", "box", "score", "landmarks", "path", "status", "reason"]
 
 
@@ -59,7 +58,8 @@ def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
         base = str(table.parent.resolve())
         df["abs_path"] = [os.path.normpath(os.path.join(base, p)) if p else "" for p in df["path"]]
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    faces = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return with_sources(faces, tables)
 
 
 def _read_faces_csv(path: Path) -> pd.DataFrame:

@@ -24,6 +24,20 @@ def sidecar_path(table: str | os.PathLike[str]) -> Path:
     return Path(table).with_suffix(".json")
 
 
+INPUTS_ATTR = "inputs"     # DataFrame.attrs key: the files a table was read from (sidecars record their sha256)
+
+
+def sources(df: pd.DataFrame) -> list[str]:
+    """The files ``df`` was read from, as recorded by the reader that made it."""
+    return list(df.attrs.get(INPUTS_ATTR, []))
+
+
+def with_sources(df: pd.DataFrame, files: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
+    """``df`` tagged with the files it was read from (kept through filters, read back by :func:`sources`)."""
+    df.attrs[INPUTS_ATTR] = [str(f) for f in files]
+    return df
+
+
 def write_manifest(
     df: pd.DataFrame,
     path: str | os.PathLike[str],
@@ -32,7 +46,10 @@ def write_manifest(
     inputs: Iterable[str | os.PathLike[str]] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``df`` as CSV at ``path`` and its sidecar; returns the table path."""
+    """Write ``df`` as CSV at ``path`` and its sidecar; returns the table path.
+
+    ``inputs``: the files the table was made from; the sidecar records their sha256.
+    """
     path = Path(path)
     atomic_write_text(path, df.to_csv(index=False))
     meta = {

@@ -42,8 +42,6 @@ import numpy as np
 from deepfake.core.errors import ConfigError, DataError, InvalidInputError
 
 N_LANDMARKS = 5                      # MTCNN: left eye, right eye, nose, left and right mouth corner (image order)
-
-
 REEXTRACT_HINT = ("the faces table has no landmarks (it was extracted by an older kit, or with a detector "
                   "that gives none); self-blending builds its masks from them: re-run face extraction with "
                   "detector='mtcnn' (02_extract_faces) into a new output folder")
@@ -52,17 +50,9 @@ REEXTRACT_HINT = ("the faces table has no landmarks (it was extracted by an olde
 # The average face in units of the face's own geometry: u across (eye distance), v down (eye-to-mouth
 # distance), origin between the eyes. Read off the mean 68-point face of the iBUG 300-W annotations.
 JAW_HALF_WIDTH = 1.15                # eye distances from the midline to the face contour at eye level
-
-
 CHIN_DEPTH = 1.75                    # eye-to-mouth distances from the eye line down to the chin
-
-
 BROW_HEIGHT = 0.4                    # eye-to-mouth distances from the eye line up to the brows
-
-
 FOREHEAD_HEIGHT = 0.9                # eye-to-mouth distances from the brows up to the hairline
-
-
 HULL_POINTS = 24                     # points on each arc of the outline
 
 

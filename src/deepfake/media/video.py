@@ -120,8 +120,12 @@ class FrameReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], n_frames: int = 16, stride: int = 0,
-                 *, prefetch: int = 0, decode_threads: int | None = None) -> None:
+                 *, prefetch: int = 0, decode_threads: int | None = None, start: int = 0) -> None:
         frame_indices(0, n_frames, stride)  # validates the arguments
+        if start < 0 or (start and not stride):
+            raise ConfigError(f"start={start!r} must be >= 0, and only goes with a stride (every stride-th "
+                              "frame from frame start)")
+        self.start = int(start)
         if decode_threads is not None and decode_threads < 1:
             raise ConfigError(f"decode_threads must be None (FFmpeg's choice) or >= 1; got {decode_threads!r}")
         self.path = str(path)
@@ -187,7 +191,8 @@ class FrameReader:
                     break
                 idx = decoded
                 decoded += 1
-                skip = idx not in wanted if wanted is not None else idx % self.stride != 0
+                skip = (idx not in wanted if wanted is not None
+                        else idx < self.start or (idx - self.start) % self.stride != 0)
                 if skip:
                     continue
                 ok, bgr = cap.retrieve()
@@ -251,6 +256,11 @@ def iter_frames(path: str | os.PathLike[str], n_frames: int = 16, stride: int = 
                 *, prefetch: int = DEFAULT_PREFETCH, decode_threads: int | None = None) -> FrameReader:
     """A :class:`FrameReader` that decodes ahead in a thread (for decode/detect overlap)."""
     return FrameReader(path, n_frames, stride, prefetch=prefetch, decode_threads=decode_threads)
+
+
+def read_frames(path: str | os.PathLike[str], start: int, count: int) -> list[np.ndarray]:
+    """``count`` consecutive RGB frames from frame ``start`` (fewer when the video ends first)."""
+    return FrameReader(path, count, 1, start=start).result().frames
 
 
 def sample_frames(path: str | os.PathLike[str], n_frames: int = 16, stride: int = 0) -> SampledFrames:

@@ -31,7 +31,7 @@ from torch import nn
 from deepfake import __version__
 from deepfake.core.errors import ModelError
 from deepfake.core.files import atomic_write_bytes, atomic_write_text, write_json
-from deepfake.data.catalogs import LABELS
+from deepfake.core.vocabulary import LABELS
 from deepfake.media.preprocess import preprocess
 from deepfake.modeling.card import model_card
 from deepfake.modeling.network import (
@@ -42,20 +42,12 @@ from deepfake.modeling.network import (
     build_model,
     get_backbone,
 )
-from deepfake.modeling.runtime import configure_cpu_threads, resolve_device
+from deepfake.modeling.runtime import Hardware, Runtime, make_runtime
 
 ARTIFACT_FORMAT = 2                      # 2: backbone choice, scoring rule (temperature, aggregation, threshold)
-
-
 WEIGHTS_FILE = "model.safetensors"
-
-
 CONFIG_FILE = "config.json"
-
-
 CARD_FILE = "model_card.md"
-
-
 LABEL_MAP = dict(LABELS)                 # the kit's labels, 0 = real, 1 = fake; the logit is for "fake"
 
 
@@ -67,8 +59,6 @@ DEFAULT_SCORING: dict[str, Any] = {"temperature": 1.0, "aggregation": "mean", "t
 # Crops per forward pass when scoring (LoadedModel.predict_logits). On 2 CPU cores Lite0 costs
 # ~15-20 ms a crop in batches of 2-4 and ~55 ms in batches of 32 (cache misses); a GPU wants many.
 CPU_MICRO_BATCH = 4
-
-
 CUDA_MICRO_BATCH = 64
 
 
@@ -141,10 +131,13 @@ class LoadedModel:
     model: nn.Module
     config: dict[str, Any]
     version: str
-    device: torch.device
+    runtime: Runtime
     path: Path | None = None
     micro_batch: int = CPU_MICRO_BATCH    # crops in every forward pass (a short one is padded): see predict_logits
-    amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA (bf16 where supported, else fp16)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @property
     def image_size(self) -> int:
@@ -176,13 +169,10 @@ class LoadedModel:
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a preprocessed batch, on the model's device: channels_last everywhere (~20% faster
-        on CPU too), AMP on CUDA."""
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16):
-                return self.model(x)
-        return self.model(x)
+        """Logits of a preprocessed batch on the model's runtime: channels_last everywhere (~20% faster on
+        CPU too), AMP on CUDA."""
+        with self.runtime.autocast():
+            return self.model(self.runtime.inputs(x))
 
 
 def load_artifact(path: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:
@@ -218,17 +208,21 @@ def load_artifact(path: str | os.PathLike[str], device: str = "cpu") -> LoadedMo
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"weights of model {source} do not fit {architecture}: {exc}") from exc
-    dev = resolve_device(device)
+    runtime = make_runtime(Hardware(device=str(device)))
     model.requires_grad_(False)
-    model.eval().to(dev).to(memory_format=torch.channels_last)
-    amp_dtype = None
-    if dev.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        configure_cpu_threads()
+    runtime.place(model.eval())
     version = f"{config.get('kit_version', 'unknown')}+{sha[:12]}"
-    return LoadedModel(model=model, config=config, version=version, device=dev, path=source, amp_dtype=amp_dtype,
-                       micro_batch=CUDA_MICRO_BATCH if dev.type == "cuda" else CPU_MICRO_BATCH)
+    return LoadedModel(model=model, config=config, version=version, runtime=runtime, path=source,
+                       micro_batch=CUDA_MICRO_BATCH if runtime.device.type == "cuda" else CPU_MICRO_BATCH)
+
+
+def artifact_files(source: str | os.PathLike[str]) -> list[Path]:
+    """The files a model was loaded from: its archive, or the weights and config of its folder."""
+    src = Path(source)
+    if src.is_file():
+        return [src]
+    folder = src if (src / CONFIG_FILE).is_file() else src / "model"
+    return [p for p in (folder / CONFIG_FILE, folder / WEIGHTS_FILE) if p.is_file()]
 
 
 def _read_artifact_files(source: Path) -> dict[str, bytes]:

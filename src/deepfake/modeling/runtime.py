@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from deepfake.core.errors import ConfigError
+from deepfake.core.resources import usable_cores
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -49,11 +50,7 @@ def configure_cpu_threads(threads: int | None = None) -> int:
             raise ConfigError(f"DEEPFAKE_TORCH_THREADS={env!r} must be a positive integer")
         wanted = int(env)
     else:
-        try:
-            available = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            available = os.cpu_count() or 1
-        wanted = max(1, min(torch.get_num_threads(), available))
+        wanted = max(1, min(torch.get_num_threads(), usable_cores()))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
@@ -73,12 +70,19 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of images on the device, in the memory layout the model was put in (:meth:`place`)."""
+        images = images.to(self.device, non_blocking=self.device.type == "cuda")
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
     def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        non_blocking = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=non_blocking)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, labels.to(self.device, non_blocking=non_blocking).float().reshape(-1)
+        labels = labels.to(self.device, non_blocking=self.device.type == "cuda").float().reshape(-1)
+        return self.inputs(images), labels
+
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device, in this runtime's memory layout."""
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
 class RuntimeSettings(Protocol):
@@ -103,6 +107,16 @@ def make_runtime(config: RuntimeSettings) -> Runtime:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     return Runtime(device, amp_dtype=amp_dtype, channels_last=config.channels_last, scaler=scaler)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Runtime settings of a model that only scores: the device, AMP and NHWC wherever they help."""
+
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    cpu_threads: int = 0
 
 
 def seed_everything(seed: int) -> None:

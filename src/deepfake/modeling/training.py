@@ -98,9 +98,7 @@ def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.
     """The pretrained model on its device and layout, its loss and optimiser: what ``train`` and the benchmark use."""
     model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
                         backbone=config.backbone)
-    model.to(runtime.device)
-    if runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
+    runtime.place(model)
     loss_fn = make_loss(config, train_labels).to(runtime.device)
     return Training(model, loss_fn, make_optimizer(model, config))
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from deepfake import __version__
 from deepfake.core.errors import DeepfakeError
@@ -23,7 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepfake", description=__doc__)
     parser.add_argument("--version", action="version", version=f"deepfake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _data_commands(sub)
+    _pipeline_commands(sub)
+    _serving_commands(sub)
+    return parser
 
+
+def _data_commands(sub: Any) -> None:
     p = sub.add_parser("demo-data", help="build the demo dataset from real faces shipped in packages")
     p.add_argument("--out", default="data/demo", type=_here, help="output folder (DFDC layout)")
     p.add_argument("--videos", type=int, default=64, help="number of videos, half real, half fake")
@@ -40,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an ExtractConfig setting")
     p.set_defaults(func=_extract)
 
+
+def _pipeline_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="run the four notebooks locally with papermill, gate and register")
     p.add_argument("--data", default="data/demo", type=_here, help="dataset folder")
     p.add_argument("--run-id", default=None, help="folder name under runs/ (default: a timestamp)")
@@ -67,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--description", default="")
     p.set_defaults(func=_registry)
 
+
+def _serving_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model over the SageMaker container contract")
     p.add_argument("--model", default=None, type=_here,
                    help="model folder or model.tar.gz (default: latest approved)")
@@ -84,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.set_defaults(func=_predict)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepfake.core.config import coerce_value
 from deepfake.core.errors import ConfigError, NotebookError
 
 log = logging.getLogger(__name__)
-
-
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
@@ -71,22 +70,8 @@ def check_parameters(notebook: str | os.PathLike[str], parameters: dict[str, Any
 
 
 def coerce(name: str, value: Any, type_name: str) -> Any:
-    kind = _TYPES.get(type_name)
-    if kind is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return low in ("true", "1", "yes")
-            return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"parameter {name}={value!r} is not a valid {type_name}") from exc
+    """A parameter's value as the type its ``parameters`` cell declares (``int``, ``float``, ``str``, ``bool``)."""
+    return coerce_value(name, value, _TYPES.get(type_name, object), what="parameter")
 
 
 def run_notebook(

@@ -21,11 +21,10 @@ from typing import Any
 from deepfake.core import paths
 from deepfake.core.errors import RegistryError
 from deepfake.core.files import read_json, sha256_file, write_json
+from deepfake.core.vocabulary import APPROVAL_STATUSES, APPROVED, MODEL_GROUP, PENDING
 
-DEFAULT_GROUP = "deepfake-detector"
-
-
-STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+DEFAULT_GROUP = MODEL_GROUP
+STATUSES = APPROVAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class LocalRegistry:
         self.root = Path(root) if root is not None else paths.registry_dir()
 
     def register(self, group: str, artifact: str | Path, metrics: Mapping[str, Any], *,
-                 status: str = "PendingManualApproval", description: str = "",
+                 status: str = PENDING, description: str = "",
                  source: Mapping[str, Any] | None = None) -> ModelVersion:
         _check_status(status)
         artifact = Path(artifact)
@@ -75,9 +74,6 @@ class LocalRegistry:
             return []
         return self._read_all(gdir, group)
 
-    def groups(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-
     def get(self, group: str, version: int) -> ModelVersion:
         for mv in self.list(group):
             if mv.version == version:
@@ -95,13 +91,13 @@ class LocalRegistry:
         return updated
 
     def approve(self, group: str, version: int, description: str = "") -> ModelVersion:
-        return self.set_status(group, version, "Approved", description)
+        return self.set_status(group, version, APPROVED, description)
 
     def reject(self, group: str, version: int, description: str = "") -> ModelVersion:
         return self.set_status(group, version, "Rejected", description)
 
     def latest_approved(self, group: str = DEFAULT_GROUP) -> ModelVersion:
-        approved = [v for v in self.list(group) if v.status == "Approved"]
+        approved = [v for v in self.list(group) if v.status == APPROVED]
         if not approved:
             raise RegistryError(
                 f"no approved version in model package group {group!r} at {self.root}; "

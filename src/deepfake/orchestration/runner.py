@@ -21,7 +21,7 @@ from typing import Any
 
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DataError, NotebookError, QualityGateError
-from deepfake.core.files import read_json, write_json
+from deepfake.core.files import write_json
 from deepfake.orchestration import steps
 from deepfake.orchestration.cache import (
     STEP_RECORD,
@@ -32,6 +32,8 @@ from deepfake.orchestration.cache import (
     cache_key,
 )
 from deepfake.orchestration.notebook import check_parameters, notebook_parameters, run_notebook
+from deepfake.orchestration.registry import DEFAULT_GROUP
+from deepfake.scoring.schema import read_evaluation
 
 # Parameter profiles on top of the notebooks' own defaults. "demo" fits `make demo`
 # in minutes on 2 CPU cores; "tiny" is for tests.
@@ -82,8 +84,6 @@ def run_pipeline(
     data is explored, extracted with the model's own extraction settings and
     every video evaluated with it (the cross-dataset protocol); nothing is registered.
     """
-    from deepfake.orchestration.registry import DEFAULT_GROUP
-
     data = paths.resolve(data_dir)
     if not data.is_dir():
         raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
@@ -97,11 +97,32 @@ def run_pipeline(
     todo = [s for s in steps.STEPS if s.name not in external]
     what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
     _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
+    keys = {name: _model_fingerprint(path) for name, path in external.items()}
+    try:
+        outcomes = _run_steps(todo, params_by_step, run_dir, data, keys, force=force, stream=stream)
+    except NotebookError as exc:
+        _say(f"FAILED {exc}")
+        return 1
+    evaluation = read_evaluation(run_dir / steps.EVALUATION_STEP / paths.EVALUATION)
+    summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
+               "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
+               "metrics": evaluation["metrics"], "registered": None}
+    print_metrics(evaluation)
+    code = 0
+    if external:
+        _say("evaluation-only run (--model): nothing is registered")
+    elif register:
+        code = _gate(summary, run_dir, evaluation, group, threshold, run_id)
+    write_json(run_dir / "run.json", summary)
+    _report(summary)
+    return code
 
+
+def _run_steps(todo: list[steps.Step], params_by_step: Mapping[str, dict[str, Any]], run_dir: Path, data: Path,
+               keys: dict[str, str], *, force: bool, stream: bool) -> list[StepOutcome]:
+    """Run (or reuse) each step in order; a failing notebook raises NotebookError."""
     handler = _stream_notebook_output() if stream else None
     outcomes: list[StepOutcome] = []
-    keys: dict[str, str] = {}
-    keys.update({name: _model_fingerprint(path) for name, path in external.items()})
     try:
         for i, step in enumerate(todo, 1):
             _say(f"[{i}/{len(todo)}] {step.name}: {step.title} ...")
@@ -110,32 +131,28 @@ def run_pipeline(
             outcomes.append(outcome)
             how = "reused from cache" if outcome.cached else "done"
             _say(f"[{i}/{len(todo)}] {step.name}: {how} in {outcome.seconds:.1f}s")
-    except NotebookError as exc:
-        _say(f"FAILED {exc}")
-        return 1
     finally:
         if handler is not None:
             logging.getLogger("papermill").removeHandler(handler)
+    return outcomes
 
-    evaluation = read_json(run_dir / "evaluate" / paths.EVALUATION)
-    summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
-               "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
-               "metrics": evaluation.get("metrics", {}), "registered": None}
-    print_metrics(evaluation)
-    code = 0
-    if external:
-        _say("evaluation-only run (--model): nothing is registered")
-    elif register:
-        try:
-            mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
-                                   steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
-            summary["registered"] = {"group": mv.group, "version": mv.version, "status": mv.status,
-                                      "artifact": mv.artifact, "sha256": mv.sha256}
-        except QualityGateError as exc:
-            _say(f"quality gate: {exc}")
-            summary["gate_failed"] = str(exc)
-            code = 3
-    write_json(run_dir / "run.json", summary)
+
+def _gate(summary: dict[str, Any], run_dir: Path, evaluation: Mapping[str, Any], group: str | None,
+          threshold: float | None, run_id: str) -> int:
+    """The quality gate and registration; the run's exit code (3: the gate held the model back)."""
+    try:
+        mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
+                               steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
+    except QualityGateError as exc:
+        _say(f"quality gate: {exc}")
+        summary["gate_failed"] = str(exc)
+        return 3
+    summary["registered"] = {"group": mv.group, "version": mv.version, "status": mv.status,
+                              "artifact": mv.artifact, "sha256": mv.sha256}
+    return 0
+
+
+def _report(summary: Mapping[str, Any]) -> None:
     _say("reports:")
     for name, html in summary["reports"].items():
         _say(f"  {name:<9} {html}")
@@ -143,7 +160,6 @@ def run_pipeline(
         r = summary["registered"]
         _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
         _say(f"  approve it with: deepfake registry approve {r['version']} --group {r['group']}")
-    return code
 
 
 def step_parameters(data: Path, run_dir: Path, profile: str, overrides: Mapping[str, Mapping[str, Any]],

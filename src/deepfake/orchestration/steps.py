@@ -61,8 +61,6 @@ LINKED: Mapping[tuple[str, str], tuple[str, str]] = MappingProxyType({
 # evaluation-only runs check the data for evaluation, extract with the model's own settings and
 # evaluate every video.
 TRAIN_STEP = "train"
-
-
 EVALUATE_ONLY: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "explore": {"mode": "evaluate"},
     "evaluate": {"split": "all"},
@@ -71,8 +69,6 @@ EVALUATE_ONLY: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 
 # The quality gate after evaluation: a metric of evaluation.json and its threshold.
 GATE_METRIC = "video_auc"            # key under evaluation.json["metrics"]
-
-
 GATE_THRESHOLD = 0.8                 # a model at or above it is registered
 
 
@@ -93,8 +89,6 @@ def upstream(s: Step) -> list[str]:
 # Where the SageMaker pipeline finds what it gates on and registers, and which step
 # scales out over instances (the local run is one process and ignores these).
 EVALUATION_STEP = "evaluate"         # its output folder holds evaluation.json (paths.EVALUATION)
-
-
 MODEL_STEP = "evaluate"              # its output folder holds model.tar.gz as gated (scoring rule inside): the
 
 
@@ -102,6 +96,4 @@ MODEL_STEP = "evaluate"              # its output folder holds model.tar.gz as g
 # step -> the input (a notebook parameter of its ``inputs``) whose files are split
 # between instances with ShardedByS3Key when ProcessingInstanceCount > 1
 SHARDED: Mapping[str, str] = MappingProxyType({"extract": "data_dir"})
-
-
 SHARD_PARAMETER = "shard"            # str notebook parameter: this instance's part, "" when unsharded

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from deepfake.core.vocabulary import LABEL_NAMES, STATUS_OK
 from deepfake.reporting.figures import (
-    LABEL_NAMES,
     PANEL_INCHES,
     Figure,
     _columns,
@@ -116,7 +116,7 @@ def plot_worst_errors(video_preds: pd.DataFrame, faces_df: pd.DataFrame, *, n: i
     wrong = wrong.sort_values(["error", "video_id"], ascending=[False, True]).head(n)
     faces = faces_df
     if "status" in faces.columns:
-        faces = faces[faces["status"].astype(str) == "ok"]
+        faces = faces[faces["status"].astype(str) == STATUS_OK]
     crops, captions = [], []
     for row in wrong.itertuples(index=False):
         rows = faces[faces["video_id"] == row.video_id].sort_values(["frame_idx", "face_idx"])

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from deepfake.core.vocabulary import LABEL_NAMES, STATUS_OK
 from deepfake.reporting.figures import (
     PANEL_INCHES,
     Figure,
@@ -25,7 +26,7 @@ def plot_detection_rate(faces_df: pd.DataFrame, by: str = "manipulation", *,
                         save_to: str | os.PathLike[str] | None = None) -> Figure:
     """Share of videos with at least one face, per value of ``by``: low bars mean lost videos."""
     _columns(faces_df, ["video_id", "status", by], "faces table")
-    per_video = faces_df.assign(found=faces_df["status"].astype(str) == "ok").groupby("video_id").agg(
+    per_video = faces_df.assign(found=faces_df["status"].astype(str) == STATUS_OK).groupby("video_id").agg(
         found=("found", "any"), key=(by, "first"))
     per_video["key"] = _named(per_video["key"], by)
     rate = per_video.groupby("key", observed=True)["found"].agg(["mean", "size"]).sort_index()
@@ -50,15 +51,15 @@ def plot_crop_gallery(crops: Sequence[np.ndarray | str | os.PathLike[str]], capt
 
 def detection_rates(faces: pd.DataFrame, frames_per_video: int) -> pd.DataFrame:
     """Per video: frames with at least one face, share of the sampled frames, mean detector score."""
-    ok = faces[faces["status"] == "ok"]
+    ok = faces[faces["status"] == STATUS_OK]
     per = ok.groupby("video_id").agg(frames_with_face=("frame_idx", "nunique"), faces=("face_idx", "size"),
                                      mean_score=("score", "mean"))
     videos = faces.drop_duplicates("video_id").set_index("video_id")[["label", "manipulation", "split"]]
     out = videos.join(per, how="left").fillna({"frames_with_face": 0, "faces": 0})
-    status = faces[faces["status"] != "ok"].drop_duplicates("video_id").set_index("video_id")["status"]
+    status = faces[faces["status"] != STATUS_OK].drop_duplicates("video_id").set_index("video_id")["status"]
     out["status"] = status.reindex(out.index).fillna("ok")
     out["detection_rate"] = (out["frames_with_face"] / max(frames_per_video, 1)).clip(upper=1.0)
-    out["label"] = out["label"].map({0: "real", 1: "fake"})
+    out["label"] = out["label"].map(LABEL_NAMES)
     return out.reset_index().astype({"frames_with_face": int, "faces": int})
 
 
@@ -72,4 +73,4 @@ def rate_by(rates: pd.DataFrame, column: str) -> pd.DataFrame:
 def videos_without_faces(faces: pd.DataFrame) -> pd.DataFrame:
     """Status rows: videos that produced no face or failed to decode, with the reason."""
     cols = ["video_id", "label", "manipulation", "split", "status", "reason"]
-    return faces.loc[faces["status"] != "ok", cols].reset_index(drop=True)
+    return faces.loc[faces["status"] != STATUS_OK, cols].reset_index(drop=True)

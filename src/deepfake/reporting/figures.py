@@ -20,16 +20,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as _MplFigure
 
 from deepfake.core.errors import DataError, ManifestError
-
-LABEL_NAMES = {0: "real", 1: "fake"}
-
+from deepfake.core.vocabulary import LABEL_NAMES
 
 LABEL_COLORS = {0: "tab:blue", 1: "tab:red"}
-
-
 DPI = 110                    # PNG resolution: legible in HTML reports, small files
-
-
 PANEL_INCHES = 2.2           # side of one image tile in the galleries
 
 

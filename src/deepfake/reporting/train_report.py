@@ -11,6 +11,7 @@ import pandas as pd
 
 from deepfake.core import paths
 from deepfake.core.errors import DataError
+from deepfake.core.vocabulary import LABEL_NAMES, REAL, STATUS_OK
 from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, save
 
 
@@ -68,7 +69,7 @@ def extraction_settings(faces_dir: str | os.PathLike[str]) -> dict:
 
 def training_counts(faces: pd.DataFrame) -> pd.DataFrame:
     """Face crops and videos per split and label: what the model trains and validates on."""
-    ok = faces[faces["status"] == "ok"].assign(label=lambda d: d["label"].map({0: "real", 1: "fake"}))
+    ok = faces[faces["status"] == STATUS_OK].assign(label=lambda d: d["label"].map(LABEL_NAMES))
     return ok.groupby(["split", "label"]).agg(videos=("video_id", "nunique"), crops=("path", "size"))
 
 
@@ -83,7 +84,7 @@ def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size:
     from deepfake.data.selfblend import self_blend
     from deepfake.media.preprocess import resize_crop
 
-    ok = faces[(faces["status"] == "ok") & (faces["label"] == 0)]
+    ok = faces[(faces["status"] == STATUS_OK) & (faces["label"] == REAL)]
     if "landmarks" not in ok.columns or not ok["landmarks"].astype(str).str.len().gt(0).all() or ok.empty:
         return [], []
     train = ok[ok["split"] == "train"] if (ok["split"] == "train").any() else ok

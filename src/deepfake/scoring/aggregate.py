@@ -18,24 +18,14 @@ import numpy as np
 from deepfake.core.errors import ConfigError, DataError
 
 Strategy = Callable[[np.ndarray], float]
-
-
 STRATEGIES: dict[str, Strategy] = {}
 
 
 # confident_fake defaults, from the DFDC winning solution (selimsef), which scored 32 face crops a video.
 CONFIDENT_HIGH = 0.8            # a frame with p_fake above this is confidently fake
-
-
 CONFIDENT_LOW = 0.2             # a frame with p_fake below this is confidently real
-
-
 FAKE_FRACTION = 0.4             # confidently fake frames must exceed this share of frames (the winner: n // 2.5)
-
-
 MIN_FAKE_FRAMES = 3             # and number at least this many (the winner: > 11 of 32; we sample 16 frames)
-
-
 REAL_FRACTION = 0.9             # confidently real frames must exceed this share to average only them
 
 

@@ -19,8 +19,6 @@ import numpy as np
 from deepfake.core.errors import ConfigError, DataError
 
 LOG_LOSS_EPS = 2.220446049250313e-16   # float64 machine epsilon, as sklearn >= 1.5: a p of exactly 0 or 1 costs 36 nats, not inf
-
-
 ECE_BINS = 10                          # equal-width bins over [0, 1] of the fake probability
 
 

@@ -31,8 +31,6 @@ from deepfake.modeling.calibration import probabilities
 from deepfake.scoring.aggregate import aggregate, get_strategy
 
 DEFAULT_THRESHOLD = 0.5        # p_fake at or above it is FAKE
-
-
 DEFAULT_AGGREGATION = "mean"   # frame -> video strategy of a model nobody has evaluated yet
 
 

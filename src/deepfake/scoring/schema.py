@@ -63,8 +63,6 @@ EXTRA_METRICS = ("video_ece_uncalibrated", "frame_ece_uncalibrated", "video_fals
 
 
 REQUIRED_METRICS = (*(f"{level}_{k}" for level in ("video", "frame") for k in METRIC_NAMES), *EXTRA_METRICS)
-
-
 REQUIRED_COUNTS = ("videos_total", "videos_scored", "videos_unscored", "videos_failed", "videos_no_face",
                    "frames_scored", "faces_scored")
 

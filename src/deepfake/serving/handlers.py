@@ -36,7 +36,8 @@ from deepfake.core.errors import (
     PayloadTooLargeError,
     VideoDecodeError,
 )
-from deepfake.serving.predictor import IMAGE_SUFFIXES, Predictor, decode_image
+from deepfake.media.images import decode_image
+from deepfake.serving.predictor import IMAGE_SUFFIXES, Predictor
 from deepfake.serving.requests import (
     MAX_S3_VIDEO_BYTES,
     ImageRequest,

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from deepfake.core.errors import ImageDecodeError, ModelError
+from deepfake.core.errors import ModelError
 from deepfake.core.resources import decoder_threads
+from deepfake.core.vocabulary import FAKE, REAL, RESPONSE_LABELS, STATUS_NO_FACE, STATUS_OK
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import (
     ExtractConfig,
@@ -47,18 +47,10 @@ from deepfake.media.extraction import (
     extract_video_faces,
     faces_from_frames,
 )
+from deepfake.media.images import read_image
 from deepfake.media.video import video_bytes_as_file
 from deepfake.modeling.artifact import LoadedModel, load_artifact
 from deepfake.scoring.rule import ScoringRule
-
-LABELS = ("REAL", "FAKE")            # response labels for p_fake below / at or above the threshold
-
-
-STATUS_OK = "ok"
-
-
-STATUS_NO_FACE = "no_face"
-
 
 # File suffixes that `deepfake predict` reads as images; everything else is read as a video.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -194,7 +186,7 @@ class Predictor:
         frames = video.frames
         frame_scores = [{"frame_idx": int(idx), "p_fake": float(p), "faces": int(n)}
                         for idx, p, n in zip(frames.frame_idx, frames.p_fake, frames.n_faces, strict=True)]
-        label = LABELS[int(video.fake)]
+        label = RESPONSE_LABELS[FAKE if video.fake else REAL]
         relation = ">=" if video.fake else "<"
         return {
             "status": STATUS_OK, "label": label, "p_fake": float(video.p_fake),
@@ -241,17 +233,3 @@ class _StreamScorer:
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
 
-def decode_image(data: bytes, what: str = "the image") -> np.ndarray:
-    """JPEG/PNG/... bytes -> RGB uint8 (EXIF orientation applied by OpenCV)."""
-    buf = np.frombuffer(data, np.uint8) if data else None
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf is not None else None
-    if bgr is None:
-        raise ImageDecodeError(f"{what} ({len(data)} bytes) cannot be decoded as an image; send a JPEG or PNG file")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise ImageDecodeError(f"image {p} does not exist or is not a file")
-    return decode_image(p.read_bytes(), f"image {p}")

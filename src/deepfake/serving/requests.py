@@ -32,20 +32,16 @@ from deepfake.core.vocabulary import (
     RESPONSE_TYPES,
     VIDEO_TYPES,
 )
-from deepfake.serving.predictor import decode_image
+from deepfake.media.images import decode_image
 
 # SageMaker's real-time InvokeEndpoint payload limit (6 MB); larger videos go through
 # {"s3_uri": ...} or an asynchronous endpoint, which raises the limit with DEEPFAKE_MAX_PAYLOAD_BYTES.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-
-
 MAX_PAYLOAD_ENV = "DEEPFAKE_MAX_PAYLOAD_BYTES"
 
 
 # Largest S3 video an endpoint downloads for one request: 1 GB, SageMaker's asynchronous payload limit.
 MAX_S3_VIDEO_BYTES = 1024 * 1024 * 1024
-
-
 JSON_KEYS = ("s3_uri",)
 
 

@@ -42,31 +42,17 @@ from deepfake.serving.requests import (
 )
 
 log = logging.getLogger("deepfake.serving.server")
-
-
 THREADS_PER_WORKER = 4         # concurrent requests per worker: /ping stays answered during a long video
-
-
 GRACEFUL_TIMEOUT_S = 30        # seconds a stopping worker gets to finish its requests
-
-
 KEEPALIVE_S = 5                # seconds an idle keep-alive connection stays open
-
-
 READ_CHUNK = 1 << 20           # bytes read from the request body at a time
 
 
 # An oversized body is read and dropped up to this size, so the client, still sending, gets its 413
 # instead of a reset connection; a larger one is left to the server to discard.
 DRAIN_LIMIT = 256 * 1024 * 1024
-
-
 VARIANT_NAME = "AllTraffic"    # the production variant name SageMaker reports (x-Amzn-Invoked-Production-Variant)
-
-
 _ENDPOINT_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-
-
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
             411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
             424: "Failed Dependency", 500: "Internal Server Error"}

@@ -36,7 +36,9 @@ from deepfake.core import paths
 from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, DataError
 from deepfake.core.files import write_json
-from deepfake.data.manifest import write_manifest
+from deepfake.core.vocabulary import ALL_SPLITS, STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
+from deepfake.data.manifest import sources, write_manifest
+from deepfake.modeling.artifact import artifact_files, update_artifact
 from deepfake.scoring.aggregate import STRATEGIES, available
 from deepfake.scoring.metrics import (
     ECE_BINS,
@@ -62,7 +64,6 @@ from deepfake.stages.evaluation_tables import (
 FACES_COLUMNS = ("video_id", "label", "manipulation", "split", "frame_idx", "face_idx", "status")
 
 
-ALL_SPLITS = "all"          # EvalConfig.split value that evaluates every row regardless of split
 
 
 FAKES_CHOICES = ("auto", "split", "all")   # which fakes an evaluation scores (EvalConfig.fakes)
@@ -159,7 +160,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
     fakes = fakes_source(config, training)
     rows = select_rows(faces_df, config, fakes)
     unscored = unscored_videos(rows)
-    ok = rows[rows["status"].astype(str) == "ok"]
+    ok = rows[rows["status"].astype(str) == STATUS_OK]
     if ok.empty:
         raise DataError(f"no video of split {config.split!r} has a face to score "
                         f"({len(unscored)} video(s) failed or had no face); check the extraction report")
@@ -196,7 +197,8 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
     }
     evaluation = _finite(evaluation)
     validate_evaluation(evaluation)
-    _write(out_dir, frames, videos, evaluation, config)
+    model_files = artifact_files(loaded.path) if getattr(loaded, "path", None) else []
+    _write(out_dir, frames, videos, evaluation, config, inputs=[*sources(faces_df), *model_files])
     return evaluation
 
 
@@ -239,9 +241,9 @@ def _counts(rows: pd.DataFrame, faces: pd.DataFrame, frames: pd.DataFrame, video
         "videos_total": int(rows["video_id"].nunique()),
         "videos_scored": int(len(videos)),
         "videos_unscored": len(unscored),
-        "videos_failed": statuses.count("decode_error"),
-        "videos_no_face": statuses.count("no_face"),
-        "videos_other_status": sum(1 for s in statuses if s not in ("decode_error", "no_face")),
+        "videos_failed": statuses.count(STATUS_DECODE_ERROR),
+        "videos_no_face": statuses.count(STATUS_NO_FACE),
+        "videos_other_status": sum(1 for s in statuses if s not in (STATUS_DECODE_ERROR, STATUS_NO_FACE)),
         "real_videos": n_real,
         "fake_videos": int(len(videos) - n_real),
         "frames_scored": int(len(frames)),
@@ -250,12 +252,12 @@ def _counts(rows: pd.DataFrame, faces: pd.DataFrame, frames: pd.DataFrame, video
 
 
 def _write(out_dir: str | os.PathLike[str], frames: pd.DataFrame, videos: pd.DataFrame,
-           evaluation: dict[str, Any], config: EvalConfig) -> None:
+           evaluation: dict[str, Any], config: EvalConfig, *, inputs: Sequence[str | os.PathLike[str]]) -> None:
     out = paths.ensure_dir(out_dir)
     extra = {"model_version": evaluation["model"]["version"], "split": config.split, "fakes": evaluation["fakes"],
              "scoring": evaluation["scoring"]}
-    write_manifest(frames, out / paths.FRAME_PREDICTIONS, config=config.to_dict(), extra=extra)
-    write_manifest(videos, out / paths.VIDEO_PREDICTIONS, config=config.to_dict(), extra=extra)
+    write_manifest(frames, out / paths.FRAME_PREDICTIONS, config=config.to_dict(), inputs=inputs, extra=extra)
+    write_manifest(videos, out / paths.VIDEO_PREDICTIONS, config=config.to_dict(), inputs=inputs, extra=extra)
     write_json(out / paths.EVALUATION, evaluation)
 
 
@@ -267,7 +269,6 @@ def write_gated_model(model_path: str | os.PathLike[str], evaluation: Mapping[st
     threshold) and the headline metrics. This copy is what the quality gate
     registers and the endpoint serves. Returns the new model folder.
     """
-    from deepfake.modeling.artifact import update_artifact
 
     metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
     return update_artifact(model_path, out_dir, {

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake.core.errors import ConfigError, DataError, ManifestError, ModelError
+from deepfake.core.vocabulary import STATUS_OK
 from deepfake.data.dataset import read_rgb
 from deepfake.scoring.aggregate import available
 from deepfake.scoring.metrics import (
@@ -46,7 +47,7 @@ def score_faces(loaded: CropScorer, faces_df: pd.DataFrame, rule: ScoringRule, b
     batch_size = int(batch_size)
     faces = faces_df
     if "status" in faces.columns:
-        faces = faces[faces["status"].astype(str) == "ok"]
+        faces = faces[faces["status"].astype(str) == STATUS_OK]
     _require(faces, ("video_id", "frame_idx", "face_idx", "label", "manipulation", "abs_path"),
              hint="read faces with deepfake.data.faces_table.read_faces, which adds abs_path")
     crop_paths = faces["abs_path"].astype(str).tolist()
@@ -109,8 +110,8 @@ def video_predictions(frames: pd.DataFrame, rule: ScoringRule) -> pd.DataFrame:
 def unscored_videos(faces_df: pd.DataFrame) -> list[dict[str, Any]]:
     """Videos with no face row (``status != ok`` only): ``video_id, status, reason``, sorted by id."""
     status = faces_df["status"].astype(str)
-    scored = set(faces_df.loc[status == "ok", "video_id"])
-    rest = faces_df[(status != "ok") & ~faces_df["video_id"].isin(scored)]
+    scored = set(faces_df.loc[status == STATUS_OK, "video_id"])
+    rest = faces_df[(status != STATUS_OK) & ~faces_df["video_id"].isin(scored)]
     out = []
     for video_id, group in rest.groupby("video_id", sort=True):
         reason = group["reason"].iloc[0] if "reason" in group.columns else None

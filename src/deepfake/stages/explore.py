@@ -18,14 +18,12 @@ from deepfake.core import paths
 from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, DataError, VideoDecodeError
 from deepfake.core.files import write_json
-from deepfake.data.manifest import write_manifest
-
-SPLITS = ("train", "val", "test")
-
+from deepfake.core.vocabulary import SPLITS, TRAINING_MODES, label_name
+from deepfake.data.manifest import read_manifest, sources, with_sources, write_manifest
 
 # What the data is checked for: a training mode of deepfake.stages.train (the fakes' source), or "evaluate"
 # (no training: an existing model scores every video).
-CHECK_MODES = ("self_blend", "dataset", "both", "evaluate")
+CHECK_MODES = (*TRAINING_MODES, "evaluate")
 
 
 @dataclass(frozen=True)
@@ -61,10 +59,11 @@ def build_videos_table(data_dir: str | os.PathLike[str], config: ExploreConfig) 
     from deepfake.data.splits import check_leaks, ensure_splits
 
     videos = load_catalog(config.catalog, paths.resolve(data_dir))
+    inputs = sources(videos)
     videos = ensure_splits(videos, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed)
     check_leaks(videos)
-    return videos.reset_index(drop=True)
+    return with_sources(videos.reset_index(drop=True), inputs)
 
 
 def probe_videos(videos: pd.DataFrame, data_dir: str | os.PathLike[str], limit: int = 200,
@@ -105,10 +104,10 @@ def data_profile(videos: pd.DataFrame, probes: pd.DataFrame) -> dict[str, Any]:
     return {
         "videos": int(len(videos)),
         "originals": int(videos["original_id"].nunique()),
-        "by_label": {("fake" if k == "1" else "real"): v for k, v in counts("label").items()},
+        "by_label": {label_name(k): v for k, v in counts("label").items()},
         "by_manipulation": counts("manipulation"),
         "by_split": counts("split"),
-        "by_split_label": {s: {("fake" if int(k) == 1 else "real"): int(v)
+        "by_split_label": {s: {label_name(k): int(v)
                                for k, v in g["label"].value_counts().sort_index().items()}
                            for s, g in videos.groupby("split")},
         "probed": int(len(probes)),
@@ -171,7 +170,7 @@ def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[
     videos = build_videos_table(data_dir, config)
     probes = probe_videos(videos, data_dir, config.probe_videos, config.seed)
     profile = data_profile(videos, probes)
-    write_manifest(videos, out / paths.VIDEOS_MANIFEST, config=config.to_dict(),
+    write_manifest(videos, out / paths.VIDEOS_MANIFEST, config=config.to_dict(), inputs=sources(videos),
                    extra={"data_dir": str(paths.resolve(data_dir))})
     write_manifest(probes, out / "probes.csv", config=config.to_dict())
     write_json(out / paths.DATA_PROFILE, profile)
@@ -180,10 +179,10 @@ def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[
 
 def read_videos(videos_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The videos table written by this stage."""
-    from deepfake.data.manifest import read_manifest
 
-    return read_manifest(Path(paths.resolve(videos_dir)) / paths.VIDEOS_MANIFEST,
-                         required=("video_id", "path", "label", "original_id", "manipulation", "split"))
+    path = Path(paths.resolve(videos_dir)) / paths.VIDEOS_MANIFEST
+    table = read_manifest(path, required=("video_id", "path", "label", "original_id", "manipulation", "split"))
+    return with_sources(table, [path])
 
 
 def _ratio(videos: pd.DataFrame) -> float | None:

@@ -44,15 +44,13 @@ from deepfake.core.paths import CROPS_DIR, FACES_MANIFEST, resolve
 from deepfake.core.resources import decoder_threads, threads_per_worker
 from deepfake.core.vocabulary import STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.faces_table import FACES_COLUMNS, META_COLUMNS, PART_COLUMNS, _format_box, format_landmarks
-from deepfake.data.manifest import write_manifest
+from deepfake.data.manifest import sources, write_manifest
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
 from deepfake.stages.progress import PROGRESS_MODES, _Progress
 
 # Layout of the per-video part files; parts of another layout are extracted again.
 PARTS_FORMAT = 2
-
-
 PARTS_DIR = ".parts"
 
 
@@ -98,7 +96,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
 
     df = _assemble(table, jobs, folder)
     counts = df["status"].value_counts()
-    write_manifest(df, folder / FACES_MANIFEST, config=config.to_dict(), extra={
+    write_manifest(df, folder / FACES_MANIFEST, config=config.to_dict(), inputs=sources(videos_df), extra={
         "shard": shard,
         # the content of the table the faces came from (the caller may pass it in memory)
         "videos_sha256": hashlib.sha256(table.to_csv(index=False).encode("utf-8")).hexdigest(),
@@ -122,8 +120,6 @@ def _run_here(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig,
 
 
 _WORKER_DETECTOR: FaceDetector | None = None
-
-
 _WORKER_DECODE_THREADS: int | None = None
 
 

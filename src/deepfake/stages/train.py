@@ -49,14 +49,12 @@ from torch.utils.data import DataLoader
 
 from deepfake.core import paths
 from deepfake.core.config import StageConfig
-from deepfake.core.errors import ConfigError, DataError, ManifestError, ModelError
-from deepfake.data.augment import TrainAugment
-from deepfake.data.dataset import FaceDataset, PairDataset
-from deepfake.data.faces_table import crop_landmarks
-from deepfake.data.manifest import write_manifest
+from deepfake.core.errors import ConfigError, ModelError
+from deepfake.core.vocabulary import TRAINING_MODES
+from deepfake.data.manifest import sources, write_manifest
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
-from deepfake.modeling.network import NORMALIZATION, backbones
+from deepfake.modeling.network import backbones
 from deepfake.modeling.runtime import Runtime, make_runtime, seed_everything
 from deepfake.modeling.training import (
     EpochStats,
@@ -68,13 +66,10 @@ from deepfake.modeling.training import (
     train_one_epoch,
 )
 from deepfake.scoring.metrics import expected_calibration_error
+from deepfake.stages.train_data import build_datasets, split_frames, training_record
 
 BALANCE_CHOICES = ("sampler", "pos_weight", "none")
-
-
-MODES = ("self_blend", "dataset", "both")   # where the training fakes come from (module docstring)
-
-
+MODES = TRAINING_MODES                      # where the training fakes come from (module docstring)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
 
@@ -147,79 +142,10 @@ class TrainResult:
     artifact_dir: Path         # out_dir/model: model.safetensors, config.json, model_card.md
 
 
-def split_frames(faces_df: pd.DataFrame, mode: str = "dataset") -> dict[str, pd.DataFrame]:
-    """The usable crops (``status == "ok"``) of the train and val splits, checked for what ``mode`` needs.
-
-    ``dataset`` needs real and fake crops in both splits; ``self_blend`` needs
-    real crops in both (fakes are dropped: it never trains on them); ``both``
-    needs real crops in both and uses the fakes it finds.
-    """
-    missing = [c for c in ("split", "label", "abs_path") if c not in faces_df.columns]
-    if missing:
-        raise ManifestError(
-            f"faces table lacks column(s) {', '.join(missing)}; read it with deepfake.data.faces_table.read_faces"
-        )
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r} is unknown; use one of {', '.join(MODES)}")
-    ok = faces_df[faces_df["status"] == "ok"] if "status" in faces_df.columns else faces_df
-    if mode == "self_blend":
-        ok = ok[pd.to_numeric(ok["label"], errors="coerce") == 0]
-    counts = _class_counts(ok)
-    summary = "; ".join(f"{s}: {c['real']} real + {c['fake']} fake" for s, c in counts.items()) or "no usable crops"
-    out = {}
-    for split in ("train", "val"):
-        rows = ok[ok["split"] == split]
-        c = counts.get(split, {"real": 0, "fake": 0})
-        if len(rows) == 0:
-            raise DataError(
-                f"the {split} split has no {'real ' if mode == 'self_blend' else ''}face crops (crops per split: "
-                f"{summary}); give it videos (deepfake.data.splits.ensure_splits) or check why extraction found no faces"
-            )
-        if c["real"] == 0:
-            raise DataError(f"the {split} split has no real face crops (crops per split: {summary}); "
-                            f"mode {mode!r} needs real faces to train and validate")
-        if mode == "dataset" and c["fake"] == 0:
-            raise DataError(
-                f"the {split} split has a single class: {c['real']} real and {c['fake']} fake crops "
-                f"(crops per split: {summary}); mode 'dataset' needs both classes to train and validate "
-                "(mode 'self_blend' trains on real faces alone)"
-            )
-        out[split] = rows.reset_index(drop=True)
-    return out
 
 
-def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None
-                   ) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
-    """The training and validation datasets of ``config.mode``; validation is never augmented."""
-    augment = TrainAugment() if config.augment else None
-    if config.mode == "dataset":
-        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed),
-                FaceDataset(splits["val"], config.image_size, NORMALIZATION))
-    if not extract or "margin" not in extract:
-        raise ConfigError(f"mode {config.mode!r} places landmarks in the crops with the extraction's margin: "
-                          "pass extract_config (the settings faces.csv was extracted with)")
-    datasets = []
-    for split, aug in (("train", augment), ("val", None)):
-        rows = splits[split]
-        labels = pd.to_numeric(rows["label"], errors="coerce")
-        reals = rows[labels == 0].reset_index(drop=True)
-        fakes = rows[labels == 1].reset_index(drop=True) if config.mode == "both" else None
-        marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
-        datasets.append(PairDataset(reals, marks, config.image_size, NORMALIZATION, aug,
-                                    fakes_df=fakes if fakes is not None and len(fakes) else None,
-                                    seed=config.seed if split == "train" else config.seed + 1))
-    return datasets[0], datasets[1]
 
 
-def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
-    """What the model learned from: recorded in the artifact, read by evaluation (seen vs unseen)."""
-    seen: list[str] = []
-    if config.mode in ("dataset", "both"):
-        rows = pd.concat([splits["train"], splits["val"]])
-        fakes = rows[pd.to_numeric(rows["label"], errors="coerce") == 1]
-        seen = sorted(map(str, fakes["manipulation"].unique()))
-    return {"mode": config.mode, "backbone": config.backbone, "manipulations_seen": seen,
-            "pseudo_fakes": "self_blend" if config.mode in ("self_blend", "both") else None}
 
 
 def calibrate(model: nn.Module, loader: DataLoader, runtime: Runtime) -> dict[str, Any]:
@@ -275,6 +201,7 @@ def train(
                    f"{data['train']['fake']} fake crops an epoch, validating on {len(val_ds)} items; {config.epochs} "
                    f"epochs of {steps_per_epoch} batches on {runtime.device.type}, image_size {config.image_size}")
     loop = _Loop(model, loss_fn, optimizer, scheduler, runtime, config, out, base, progress)
+    loop.inputs = sources(faces_df)                      # the history's sidecar records their sha256
     history, best = loop.run(train_ds, train_loader, val_loader, steps_per_epoch)
     model.load_state_dict(best.state)
     calibration = calibrate(model, val_loader, runtime)
@@ -303,6 +230,7 @@ class _Loop:
                  out: Path, base: dict[str, Any], progress: bool) -> None:
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.runtime, self.config, self.out, self.base, self.progress = runtime, config, out, base, progress
+        self.inputs: list[str] = []
 
     def run(self, train_ds: Any, train_loader: DataLoader, val_loader: DataLoader,
             steps_per_epoch: int) -> tuple[pd.DataFrame, _Best]:
@@ -345,7 +273,7 @@ class _Loop:
 
     def _write_history(self, rows: list[dict[str, float]], best: _Best) -> None:
         history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        write_manifest(history, self.out / paths.HISTORY, config=self.config.to_dict(),
+        write_manifest(history, self.out / paths.HISTORY, config=self.config.to_dict(), inputs=self.inputs,
                        extra={"best_epoch": best.epoch, "best_val_loss": _finite_or_none(best.val_loss),
                               "device": self.runtime.device.type, "data": self.base["data"]})
 
@@ -356,14 +284,6 @@ class _Loop:
                             + ("  *best" if improved else ""))
 
 
-def _class_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    for split in sorted(map(str, df["split"].dropna().unique())):
-        mask = df["split"] == split
-        fake = int((labels[mask] == 1).sum())
-        counts[split] = {"real": int((labels[mask] == 0).sum()), "fake": fake}
-    return counts
 
 
 def _bar(progress: bool, total: int, desc: str) -> contextlib.AbstractContextManager:

@@ -27,9 +27,9 @@ import pandas as pd
 from deepfake.core import paths
 from deepfake.core.errors import CatalogError
 from deepfake.data.catalogs import celebdf, dfdc, faceforensics, generic
-from deepfake.data.catalogs.table import COLUMNS, LABELS, SPLITS, VIDEO_EXTENSIONS, Catalog
+from deepfake.data.catalogs.table import COLUMNS, VIDEO_EXTENSIONS, Catalog
 
-__all__ = ["CATALOGS", "COLUMNS", "DETECTION_ORDER", "LABELS", "SPLITS", "VIDEO_EXTENSIONS", "Catalog",
+__all__ = ["CATALOGS", "COLUMNS", "DETECTION_ORDER", "VIDEO_EXTENSIONS", "Catalog",
            "available",
            "dataset_root", "detect_kind", "load_catalog"]
 
@@ -102,4 +102,6 @@ def load_catalog(kind: str, root: str | os.PathLike[str], **options: Any) -> pd.
     if unknown:
         raise CatalogError(f"option(s) {', '.join(unknown)} not accepted by the {name} catalog (for {path}); "
                            f"it accepts: {', '.join(p.name for p in accepted) or 'no options'}")
-    return catalog.load(path, **options)
+    table = catalog.load(path, **options)
+    table.attrs["inputs"] = [str(p) for p in catalog.index_files(path)]   # the sidecar records their sha256
+    return table

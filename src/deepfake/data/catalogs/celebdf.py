@@ -23,16 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from deepfake.core.errors import CatalogError
-from deepfake.data.catalogs.table import (
-    LABELS,
-    NO_MANIPULATION,
-    Catalog,
-    drop_missing,
-    find_videos,
-    make_table,
-    relpath,
-    unique_ids,
-)
+from deepfake.core.vocabulary import LABELS, NO_MANIPULATION
+from deepfake.data.catalogs.table import Catalog, drop_missing, find_videos, make_table, relpath, unique_ids
 
 FOLDERS = {"Celeb-real": LABELS["real"], "YouTube-real": LABELS["real"], "Celeb-synthesis": LABELS["fake"]}
 CELEB_REAL = "Celeb-real"
@@ -104,5 +96,6 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
 
 CATALOG = Catalog(
     name="celebdf", load=load, detect=detect,
+    index_files=lambda root: [root / TEST_LIST] if (root / TEST_LIST).is_file() else [],
     layout=f"{', '.join(f'{f}/' for f in FOLDERS)} (Celeb-DF)",
 )

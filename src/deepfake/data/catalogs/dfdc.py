@@ -21,9 +21,8 @@ from typing import Any
 import pandas as pd
 
 from deepfake.core.errors import CatalogError
+from deepfake.core.vocabulary import LABELS, NO_MANIPULATION
 from deepfake.data.catalogs.table import (
-    LABELS,
-    NO_MANIPULATION,
     Catalog,
     drop_missing,
     make_table,
@@ -113,6 +112,6 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
 
 
 CATALOG = Catalog(
-    name="dfdc", load=load, detect=detect,
+    name="dfdc", load=load, detect=detect, index_files=metadata_files,
     layout=f"{METADATA} in the folder, in its subfolders or in theirs (DFDC parts)",
 )

@@ -35,15 +35,8 @@ from pathlib import Path
 import pandas as pd
 
 from deepfake.core.errors import CatalogError
-from deepfake.data.catalogs.table import (
-    LABELS,
-    NO_MANIPULATION,
-    SPLITS,
-    Catalog,
-    find_videos,
-    make_table,
-    relpath,
-)
+from deepfake.core.vocabulary import LABELS, NO_MANIPULATION, SPLITS
+from deepfake.data.catalogs.table import Catalog, find_videos, make_table, relpath
 
 ORIGINALS = "original_sequences"
 MANIPULATED = "manipulated_sequences"
@@ -158,5 +151,6 @@ def load(root: Path, *, compression: str = DEFAULT_COMPRESSION) -> pd.DataFrame:
 
 CATALOG = Catalog(
     name="faceforensics", load=load, detect=detect,
+    index_files=lambda root: sorted(find_split_files(root).values()),
     layout=f"{ORIGINALS}/ or {MANIPULATED}/ (FaceForensics++)",
 )

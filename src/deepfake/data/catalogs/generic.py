@@ -23,10 +23,8 @@ from typing import Any
 import pandas as pd
 
 from deepfake.core.errors import CatalogError
+from deepfake.core.vocabulary import LABELS, NO_MANIPULATION, SPLITS
 from deepfake.data.catalogs.table import (
-    LABELS,
-    NO_MANIPULATION,
-    SPLITS,
     UNKNOWN_MANIPULATION,
     VIDEO_EXTENSIONS,
     Catalog,
@@ -197,7 +195,7 @@ def load_folders(root: Path) -> pd.DataFrame:
 
 
 CSV_CATALOG = Catalog(
-    name="csv", load=load_csv, detect=detect_csv,
+    name="csv", load=load_csv, detect=detect_csv, index_files=lambda root: [f for f in [csv_file(root)] if f],
     layout=f"a .csv file given as the root, or {LABELS_CSV} in the folder (columns path,label)",
 )
 FOLDERS_CATALOG = Catalog(

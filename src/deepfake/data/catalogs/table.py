@@ -18,11 +18,9 @@ from typing import Any
 import pandas as pd
 
 from deepfake.core.errors import CatalogError
+from deepfake.core.vocabulary import SPLITS
 
-LABELS = {"real": 0, "fake": 1}
 COLUMNS = ("video_id", "path", "label", "original_id", "manipulation", "split")
-SPLITS = ("train", "val", "test")
-NO_MANIPULATION = "none"        # manipulation of every real video
 UNKNOWN_MANIPULATION = "unknown"  # a fake whose layout does not say how it was made
 
 # Matched case-insensitively; the catalog never decodes, so these are only names.
@@ -43,6 +41,7 @@ class Catalog:
     load: Callable[..., pd.DataFrame]           # load(root, **options) -> videos table
     detect: Callable[[Path], bool]              # does this folder (or file) have the layout?
     layout: str                                 # what detect looks for, shown when auto finds nothing
+    index_files: Callable[[Path], list[Path]] = lambda root: []   # the files that list the videos, if any
 
 
 def is_video(path: Path) -> bool:

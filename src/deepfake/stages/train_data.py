@@ -1,0 +1,104 @@
+"""What training learns from: the usable crops of each split, the datasets of a training mode, and the
+record of what the model saw (stored in the artifact, read by evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from deepfake.core.errors import ConfigError, DataError, ManifestError
+from deepfake.core.vocabulary import STATUS_OK, TRAINING_MODES
+from deepfake.data.augment import TrainAugment
+from deepfake.data.dataset import FaceDataset, PairDataset
+from deepfake.data.faces_table import crop_landmarks
+from deepfake.modeling.network import NORMALIZATION
+
+if TYPE_CHECKING:
+    from deepfake.stages.train import TrainConfig
+
+
+def split_frames(faces_df: pd.DataFrame, mode: str = "dataset") -> dict[str, pd.DataFrame]:
+    """The usable crops (``status == "ok"``) of the train and val splits, checked for what ``mode`` needs.
+
+    ``dataset`` needs real and fake crops in both splits; ``self_blend`` needs
+    real crops in both (fakes are dropped: it never trains on them); ``both``
+    needs real crops in both and uses the fakes it finds.
+    """
+    missing = [c for c in ("split", "label", "abs_path") if c not in faces_df.columns]
+    if missing:
+        raise ManifestError(
+            f"faces table lacks column(s) {', '.join(missing)}; read it with deepfake.data.faces_table.read_faces"
+        )
+    if mode not in TRAINING_MODES:
+        raise ConfigError(f"mode={mode!r} is unknown; use one of {', '.join(TRAINING_MODES)}")
+    ok = faces_df[faces_df["status"] == STATUS_OK] if "status" in faces_df.columns else faces_df
+    if mode == "self_blend":
+        ok = ok[pd.to_numeric(ok["label"], errors="coerce") == 0]
+    counts = _class_counts(ok)
+    summary = "; ".join(f"{s}: {c['real']} real + {c['fake']} fake" for s, c in counts.items()) or "no usable crops"
+    out = {}
+    for split in ("train", "val"):
+        rows = ok[ok["split"] == split]
+        c = counts.get(split, {"real": 0, "fake": 0})
+        if len(rows) == 0:
+            raise DataError(
+                f"the {split} split has no {'real ' if mode == 'self_blend' else ''}face crops (crops per split: "
+                f"{summary}); give it videos (deepfake.data.splits.ensure_splits) or check why extraction found no faces"
+            )
+        if c["real"] == 0:
+            raise DataError(f"the {split} split has no real face crops (crops per split: {summary}); "
+                            f"mode {mode!r} needs real faces to train and validate")
+        if mode == "dataset" and c["fake"] == 0:
+            raise DataError(
+                f"the {split} split has a single class: {c['real']} real and {c['fake']} fake crops "
+                f"(crops per split: {summary}); mode 'dataset' needs both classes to train and validate "
+                "(mode 'self_blend' trains on real faces alone)"
+            )
+        out[split] = rows.reset_index(drop=True)
+    return out
+
+
+def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None
+                   ) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
+    """The training and validation datasets of ``config.mode``; validation is never augmented."""
+    augment = TrainAugment() if config.augment else None
+    if config.mode == "dataset":
+        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed),
+                FaceDataset(splits["val"], config.image_size, NORMALIZATION))
+    if not extract or "margin" not in extract:
+        raise ConfigError(f"mode {config.mode!r} places landmarks in the crops with the extraction's margin: "
+                          "pass extract_config (the settings faces.csv was extracted with)")
+    datasets = []
+    for split, aug in (("train", augment), ("val", None)):
+        rows = splits[split]
+        labels = pd.to_numeric(rows["label"], errors="coerce")
+        reals = rows[labels == 0].reset_index(drop=True)
+        fakes = rows[labels == 1].reset_index(drop=True) if config.mode == "both" else None
+        marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
+        datasets.append(PairDataset(reals, marks, config.image_size, NORMALIZATION, aug,
+                                    fakes_df=fakes if fakes is not None and len(fakes) else None,
+                                    seed=config.seed if split == "train" else config.seed + 1))
+    return datasets[0], datasets[1]
+
+
+def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """What the model learned from: recorded in the artifact, read by evaluation (seen vs unseen)."""
+    seen: list[str] = []
+    if config.mode in ("dataset", "both"):
+        rows = pd.concat([splits["train"], splits["val"]])
+        fakes = rows[pd.to_numeric(rows["label"], errors="coerce") == 1]
+        seen = sorted(map(str, fakes["manipulation"].unique()))
+    return {"mode": config.mode, "backbone": config.backbone, "manipulations_seen": seen,
+            "pseudo_fakes": "self_blend" if config.mode in ("self_blend", "both") else None}
+
+
+def _class_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    for split in sorted(map(str, df["split"].dropna().unique())):
+        mask = df["split"] == split
+        fake = int((labels[mask] == 1).sum())
+        counts[split] = {"real": int((labels[mask] == 0).sum()), "fake": fake}
+    return counts
