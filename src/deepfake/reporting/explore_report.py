@@ -47,7 +47,7 @@ def plot_frame_grid(frames: Sequence[np.ndarray], titles: Sequence[str] | None =
     return _image_grid(list(frames), titles, ncols=ncols, title=title, tile=(3.2, 2.2), save_to=save_to)
 
 
-def sample_frames(videos: pd.DataFrame, data_dir: str | os.PathLike[str], n: int = 8, seed: int = 0,
+def middle_frames(videos: pd.DataFrame, data_dir: str | os.PathLike[str], n: int = 8, seed: int = 0,
                   ) -> tuple[list[np.ndarray], list[str]]:
     """One middle frame of ``n`` videos (both labels when present), with captions."""
     from deepfake.core.errors import VideoDecodeError
