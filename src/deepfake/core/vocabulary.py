@@ -19,6 +19,7 @@ NO_MANIPULATION = "none"                               # the manipulation of a r
 STATUS_OK = "ok"                       # faces found and cropped
 STATUS_NO_FACE = "no_face"             # decoded, but no face in the sampled frames
 STATUS_DECODE_ERROR = "decode_error"   # missing, unreadable or truncated before any sampled frame
+STATUS_ERROR = "error"                 # batch scoring only: scoring failed otherwise (its reason says why)
 
 # -- splits ----------------------------------------------------------------------------------------
 TRAIN, VAL, TEST = "train", "val", "test"

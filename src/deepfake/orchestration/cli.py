@@ -11,7 +11,7 @@ from typing import Any
 
 from deepfake import __version__
 from deepfake.core.errors import DeepfakeError
-from deepfake.orchestration.commands import _demo_data, _extract, _predict, _registry, _run, _serve
+from deepfake.orchestration.commands import _demo_data, _extract, _predict, _registry, _run, _score, _serve
 
 
 def _here(path: str) -> str:
@@ -95,6 +95,16 @@ def _serving_commands(sub: Any) -> None:
     p.add_argument("--group", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("score", help="score every video of a folder into one predictions table (resumable)")
+    p.add_argument("--data", required=True, type=_here, help="folder of videos, at any depth")
+    p.add_argument("--model", default=None, type=_here,
+                   help="model folder or model.tar.gz (default: latest approved)")
+    p.add_argument("--group", default=None, help="registry group for the latest approved version")
+    p.add_argument("--out", default="predictions.csv", type=_here,
+                   help="the merged table; its parts (kept for a rerun to resume) go to <stem>.parts/")
+    p.add_argument("--workers", type=int, default=2, help="videos scored at once (threads sharing one model)")
+    p.set_defaults(func=_score)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

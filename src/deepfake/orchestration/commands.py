@@ -69,6 +69,18 @@ def _predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def _score(args: argparse.Namespace) -> int:
+    from deepfake.serving.batch import parts_dir_for, score_folder, summary_markdown
+
+    source, where = resolve_model(args.model, args.group)
+    predictor = Predictor.from_path(source)
+    print(f"model {predictor.version} from {where}; {args.workers} worker(s)", file=sys.stderr)
+    _table, summary = score_folder(args.data, predictor, args.out, workers=args.workers)
+    print(summary_markdown(summary), end="")
+    print(f"predictions: {args.out} (parts kept in {parts_dir_for(args.out)} for a rerun to resume)")
+    return 0
+
+
 def resolve_model(model: str | os.PathLike[str] | None, group: str | None = None) -> tuple[Path, str]:
     """The artifact to load and where it came from: ``model`` itself, or the registry's latest approved.
 
