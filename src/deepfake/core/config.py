@@ -7,6 +7,7 @@ the known ones, because a typo in a setting must never be silently ignored.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import types
@@ -49,7 +50,9 @@ class StageConfig:
 
     @classmethod
     def from_namespace(cls: type[C], namespace: Mapping[str, Any]) -> C:
-        """Pick this config's fields out of a namespace (a notebook's ``globals()``)."""
+        """Pick this config's fields out of a namespace (a notebook's ``globals()``), after rejecting a
+        parameter papermill injected that the notebook does not declare (:func:`check_injected`)."""
+        check_injected(namespace)
         return cls.from_dict({k: namespace[k] for k in cls.field_names() if k in namespace})
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,6 +63,52 @@ class StageConfig:
 
     def replace(self: C, **changes: Any) -> C:
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+# papermill writes the parameters it is given into a cell of their own, right after the cell tagged
+# ``parameters``, under this comment (papermill.parameterize_notebook).
+INJECTED_HEADER = "# Parameters"
+
+
+def check_injected(namespace: Mapping[str, Any]) -> None:
+    """Raise ConfigError for a parameter papermill injected that the ``parameters`` cell does not declare.
+
+    papermill only warns about one. Whoever runs the notebook (papermill, ``deepfake run``, SageMaker),
+    the kernel's input history (IPython's ``In``) holds the parameters cell and, right after it, the
+    injected cell; run interactively there is none and nothing to check.
+    """
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return
+    for i in range(len(history) - 1, 0, -1):
+        injected = _assigned(history[i], header=INJECTED_HEADER)
+        if injected is None:
+            continue
+        declared = _assigned(history[i - 1])
+        unknown = [name for name in injected if declared is not None and name not in declared]
+        if unknown:
+            raise ConfigError(f"this notebook has no parameter(s) {', '.join(unknown)} (injected by papermill); "
+                              f"known parameters: {', '.join(declared or [])}")
+        return
+
+
+def _assigned(code: Any, header: str | None = None) -> list[str] | None:
+    """The names a cell assigns, when it holds nothing but assignments (and starts with ``header``)."""
+    if not isinstance(code, str) or (header is not None and code.lstrip().split("\n", 1)[0].strip() != header):
+        return None
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+        elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            names += [t.id for t in node.targets]
+        else:
+            return None
+    return names
 
 
 def coerce_value(name: str, value: Any, hint: Any, *, what: str = "setting") -> Any:
