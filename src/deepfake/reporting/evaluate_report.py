@@ -15,11 +15,14 @@ from deepfake.core.vocabulary import LABEL_NAMES, STATUS_OK
 from deepfake.reporting.figures import (
     PANEL_INCHES,
     Figure,
+    Note,
     _columns,
     _image,
     _image_grid,
     new_figure,
+    readable,
     save,
+    table_or_note,
 )
 from deepfake.scoring import metrics
 
@@ -136,13 +139,58 @@ def plot_worst_errors(video_preds: pd.DataFrame, faces_df: pd.DataFrame, *, n: i
 
 
 def metrics_table(evaluation: dict) -> pd.DataFrame:
-    """evaluation.json's headline metrics as a level x metric table."""
+    """evaluation.json's headline metrics as a level x metric table (a dash where a metric is undefined)."""
     rows: dict[str, dict[str, float | None]] = {}
     for key, value in evaluation.get("metrics", {}).items():
         level, _, name = key.partition("_")
         if level in ("video", "frame"):
             rows.setdefault(level, {})[name] = value
-    return pd.DataFrame(rows).T
+    return readable(pd.DataFrame(rows).T.rename_axis("level"))
+
+
+# What each count of evaluation.json means, in the order a reader wants them (docs/evaluation-schema.md).
+COUNT_NAMES = {
+    "videos_total": "videos evaluated", "videos_scored": "videos scored", "real_videos": "real videos scored",
+    "fake_videos": "fake videos scored", "videos_unscored": "videos not scored",
+    "videos_failed": "not scored: failed to decode", "videos_no_face": "not scored: no face found",
+    "videos_other_status": "not scored: other status", "frames_scored": "frames scored",
+    "faces_scored": "face crops scored",
+}
+
+
+def counts_table(evaluation: dict) -> pd.DataFrame:
+    """evaluation.json's counts, one named row each: what was evaluated, scored and left out."""
+    counts = evaluation.get("counts", {})
+    keys = [k for k in COUNT_NAMES if k in counts] + [k for k in counts if k not in COUNT_NAMES]
+    return pd.DataFrame({"what": [COUNT_NAMES.get(k, k) for k in keys], "count": [counts[k] for k in keys]}
+                        ).set_index("what")
+
+
+def per_manipulation_table(evaluation: dict) -> pd.DataFrame:
+    """One row per manipulation (reals first): videos, seen in training, accuracy, AUC against the reals,
+    mean p_fake and why an AUC is undefined."""
+    rows = [{"manipulation": r["manipulation"], "label": LABEL_NAMES.get(r["label"], r["label"]),
+             "videos": r["n_videos"],
+             "seen in training": {True: "yes", False: "no"}.get(r.get("seen_in_training"), "—"),
+             "accuracy": r.get("accuracy"), "AUC vs reals": r.get("auc"), "mean p_fake": r.get("mean_p_fake"),
+             "note": r.get("note") or ""} for r in evaluation.get("per_manipulation", [])]
+    return readable(pd.DataFrame(rows).set_index("manipulation")) if rows else pd.DataFrame()
+
+
+def aggregation_table(evaluation: dict) -> pd.DataFrame:
+    """Video-level metrics of every frame-to-video strategy; the headline one is marked."""
+    headline = evaluation.get("aggregation")
+    table = pd.DataFrame(evaluation.get("by_aggregation", {})).T
+    table = table[[c for c in ("auc", "log_loss", "accuracy", "eer", "ap", "ece") if c in table.columns]]
+    table.index = [f"{name} (headline)" if name == headline else name for name in table.index]
+    return readable(table.rename_axis("aggregation"))
+
+
+def unscored_table(evaluation: dict) -> pd.DataFrame | Note:
+    """Videos that failed to decode or had no face, with the reason; a sentence when there are none."""
+    table = pd.DataFrame(evaluation.get("unscored_videos", []), columns=["video_id", "status", "reason"])
+    return table_or_note(table.set_index("video_id"),
+                         "Every video was scored: none failed to decode or lacked a face.")
 
 
 def generalisation_table(evaluation: dict) -> pd.DataFrame:
@@ -159,6 +207,4 @@ def generalisation_table(evaluation: dict) -> pd.DataFrame:
         ("video ECE before calibration", m.get("video_ece_uncalibrated")),
         ("video ECE after calibration", m.get("video_ece")),
     ]
-    table = pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure")
-    table["value"] = [round(v, 4) if isinstance(v, float) else ("undefined" if v is None else v) for v in table["value"]]
-    return table
+    return readable(pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure"))

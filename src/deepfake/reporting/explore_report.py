@@ -9,7 +9,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from deepfake.reporting.figures import Figure, _columns, _image_grid, _label_color, _named, new_figure, save
+from deepfake.reporting.figures import (
+    Figure,
+    _columns,
+    _image_grid,
+    _label_color,
+    _named,
+    new_figure,
+    readable,
+    save,
+)
 
 
 def plot_counts(df: pd.DataFrame, column: str, hue: str | None = None, *, title: str | None = None,
@@ -68,3 +77,31 @@ def middle_frames(videos: pd.DataFrame, data_dir: str | os.PathLike[str], n: int
         frames.append(got.frames[0])
         titles.append(f"{row.video_id} ({'fake' if row.label == 1 else 'real'}, {row.manipulation})")
     return frames, titles
+
+
+def profile_table(profile: dict) -> pd.DataFrame:
+    """The data profile (``data_profile.json``) as one named row per measure."""
+    def spread(stats: dict | None, unit: str) -> str:
+        if not stats:
+            return "—"
+        return f"{stats['min']:g} / {stats['median']:g} / {stats['max']:g} {unit} (min / median / max)"
+
+    resolutions = profile.get("resolutions") or {}
+    unreadable = profile.get("unreadable") or []
+    rows = [
+        ("videos", profile.get("videos")),
+        ("original videos", profile.get("originals")),
+        ("fakes per real video", profile.get("fake_to_real_ratio")),
+        ("videos probed", profile.get("probed")),
+        ("duration", spread(profile.get("duration_s"), "s")),
+        ("frame rate", spread(profile.get("fps"), "fps")),
+        ("resolutions", ", ".join(f"{r} ({n} videos)" for r, n in resolutions.items()) or "—"),
+        ("unreadable videos", f"{len(unreadable)}: " + ", ".join(map(str, unreadable[:10])) if unreadable else "none"),
+    ]
+    return readable(pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure"))
+
+
+def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
+    """Duration, size, frame rate and frame count of the probed videos: count, mean, spread, quartiles."""
+    columns = [c for c in ("duration_s", "width", "height", "fps", "frame_count") if c in probes.columns]
+    return readable(probes[columns].describe().rename_axis("statistic"))

@@ -13,12 +13,14 @@ from deepfake.core.vocabulary import LABEL_NAMES, STATUS_OK
 from deepfake.reporting.figures import (
     PANEL_INCHES,
     Figure,
+    Note,
     _columns,
     _image,
     _image_grid,
     _named,
     new_figure,
     save,
+    table_or_note,
 )
 
 
@@ -70,7 +72,8 @@ def rate_by(rates: pd.DataFrame, column: str) -> pd.DataFrame:
                                      mean_detection_rate=("detection_rate", "mean")).round(3)
 
 
-def videos_without_faces(faces: pd.DataFrame) -> pd.DataFrame:
-    """Status rows: videos that produced no face or failed to decode, with the reason."""
+def videos_without_faces(faces: pd.DataFrame) -> pd.DataFrame | Note:
+    """Status rows: videos that produced no face or failed to decode, with the reason (a sentence when none)."""
     cols = ["video_id", "label", "manipulation", "split", "status", "reason"]
-    return faces.loc[faces["status"] != STATUS_OK, cols].reset_index(drop=True)
+    table = faces.loc[faces["status"] != STATUS_OK, cols].assign(label=lambda d: d["label"].map(LABEL_NAMES))
+    return table_or_note(table.set_index("video_id"), "Every video produced at least one face.")

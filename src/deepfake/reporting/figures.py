@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,51 @@ def plot_score_histogram(preds: pd.DataFrame, score: str = "p_fake", *, bins: in
     return save(fig, save_to)
 
 
+class Note:
+    """A sentence shown in place of an empty table ("no video failed"), in HTML and as text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p><em>{html.escape(self.text)}</em></p>"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class Table(pd.DataFrame):
+    """A DataFrame a notebook shows whole: pandas cuts a cell longer than 50 characters to "..."."""
+
+    @property
+    def _constructor(self) -> type[Table]:
+        return Table
+
+    def _repr_html_(self) -> str | None:
+        with pd.option_context("display.max_colwidth", None):
+            return super()._repr_html_()
+
+
+def readable(table: pd.DataFrame, digits: int = 4) -> Table:
+    """A table for people: numbers to ``digits`` significant digits, missing values as a dash, never NaN,
+    no cell cut short."""
+    def cell(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        if isinstance(v, (float, np.floating)):
+            return format(float(v), f".{digits}g")
+        return v
+
+    return Table(table.astype(object).apply(lambda column: column.map(cell)))
+
+
+def table_or_note(table: pd.DataFrame, note: str) -> pd.DataFrame | Note:
+    """``table``, or ``note`` when it has no row: an empty table shows only headers."""
+    return table if len(table) else Note(note)
+
+
 def _image_grid(images: list[np.ndarray], captions: Sequence[str] | None, *, ncols: int, title: str | None,
                 tile: tuple[float, float], save_to: str | os.PathLike[str] | None) -> Figure:
     if not images:
@@ -83,15 +129,18 @@ def _image_grid(images: list[np.ndarray], captions: Sequence[str] | None, *, nco
         raise DataError(f"got {len(images)} images but {len(captions)} captions; give one caption per image")
     ncols = max(1, min(ncols, len(images)))
     nrows = math.ceil(len(images) / ncols)
-    fig, axes = new_figure(nrows, ncols, size=(tile[0] * ncols, tile[1] * nrows + (0.4 if title else 0.0)))
+    # A title wider than a narrow grid (one crop) is wrapped instead of cut at the figure's edges.
+    lines = textwrap.wrap(title, max(12, int(tile[0] * ncols * 8))) if title else []
+    title_inches = 0.4 + 0.25 * (len(lines) - 1) if lines else 0.0
+    fig, axes = new_figure(nrows, ncols, size=(tile[0] * ncols, tile[1] * nrows + title_inches))
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i < len(images):
             ax.imshow(images[i])
             if captions is not None:
                 ax.set_title(str(captions[i]), fontsize=8)
-    if title:
-        fig.suptitle(title)
+    if lines:
+        fig.suptitle("\n".join(lines))
     return save(fig, save_to)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from deepfake.core import paths
 from deepfake.core.errors import DataError
 from deepfake.core.vocabulary import LABEL_NAMES, REAL, STATUS_OK
-from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, save
+from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, readable, save
 
 
 def plot_self_blends(images: Sequence[np.ndarray], captions: Sequence[str], *,
@@ -49,6 +49,13 @@ def plot_training_curves(history: pd.DataFrame, x: str = "epoch", *,
     axes[0].set_title("Loss")
     axes[1].set_title("Accuracy / AUC")
     return save(fig, save_to)
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """The epochs of ``history.csv``, one row each: losses and accuracies to 4 digits, the learning rate as
+    the small number it is."""
+    table = history.set_index("epoch") if "epoch" in history.columns else history
+    return readable(table)
 
 
 def extraction_settings(faces_dir: str | os.PathLike[str]) -> dict:
@@ -111,4 +118,4 @@ def calibration_table(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
     rows = [("temperature", cal.get("temperature")), ("validation log loss before", cal.get("nll_before")),
             ("validation log loss after", cal.get("nll_after")), ("validation ECE before", cal.get("ece_before")),
             ("validation ECE after", cal.get("ece_after"))]
-    return pd.DataFrame(rows, columns=["calibration", "value"]).set_index("calibration").round(4)
+    return readable(pd.DataFrame(rows, columns=["calibration", "value"]).set_index("calibration"))
