@@ -70,6 +70,26 @@ def build_bundle(notebook: str) -> CodeBundle:
     return CodeBundle(files=files, sha256=content_hash(files))
 
 
+def build_script_bundle(entry: str) -> CodeBundle:
+    """A script step's code (no notebook): ``entry`` beside this folder's ``run_step.py`` (whose
+    install and exit-message helpers it uses), the kit modules both import, and their requirements."""
+    scripts = {name: _read(HERE / name) for name in dict.fromkeys((entry, ENTRY_POINT))}
+    modules: set[str] = set()
+    for code in scripts.values():
+        modules |= imports.imports_of_code(code.decode("utf-8"))
+    package = Path(deepfake.__file__).resolve().parent
+    files: dict[str, bytes] = {
+        **scripts,
+        REQUIREMENTS: step_requirements(modules).encode("utf-8"),
+        f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
+        f"{KIT_DIR}/README.md": README,
+        f"{KIT_DIR}/src/deepfake/py.typed": _read(package / "py.typed"),
+    }
+    for path in imports.closure_files(modules):
+        files[f"{KIT_DIR}/src/deepfake/{path.relative_to(package).as_posix()}"] = path.read_bytes()
+    return CodeBundle(files=files, sha256=content_hash(files))
+
+
 def step_requirements(modules: Iterable[str]) -> str:
     """What the image lacks to run these modules: the kit's requirements of their third-party imports
     (core dependencies only) and the notebook kernel, never the image's torch and numpy."""

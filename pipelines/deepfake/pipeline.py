@@ -96,6 +96,7 @@ def get_pipeline(
     inference_instance_types: Sequence[str] = INFERENCE_INSTANCE_TYPES,
     volume_size_gb: int = VOLUME_SIZE_GB,
     upload_code: bool = True,
+    profile: str = "default",
     sagemaker_session: Any = None,
 ) -> Any:
     """The deepfake pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``).
@@ -103,13 +104,16 @@ def get_pipeline(
     ``upload_code=False`` builds the same definition without any AWS call: the code
     URIs are computed from the local files, nothing is uploaded. The image of a step
     (CPU or GPU) follows ``processing_instance_type`` / ``training_instance_type``;
-    the instance-type pipeline parameters default to them.
+    the instance-type pipeline parameters default to them. ``profile`` bakes a parameter
+    profile of ``deepfake run`` (``deepfake.orchestration.runner.PROFILES``: ``demo``,
+    ``tiny``) into the step arguments, and its values of the run parameters become their defaults.
     """
     _check_arguments(region=region, role=role, default_bucket=default_bucket,
                      model_package_group_name=model_package_group_name, pipeline_name=pipeline_name,
                      base_job_prefix=base_job_prefix, processing_instance_type=processing_instance_type,
                      training_instance_type=training_instance_type,
                      inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb)
+    settings = profile_settings(profile)
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
                             'pass it in --kwargs, e.g. {"default_bucket": "my-bucket"}')
@@ -123,7 +127,8 @@ def get_pipeline(
         code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix) for name, b in bundles.items()}
     else:
         code_uris = {name: b.uri(bucket, base_job_prefix) for name, b in bundles.items()}
-    params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type)
+    params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type,
+                                 settings)
     images = {gpu: _image(region, training_instance_type if gpu else processing_instance_type, "training")
               for gpu in (False, True)}
 
@@ -132,7 +137,7 @@ def get_pipeline(
     for step in steps.STEPS:
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
-            bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb,
+            bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb, settings=settings.get(step.name, {}),
             property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
         )
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
@@ -169,8 +174,20 @@ def get_pipeline_custom_tags(new_tags: list[dict[str, str]], region: str,
     return [*new_tags, *(t for t in response.get("Tags", []) if t["Key"] not in keys)]
 
 
+def profile_settings(profile: str) -> Mapping[str, Mapping[str, Any]]:
+    """Step -> notebook parameter -> value of a ``deepfake run`` profile (nothing for ``default``)."""
+    if profile == "default":
+        return {}
+    from deepfake.orchestration.runner import PROFILES
+
+    if profile not in PROFILES:
+        raise PipelineError(f"profile {profile!r} is not a profile of deepfake run; profiles: {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
 def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
-                        training_instance_type: str) -> Parameters:
+                        training_instance_type: str, settings: Mapping[str, Mapping[str, Any]] | None = None
+                        ) -> Parameters:
     from sagemaker.core.workflow.parameters import (
         ParameterBoolean,
         ParameterFloat,
@@ -180,7 +197,8 @@ def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
 
     kinds = {int: ParameterInteger, float: ParameterFloat, str: ParameterString, bool: ParameterBoolean}
     run = {}
-    for name, (_step, _param, kind, default) in steps.RUN_PARAMETERS.items():
+    for name, (step_name, param, kind, default) in steps.RUN_PARAMETERS.items():
+        default = kind((settings or {}).get(step_name, {}).get(param, default))
         run[name] = kinds[kind](name=name, default_value=default)
     return Parameters(
         input_data=ParameterString("InputDataUrl", default_value=f"s3://{bucket}/{prefix}/data/"),
@@ -194,13 +212,17 @@ def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
     )
 
 
-def step_parameters(step: steps.Step, params: Parameters | None = None) -> dict[str, Any]:
+def step_parameters(step: steps.Step, params: Parameters | None = None,
+                    settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The papermill parameters of ``step`` in SageMaker, the container paths included.
 
     Run parameters are pipeline variables (strings at run time, typed again by
     ``run_step.py`` against the notebook); without ``params`` they are their defaults.
+    ``settings`` (a profile's values for this step) are fixed arguments, as text.
     """
-    out: dict[str, Any] = {}
+    run_params = {param for step_name, param, _kind, _default in steps.RUN_PARAMETERS.values()
+                  if step_name == step.name}
+    out: dict[str, Any] = {k: str(v) for k, v in (settings or {}).items() if k not in run_params}
     for param, source in step.inputs.items():
         out[param] = paths.sagemaker_processing_dir("input", DATA_CHANNEL if source == steps.DATA else source)
     out["output_dir"] = paths.sagemaker_processing_dir("output", step.name)
@@ -217,13 +239,13 @@ def step_parameters(step: steps.Step, params: Parameters | None = None) -> dict[
 
 def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameters, *, session: Any,
                    role: str, image: str, code_uri: str, bucket: str, prefix: str, volume_size_gb: int,
-                   property_files: list[Any] | None) -> Any:
+                   property_files: list[Any] | None, settings: Mapping[str, Any]) -> Any:
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
 
     sharded_param = steps.SHARDED.get(step.name)
-    _check_notebook(step, sharded=sharded_param is not None)
+    _check_notebook(step, sharded=sharded_param is not None, settings=settings)
     code_dir = paths.sagemaker_processing_dir("input", CODE_CHANNEL)
     processor = Processor(
         role=role, image_uri=image,
@@ -261,7 +283,7 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
     arguments: list[Any] = ["--step", step.name, "--report-dir", report_dir]
     if sharded_param:
         arguments += ["--shard-param", steps.SHARD_PARAMETER]
-    for name, value in step_parameters(step, params).items():
+    for name, value in step_parameters(step, params, settings).items():
         arguments += ["--param", name, value]
     step_args = processor.run(inputs=inputs, outputs=outputs, arguments=arguments)
     return ProcessingStep(
@@ -359,9 +381,9 @@ def _run_uri(bucket: str, prefix: str, step_name: str, channel: str) -> Any:
                                 step_name, channel])
 
 
-def _check_notebook(step: steps.Step, *, sharded: bool) -> None:
+def _check_notebook(step: steps.Step, *, sharded: bool, settings: Mapping[str, Any]) -> None:
     """Fail at definition time, not an hour into an execution, when a notebook lacks a parameter."""
-    params = step_parameters(step)
+    params = step_parameters(step, settings=settings)
     if sharded:
         params[steps.SHARD_PARAMETER] = "algo-1"
     try:

@@ -1,0 +1,267 @@
+"""A Processing job run here the way SageMaker runs it in its containers: one local process per instance.
+
+Each instance gets a folder that stands in for its container root (``/opt/ml``):
+
+- every ``ProcessingInput`` is downloaded to its ``LocalPath`` there (a
+  ``ShardedByS3Key`` input: the instance's share of the objects, dealt round
+  robin in key order; a ``FullyReplicated`` one: all of them); an input with no
+  object at all fails the job, as it does in SageMaker;
+- ``config/resourceconfig.json`` names the instance (``algo-1``, ...) and the cluster;
+- ``ContainerEntrypoint`` + ``ContainerArguments`` run as a process whose working
+  folder is the root, with every container path (``/opt/ml/...``) in them mapped
+  into the root and ``DEEPFAKE_SAGEMAKER_ROOT`` pointing at it;
+- ``python3``/``python`` is this interpreter (the kit's dependencies are installed
+  in it), a script that takes ``--no-install`` gets it (the kit's entry points
+  would otherwise pip-install into this environment), and a code input that ships
+  the kit (``kit/src``) comes first on ``PYTHONPATH``, so the job imports the
+  modules the step ships, as the container would after its install;
+- the environment is the step's ``Environment`` and the AWS endpoint's settings
+  over a minimal base (``PATH``, ``HOME``, locale), not this shell's;
+- ``Continuous`` outputs are uploaded as their files are written (a file once
+  it stopped changing for a poll) and when the job ends, however it ends;
+  ``EndOfJob`` outputs only when every instance succeeded;
+- the job fails if any instance exits non-zero; its reason is that instance's
+  exit message (``/opt/ml/output/message``), as SageMaker reports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepfake.core import paths
+from deepfake.core.errors import PipelineError
+from deepfake.core.files import write_json
+from pipelines.local.s3 import S3Object, Storage, join_uri
+
+POLL_S = 1.0                          # seconds between two scans of the Continuous output folders
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
+PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
+NO_INSTALL = "--no-install"
+KIT_SRC = ("kit", "src")              # where a code bundle ships the kit (pipelines/deepfake/bundle.py)
+LOG_TAIL_LINES = 15
+
+
+@dataclass
+class Instance:
+    host: str
+    root: Path
+    inputs: dict[str, list[str]] = field(default_factory=dict)    # channel -> local names
+    exit_code: int | None = None
+    message: str = ""
+
+    @property
+    def log(self) -> Path:
+        return self.root / "job.log"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    status: str                         # Completed | Failed
+    failure_reason: str
+    exit_message: str
+    instances: Sequence[Instance]
+    seconds: float
+
+
+def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env: Mapping[str, str],
+            timeout_s: float | None = None) -> JobResult:
+    """Run the Processing job ``arguments`` (its expressions evaluated) with instances under ``folder``."""
+    started = time.perf_counter()
+    cluster = arguments["ProcessingResources"]["ClusterConfig"]
+    count = int(cluster["InstanceCount"])
+    if count < 1:
+        raise PipelineError(f"InstanceCount {count} must be at least 1")
+    hosts = [f"algo-{i + 1}" for i in range(count)]
+    instances = [Instance(host, folder / host) for host in hosts]
+    problem = _stage_inputs(arguments, instances, storage)
+    if problem:
+        return JobResult("Failed", f"ClientError: {problem}", "", instances, time.perf_counter() - started)
+    outputs = arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    for instance in instances:
+        _write_config(instance, hosts, arguments)
+        for out in outputs:
+            local_path(instance.root, out["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+    continuous = _Continuous(storage, [(local_path(i.root, o["S3Output"]["LocalPath"]), o["S3Output"]["S3Uri"])
+                                       for i in instances for o in outputs
+                                       if o["S3Output"].get("S3UploadMode") == "Continuous"])
+    continuous.start()
+    try:
+        _run_instances(arguments, instances, env, timeout_s)
+    finally:
+        continuous.finish()
+    failed = [i for i in instances if i.exit_code != 0]
+    if not failed:
+        for instance in instances:
+            for out in outputs:
+                if out["S3Output"].get("S3UploadMode", "EndOfJob") == "EndOfJob":
+                    storage.upload_tree(local_path(instance.root, out["S3Output"]["LocalPath"]), out["S3Output"]["S3Uri"])
+        return JobResult("Completed", "", "", instances, time.perf_counter() - started)
+    first = failed[0]
+    who = f"{first.host}: " if count > 1 else ""
+    reason = first.message or (f"exit code {first.exit_code} and no exit message; last lines of {first.log}:\n"
+                               + log_tail(first.log))
+    return JobResult("Failed", f"AlgorithmError: {who}{reason}", first.message, instances,
+                     time.perf_counter() - started)
+
+
+def _stage_inputs(arguments: Mapping[str, Any], instances: list[Instance], storage: Storage) -> str:
+    """Download every input into every instance; returns the problem that stops the job, or ''."""
+    for item in arguments.get("ProcessingInputs", []):
+        spec = item["S3Input"]
+        name, uri = item["InputName"], spec["S3Uri"]
+        objects = storage.list(uri)
+        if not objects:
+            return f"input {name}: no object under {uri}; check the S3 prefix the step reads"
+        for index, instance in enumerate(instances):
+            mine: list[S3Object] = objects
+            if spec.get("S3DataDistributionType") == "ShardedByS3Key":
+                mine = objects[index::len(instances)]
+            target = local_path(instance.root, spec["LocalPath"])
+            target.mkdir(parents=True, exist_ok=True)
+            instance.inputs[name] = [] if item.get("AppManaged") else storage.download(uri, mine, target)
+    return ""
+
+
+def _write_config(instance: Instance, hosts: list[str], arguments: Mapping[str, Any]) -> None:
+    config = instance.root / "config"
+    write_json(config / "resourceconfig.json", {"current_host": instance.host, "hosts": hosts,
+                                                "current_instance_type": arguments["ProcessingResources"]
+                                                ["ClusterConfig"].get("InstanceType")})
+    write_json(config / "processingjobconfig.json", dict(arguments))
+    write_json(instance.root / "inputs.json", instance.inputs)
+
+
+def command(arguments: Mapping[str, Any], root: Path) -> list[str]:
+    """The job's command line on this machine: container paths mapped into ``root``, python as this one."""
+    app = arguments["AppSpecification"]
+    cmd = [_local_arg(str(a), root) for a in [*app.get("ContainerEntrypoint", []), *app.get("ContainerArguments", [])]]
+    if not cmd:
+        raise PipelineError("the step has no ContainerEntrypoint: the image's own entry point cannot run here")
+    if Path(cmd[0]).name in PYTHONS:
+        cmd[0] = sys.executable
+    for i, arg in enumerate(cmd[1:], 1):
+        if arg.endswith(".py") and Path(arg).is_file():
+            if NO_INSTALL.encode() in Path(arg).read_bytes() and NO_INSTALL not in cmd:
+                cmd.insert(i + 1, NO_INSTALL)
+            break
+    return cmd
+
+
+def job_env(arguments: Mapping[str, Any], root: Path, aws_env: Mapping[str, str]) -> dict[str, str]:
+    env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+    env.update(aws_env)
+    env.update({k: str(v) for k, v in (arguments.get("Environment") or {}).items()})
+    env["DEEPFAKE_SAGEMAKER_ROOT"] = str(root)
+    shipped = [str(local_path(root, i["S3Input"]["LocalPath"]).joinpath(*KIT_SRC))
+               for i in arguments.get("ProcessingInputs", [])]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in shipped if Path(p).is_dir())
+    return env
+
+
+def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_env: Mapping[str, str],
+                   timeout_s: float | None) -> None:
+    running = []
+    for instance in instances:
+        cmd = command(arguments, instance.root)
+        with open(instance.log, "wb") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            running.append((instance, subprocess.Popen(
+                cmd, cwd=instance.root, env=job_env(arguments, instance.root, aws_env), stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        for instance, proc in running:
+            try:
+                proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                (instance.root / "output").mkdir(exist_ok=True)
+                (instance.root / "output" / "message").write_text(f"stopped after MaxRuntimeInSeconds {timeout_s:g}")
+            instance.exit_code = proc.returncode
+            message = instance.root / "output" / "message"
+            instance.message = message.read_text(errors="replace").strip() if message.is_file() else ""
+    finally:
+        for _instance, proc in running:
+            if proc.poll() is None:
+                _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class _Continuous(threading.Thread):
+    """Uploads files of Continuous outputs once they stop changing, and everything left at the end."""
+
+    def __init__(self, storage: Storage, folders: list[tuple[Path, str]]) -> None:
+        super().__init__(daemon=True, name="continuous-upload")
+        self.storage = storage
+        self.folders = folders
+        self.stop = threading.Event()
+        self.seen: dict[Path, tuple[int, int]] = {}        # last signature looked at
+        self.sent: dict[Path, tuple[int, int]] = {}        # signature uploaded
+
+    def run(self) -> None:
+        while not self.stop.wait(POLL_S):
+            self.sync(final=False)
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.is_alive():
+            self.join()
+        self.sync(final=True)
+
+    def sync(self, *, final: bool) -> None:
+        for folder, uri in self.folders:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:                  # replaced by an atomic write meanwhile
+                    continue
+                signature = (stat.st_mtime_ns, stat.st_size)
+                if self.sent.get(path) != signature and (final or self.seen.get(path) == signature):
+                    self.storage.upload_file(path, join_uri(uri, path.relative_to(folder).as_posix()))
+                    self.sent[path] = signature
+                self.seen[path] = signature
+
+
+def local_path(root: Path, container_path: str) -> Path:
+    return Path(_local_arg(container_path, root))
+
+
+def _local_arg(value: str, root: Path) -> str:
+    """A container path (``/opt/ml/...``, also after ``--opt=``) as the same path under ``root``."""
+    base = str(paths.SAGEMAKER_ROOT)
+    head, sep, tail = value.partition("=") if value.startswith("--") else ("", "", value)
+    if tail == base or tail.startswith(base + "/"):
+        return f"{head}{sep}{root}{tail[len(base):]}"
+    return value
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def job_name(execution_id: str, step: str, arguments: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(repr(sorted(arguments.items())).encode()).hexdigest()[:10]
+    return f"pipelines-{execution_id}-{step}-{digest}"[:63]

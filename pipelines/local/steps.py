@@ -1,0 +1,186 @@
+"""The step types the local executor runs, each as SageMaker Pipelines documents it.
+
+- ``Processing``: a Processing job (:mod:`pipelines.local.jobs`), cached per ``CacheConfig``
+  (:mod:`pipelines.local.cache`); its properties are its DescribeProcessingJob response.
+- ``Condition``: every condition must hold; the ``IfSteps`` run then, else the ``ElseSteps``.
+- ``Fail``: the execution fails with the step's ``ErrorMessage``.
+- ``RegisterModel`` (``ModelStep`` of ``register()``): ``CreateModelPackage`` with the step's
+  arguments against the API, after checking that the S3 objects it names exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deepfake.core.errors import DeepfakeError
+from pipelines.local.cache import StepCache, cache_key
+from pipelines.local.definition import Definition, Step
+from pipelines.local.expressions import Scope, condition, evaluate
+from pipelines.local.jobs import JobResult, job_name, local_path, run_job
+from pipelines.local.s3 import Storage, join_uri
+from pipelines.local.server import Aws
+
+
+@dataclass
+class Context:
+    """What every step of one execution shares."""
+
+    definition: Definition
+    pipeline: str
+    execution_id: str
+    scope: Scope
+    storage: Storage
+    aws: Aws
+    folder: Path                                      # this execution's folder (job roots, records)
+    cache: StepCache | None                           # None: --no-cache
+    account: str = "000000000000"
+
+
+@dataclass
+class Outcome:
+    status: str                                       # Succeeded | Failed
+    properties: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    cached_from: str | None = None                    # the execution whose result was reused
+    detail: str = ""                                  # one line for the report
+    branch: tuple[str, ...] = ()                      # a condition's chosen steps
+    reports: list[dict[str, str]] = field(default_factory=list)   # {"s3": uri, "local": path} of HTML reports
+
+
+def run_step(step: Step, ctx: Context) -> Outcome:
+    runner: Callable[[Step, Context], Outcome] = RUNNERS[step.type]
+    try:
+        return runner(step, ctx)
+    except DeepfakeError as exc:                      # an expression that cannot be evaluated, a bad value
+        return Outcome("Failed", reason=str(exc))
+
+
+def run_processing(step: Step, ctx: Context) -> Outcome:
+    arguments = evaluate(step.arguments, ctx.scope)
+    cache = step.spec.get("CacheConfig") or {}
+    key = None
+    if cache.get("Enabled") and ctx.cache is not None:
+        digests = {i["InputName"]: ctx.storage.digest(i["S3Input"]["S3Uri"]) for i in arguments["ProcessingInputs"]}
+        key = cache_key(ctx.pipeline, step.name, step.type, arguments, digests)
+        hit = ctx.cache.lookup(ctx.pipeline, step.name, key, cache.get("ExpireAfter"))
+        if hit is not None and _outputs_exist(hit["properties"], ctx.storage):
+            return Outcome("Succeeded", hit["properties"], cached_from=hit["execution_id"],
+                           detail=f"cache hit: execution {hit['execution_id']}", reports=hit.get("reports", []))
+    stopping = arguments.get("StoppingCondition") or {}
+    result = run_job(arguments, folder=ctx.folder / step.name, storage=ctx.storage, env=ctx.aws.env,
+                     timeout_s=stopping.get("MaxRuntimeInSeconds"))
+    properties = _describe(step, arguments, result, ctx)
+    reports = _reports(arguments, result)
+    count = len(result.instances)
+    detail = f"{count} instances" if count > 1 else ""
+    if result.status != "Completed":
+        return Outcome("Failed", properties, reason=result.failure_reason, detail=detail, reports=reports)
+    if key is not None and ctx.cache is not None:
+        ctx.cache.store(ctx.pipeline, step.name, key, {"execution_id": ctx.execution_id, "properties": properties,
+                                                        "reports": reports})
+    return Outcome("Succeeded", properties, detail=detail, reports=reports)
+
+
+def _describe(step: Step, arguments: Mapping[str, Any], result: JobResult, ctx: Context) -> dict[str, Any]:
+    """The job's DescribeProcessingJob response: what ``Steps.<name>.*`` reads."""
+    name = job_name(ctx.execution_id, step.name, arguments)
+    return {
+        "ProcessingJobName": name,
+        "ProcessingJobArn": f"arn:aws:sagemaker:{ctx.aws.region}:{ctx.account}:processing-job/{name}",
+        "ProcessingJobStatus": result.status,
+        "ExitMessage": result.exit_message,
+        "FailureReason": result.failure_reason,
+        **{k: arguments[k] for k in ("AppSpecification", "Environment", "ProcessingInputs", "ProcessingOutputConfig",
+                                     "ProcessingResources", "RoleArn", "StoppingCondition", "NetworkConfig")
+           if k in arguments},
+        "LocalInstances": [{"host": i.host, "root": str(i.root), "exit_code": i.exit_code, "log": str(i.log),
+                            "inputs": i.inputs} for i in result.instances],
+    }
+
+
+def _reports(arguments: Mapping[str, Any], result: JobResult) -> list[dict[str, str]]:
+    """The job's reports, with their S3 URIs: every HTML file of its outputs, and Markdown at their top."""
+    found = []
+    for out in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
+        for instance in result.instances:
+            folder = local_path(instance.root, out["S3Output"]["LocalPath"])
+            for report in sorted([*folder.rglob("*.html"), *folder.glob("*.md")]):
+                found.append({"s3": join_uri(out["S3Output"]["S3Uri"], report.relative_to(folder).as_posix()),
+                              "local": str(report)})
+    return found
+
+
+def _outputs_exist(properties: Mapping[str, Any], storage: Storage) -> bool:
+    """A cached step is reused only while what it wrote is still in S3."""
+    outputs = properties.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    return all(storage.list(o["S3Output"]["S3Uri"]) for o in outputs)
+
+
+def run_condition(step: Step, ctx: Context) -> Outcome:
+    holds = all(condition(c, ctx.scope) for c in step.arguments.get("Conditions", []))
+    branch = "IfSteps" if holds else "ElseSteps"
+    names = tuple(s["Name"] for s in step.arguments.get(branch, []))
+    return Outcome("Succeeded", {"Outcome": holds}, detail=f"{holds}: {branch} {', '.join(names) or '(none)'}",
+                   branch=names)
+
+
+def run_fail(step: Step, ctx: Context) -> Outcome:
+    message = evaluate(step.arguments.get("ErrorMessage", ""), ctx.scope)
+    return Outcome("Failed", {"ErrorMessage": message}, reason=str(message))
+
+
+def run_register(step: Step, ctx: Context) -> Outcome:
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+    request = _without_empty(evaluate(step.arguments, ctx.scope))
+    missing = [uri for uri in _s3_uris(request) if not ctx.storage.exists(uri)]
+    if missing:
+        return Outcome("Failed", reason=f"the model package names S3 objects that do not exist: {', '.join(missing)}")
+    sm = ctx.aws.client("sagemaker")
+    try:
+        arn = sm.create_model_package(**request)["ModelPackageArn"]
+        described = sm.describe_model_package(ModelPackageName=arn)
+    except (ClientError, BotoCoreError, ParamValidationError) as exc:
+        return Outcome("Failed", reason=f"CreateModelPackage failed: {exc}")
+    properties = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in described.items()
+                  if k != "ResponseMetadata"}
+    status = properties.get("ModelApprovalStatus", "")
+    return Outcome("Succeeded", properties, detail=f"{arn} ({status})")
+
+
+def _without_empty(value: Any) -> Any:
+    """The request less empty objects (the SDK writes ``"Bias": {}``), which the API's shapes reject."""
+    if isinstance(value, dict):
+        cleaned = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v != {}}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
+
+
+def _s3_uris(value: Any) -> list[str]:
+    """The S3 objects a registration names: model data and metric files."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in ("ModelDataUrl", "S3Uri") and isinstance(v, str) and v.startswith("s3://"):
+                found.append(v)
+            else:
+                found += _s3_uris(v)
+    elif isinstance(value, list):
+        for v in value:
+            found += _s3_uris(v)
+    return found
+
+
+RUNNERS: Mapping[str, Callable[[Step, Context], Outcome]] = {
+    "Processing": run_processing, "Condition": run_condition, "Fail": run_fail, "RegisterModel": run_register,
+}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
