@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,10 @@ import pytest
 
 from deepfake.demo.face_sources import multi_face_photo, real_face_photos
 from deepfake.media.encode import write_video
+
+# Experiment tracking stays off unless a test gives it a store of its own: a run under test must not
+# write into the checkout's mlflow.db (deepfake.orchestration.tracking; subprocesses inherit this).
+os.environ["MLFLOW_TRACKING_URI"] = "off"
 
 CLIP_SIZE = (320, 240)     # width, height in pixels: small, and even for H.264
 CLIP_FRAMES = 12

@@ -3,6 +3,7 @@ local pipeline runs through the real `deepfake` command on tiny demo data."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,14 +59,25 @@ def _deepfake(*args, cwd, env_extra):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.fixture(scope="module")
+def tracked(tiny_data, tmp_path_factory):
+    """The tiny pipeline three times into one MLflow store: t1; t2 unchanged (every step reused, the model
+    already registered); t3 with another frame-to-video aggregation (the evaluation reruns)."""
+    root = tmp_path_factory.mktemp("tracked")
+    env = {"DEEPFAKE_REGISTRY": str(root / "registry"), "DEEPFAKE_HOME": str(ROOT),
+           "DEEPFAKE_RUNS": str(root / "runs"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    runs = {}
+    for run_id, more in (("t1", ()), ("t2", ()), ("t3", ("--set", "evaluate.aggregation=median"))):
+        runs[run_id] = _deepfake("run", "--data", str(tiny_data), "--run-id", run_id, "--profile", "tiny",
+                                 "--threshold", "0", *more, cwd=root, env_extra=env)
+        assert runs[run_id].returncode == 0, runs[run_id].stdout[-3000:] + runs[run_id].stderr[-3000:]
+    return root, env, runs
+
+
 @pytest.mark.slow
-def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_path):
-    env = {"DEEPFAKE_REGISTRY": str(tmp_path / "registry"), "DEEPFAKE_HOME": str(ROOT)}
-    runs = tmp_path / "runs"
-    proc = _deepfake("run", "--data", str(tiny_data), "--run-id", "t1", "--profile", "tiny",
-                     "--threshold", "0", cwd=tmp_path, env_extra={**env, "DEEPFAKE_RUNS": str(runs)})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = runs / "t1"
+def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked):
+    root, env, runs = tracked
+    proc, run_dir = runs["t1"], root / "runs" / "t1"
     for s in steps.STEPS:
         assert (run_dir / s.name / s.notebook).is_file()
         assert (run_dir / s.name / s.notebook.replace(".ipynb", ".html")).is_file()
@@ -90,13 +102,13 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tmp_pat
     assert read_sidecar(run_dir / "train" / paths.HISTORY)["inputs"] == {str(faces_csv): sha256_file(faces_csv)}
     predictions = read_sidecar(run_dir / "evaluate" / paths.VIDEO_PREDICTIONS)["inputs"]
     assert str(faces_csv) in predictions and str(run_dir / "train" / "model" / "model.safetensors") in predictions
-    listed = _deepfake("registry", "list", "--json", cwd=tmp_path, env_extra=env)
-    assert json.loads(listed.stdout)[0]["status"] == "PendingManualApproval"
+    listed = json.loads(_deepfake("registry", "list", "--json", cwd=root, env_extra=env).stdout)
+    assert [v["status"] for v in listed] == ["PendingManualApproval"] * 2          # t1's model, then t3's
 
-    again = _deepfake("run", "--data", str(tiny_data), "--run-id", "t2", "--profile", "tiny", "--no-register",
-                      cwd=tmp_path, env_extra={**env, "DEEPFAKE_RUNS": str(runs)})
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = runs["t2"]                  # unchanged and fully cached: the same model is not registered again
     assert again.stdout.count("reused from cache") == 4
+    assert "model already registered: deepfake-detector v1" in again.stdout and "registered model" not in again.stdout
+    assert "compare the runs in MLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db" in again.stdout
 
 
 @pytest.mark.slow
@@ -133,3 +145,111 @@ def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tm
     assert {k: v for k, v in extracted.items() if k != "workers"} == {k: v for k, v in settings.items()
                                                                       if k != "workers"}
     assert not list((tmp_path / "registry").rglob("version.json"))           # nothing registered
+
+
+@pytest.mark.slow
+def test_runs_are_compared_in_mlflow(tiny_data, tracked):
+    """One MLflow run per pipeline run with each step's run nested in it: settings, video AUC, per-epoch
+    curves, figures and reports; the registry names the run its model came from."""
+    from mlflow.tracking import MlflowClient
+
+    from deepfake.core.vocabulary import EXPERIMENT
+
+    root, env, _ = tracked
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    parents = {r.info.run_name: r for r in client.search_runs(
+        [experiment], "tags.`deepfake.kind` = 'pipeline'", order_by=["attributes.start_time ASC"])}
+    assert list(parents) == ["t1", "t2", "t3"] and all(r.info.status == "FINISHED" for r in parents.values())
+    t1, t2, t3 = parents["t1"], parents["t2"], parents["t3"]
+    assert (t1.data.params["evaluate.aggregation"], t3.data.params["evaluate.aggregation"]) == ("mean", "median")
+    assert t1.data.params["train.epochs"] == t3.data.params["train.epochs"] == "1"
+    assert t1.data.tags["deepfake.data"] == str(tiny_data)
+    assert t1.data.tags["mlflow.source.git.commit"] and t1.data.tags["deepfake.kit_version"]
+    for run_id, parent in (("t1", t1), ("t3", t3)):
+        evaluation = json.loads((root / "runs" / run_id / "evaluate" / paths.EVALUATION).read_text())
+        assert parent.data.metrics["video_auc"] == pytest.approx(evaluation["metrics"]["video_auc"])
+
+    def children(parent):
+        found = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        return {r.info.run_name: r for r in found}
+
+    steps_t1, steps_t2, steps_t3 = children(t1), children(t2), children(t3)
+    assert set(steps_t1) == set(steps_t2) == set(steps_t3) == {s.name for s in steps.STEPS}
+    artifacts = {name: {a.path for a in client.list_artifacts(r.info.run_id)} for name, r in steps_t1.items()}
+    assert {"figures", "report"} <= artifacts["explore"] and {"figures", "model", "report"} <= artifacts["train"]
+    assert {"figures/roc.png", "figures/confusion.png"} <= {
+        a.path for a in client.list_artifacts(steps_t3["evaluate"].info.run_id, "figures")}
+    assert "report/04_evaluate.html" in {a.path for a in client.list_artifacts(steps_t3["evaluate"].info.run_id,
+                                                                               "report")}
+    history = client.get_metric_history(steps_t1["train"].info.run_id, "train_loss")
+    assert [m.step for m in history] == [1]                                   # one value per epoch
+    evaluation = json.loads((root / "runs" / "t1" / "evaluate" / paths.EVALUATION).read_text())
+    for row in evaluation["per_manipulation"]:                                # per manipulation too
+        assert f"manipulation.{row['manipulation']}.accuracy" in steps_t1["evaluate"].data.metrics
+    # t2 reused every step: its runs name the runs that made the files, and carry their settings
+    assert steps_t2["train"].data.tags["deepfake.reused_run"] == steps_t1["train"].info.run_id
+    assert steps_t2["train"].data.params["epochs"] == "1" and t2.data.params["train.epochs"] == "1"
+    # the registry and MLflow agree on where each version came from
+    versions = [json.loads(p.read_text()) for p in sorted((root / "registry").rglob("version.json"))]
+    assert [v["source"]["mlflow_run_id"] for v in versions] == [t1.info.run_id, t3.info.run_id]
+    assert versions[0]["source"]["mlflow_step_run_id"] == steps_t1["evaluate"].info.run_id
+    assert t1.data.tags["deepfake.registered"] == "deepfake-detector v1"
+    assert t2.data.tags["deepfake.registered"] == "deepfake-detector v1 (already registered)"
+
+
+@pytest.mark.slow
+def test_the_reports_read_well_in_a_browser(tracked, tmp_path):
+    """The four HTML reports of a real run, opened in headless Chromium: each renders (a screenshot of
+    substance) and shows tables, not Python dicts, NaN or the old `undefined` column."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium to render the reports (apt-get install -y chromium)")
+    root, _, _ = tracked
+    for step in steps.STEPS:
+        html = root / "runs" / "t1" / step.name / step.notebook.replace(".ipynb", ".html")
+        text = html.read_text()
+        assert "{'" not in text and ">NaN<" not in text and ">undefined<" not in text, html
+        png = tmp_path / f"{step.name}.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--screenshot={png}", "--window-size=1280,3000", html.as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000, png
+    evaluate_html = (root / "runs" / "t1" / "evaluate" / "04_evaluate.html").read_text()
+    assert "videos evaluated" in evaluate_html and "AUC vs reals" in evaluate_html
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", steps.STEPS, ids=lambda s: s.name)
+def test_plain_papermill_rejects_an_unknown_parameter_with_the_known_ones(step, tmp_path):
+    """papermill alone only warns about an unknown parameter: the notebook's config cell refuses it."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), str(ROOT / "notebooks" / step.notebook),
+                           str(tmp_path / "out.ipynb"), "-p", "output_dir", str(tmp_path / "out"), "-p", "bogus", "3",
+                           "-k", "python3"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "no parameter(s) bogus" in proc.stderr
+    assert "output_dir" in proc.stderr.rsplit("known parameters: ", 1)[1]          # the message, not the code
+
+
+@pytest.mark.slow
+def test_plain_papermill_logs_the_step_to_mlflow(tiny_data, tmp_path):
+    """Run by hand with papermill, a notebook logs its step nested in a run named after its run folder."""
+    from mlflow.tracking import MlflowClient
+
+    from deepfake.core.vocabulary import EXPERIMENT
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "runs" / "mine" / "explore"
+    proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), str(ROOT / "notebooks" / "01_explore_data.ipynb"),
+                           str(tmp_path / "out.ipynb"), "-p", "data_dir", str(tiny_data), "-p", "output_dir", str(out),
+                           "-k", "python3"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": store})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`deepfake.kind` = 'pipeline'")
+    (child,) = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.info.run_name == "mine" and child.info.run_name == "explore"
+    assert parent.data.tags["deepfake.data"] == str(tiny_data) and parent.data.params["explore.seed"] == "0"
+    assert child.data.metrics["videos"] == 12 and child.data.params["data_dir"] == str(tiny_data)
+    assert {"figures", "outputs"} <= {a.path for a in client.list_artifacts(child.info.run_id)}

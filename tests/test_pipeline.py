@@ -466,3 +466,33 @@ def test_wait_reports_a_failed_execution_with_its_reason_and_exits_1(capsys, lis
     else:
         assert "step explore: Succeeded (cached)" in out
         assert "step extract Failed: ClientError: cell 5 of 02_extract_faces.ipynb raised DataError" in out
+
+
+# -- experiment tracking ------------------------------------------------------------------------
+
+@pytest.mark.aws
+def test_each_step_logs_to_the_mlflow_server_the_pipeline_parameter_names(definition):
+    """``MlflowTrackingServerArn`` (empty: no tracking) reaches every step; the run's name, the execution id,
+    is not an argument (it would defeat the step cache): run_step.py reads it from the report output's URI."""
+    from pipelines.deepfake.pipeline import TRACKING_PARAMETER
+
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert declared[TRACKING_PARAMETER]["Type"] == "String" and declared[TRACKING_PARAMETER]["DefaultValue"] == ""
+    execution = {"Get": "Execution.PipelineExecutionId"}
+    for sm in (s for s in definition["Steps"] if s["Type"] == "Processing"):
+        options, params = container_arguments(sm)
+        assert options["--tracking-uri"] == {"Get": f"Parameters.{TRACKING_PARAMETER}"}
+        assert execution not in sm["Arguments"]["AppSpecification"]["ContainerArguments"]
+        assert output(sm, "report")["S3Uri"]["Std:Join"]["Values"][-3] == execution
+    metadata = all_steps(definition)["register"]["Arguments"]["CustomerMetadataProperties"]
+    assert metadata["MlflowRunName"] == execution
+
+
+def test_each_step_installs_what_tracking_needs():
+    """mlflow and the sagemaker-mlflow plugin (a tracking server's ARN) are derived, not listed: the kit's
+    requirements of what the step's code imports."""
+    from deepfake.core.dependencies import requirement
+
+    for step in steps.STEPS:
+        lines = build_bundle(step.notebook).files["requirements.txt"].decode().splitlines()
+        assert requirement("mlflow") in lines and requirement("sagemaker-mlflow") in lines

@@ -51,3 +51,13 @@ def test_cli_list_approve_reject(tmp_path, artifact, monkeypatch, capsys):
     assert "Approved" in out and "0.9300" in out
     assert main(["registry", "reject", "5"]) == 2
     assert "no version 5" in capsys.readouterr().err
+
+
+def test_a_version_is_found_by_the_sha256_of_its_artifact(tmp_path, artifact):
+    """What keeps a rerun of an unchanged pipeline from registering the same model again."""
+    from deepfake.core.files import sha256_file
+
+    reg = LocalRegistry(tmp_path / "reg")
+    assert reg.find("g", sha256_file(artifact)) is None
+    v1 = reg.register("g", artifact, {})
+    assert reg.find("g", sha256_file(artifact)) == v1 and reg.find("other", v1.sha256) is None

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from notebook_factory import make_notebook
@@ -143,3 +143,34 @@ def test_the_shipped_kit_installs_with_pip(tmp_path):
     run_step.install_kit(tmp_path / "bundle" / KIT_DIR, "--no-build-isolation", "--quiet", "--target", str(site))
     assert (site / "deepfake" / "orchestration" / "steps.py").read_bytes() == Path(steps.__file__).read_bytes()
     assert (site / "deepfake" / "orchestration" / "notebook.py").is_file()
+
+
+def test_tracking_names_the_pipeline_run_after_the_execution_read_from_the_job(tmp_path, container, monkeypatch):
+    """The jobs of one execution share no folder: the pipeline run's name (the execution id), the data's S3
+    URI and the code's commit come from the job's own configuration, never from arguments that would change
+    with each execution and defeat the step cache. An empty tracking URI turns tracking off."""
+    from deepfake.core import paths
+    from deepfake.orchestration import tracking
+
+    data, report = "/opt/ml/processing/input/data", "/opt/ml/processing/output/report"
+    (container / "config" / "processingjobconfig.json").write_text(json.dumps({
+        "ProcessingInputs": [{"InputName": "data", "S3Input": {"LocalPath": data, "S3Uri": "s3://b/deepfake/data/"}},
+                             {"InputName": "code", "S3Input": {"LocalPath": "/opt/ml/processing/input/code",
+                                                               "S3Uri": "s3://b/deepfake/code/abc/"}}],
+        "ProcessingOutputConfig": {"Outputs": [
+            {"OutputName": "report", "S3Output": {"LocalPath": report,
+                                                  "S3Uri": "s3://b/deepfake/runs/exec1234abcd/explore/report"}}]},
+    }))
+    marker = tmp_path / "BUNDLE.json"
+    marker.write_text(json.dumps({"sha256": "c0de", "git_commit": "f00d"}))
+    monkeypatch.setattr(paths, "SAGEMAKER_ROOT", PurePosixPath(container))
+    monkeypatch.setattr(run_step, "MARKER", marker)
+    for name in ("MLFLOW_TRACKING_URI", tracking.RUN_NAME_ENV, tracking.RUN_TAGS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    run_step.track(arn, Path(report), data)
+    assert os.environ["MLFLOW_TRACKING_URI"] == arn and os.environ[tracking.RUN_NAME_ENV] == "exec1234abcd"
+    assert json.loads(os.environ[tracking.RUN_TAGS_ENV]) == {
+        "deepfake.data": "s3://b/deepfake/data/", "deepfake.code_sha256": "c0de", tracking.GIT_COMMIT: "f00d"}
+    run_step.track("", Path(report), data)
+    assert os.environ["MLFLOW_TRACKING_URI"] == tracking.OFF

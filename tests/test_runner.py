@@ -90,6 +90,9 @@ def test_full_run_registers_then_everything_is_reused(env):
     assert run("r2") == 0
     assert executed() == ["explore", "extract", "train", "evaluate"]  # nothing ran again
     assert (tmp / "runs/r2/train/model.tar.gz").read_bytes() == b"weights 6"
+    registered = json.loads((tmp / "runs/r2/run.json").read_text())["registered"]
+    assert registered["version"] == 1 and registered["existing"]         # the same model: no second version
+    assert len(LocalRegistry().list("deepfake-detector")) == 1
     record = json.loads((tmp / "runs/r2/train/step.json").read_text())
     assert record["cached_from"].endswith("r1/train")
 

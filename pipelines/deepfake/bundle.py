@@ -26,6 +26,7 @@ from typing import Any
 import deepfake
 from deepfake.core import dependencies, imports, paths
 from deepfake.core.errors import PipelineError
+from deepfake.orchestration.tracking import git_commit
 
 # Part of the hash: bump it when the layout below changes.
 BUNDLE_FORMAT = "2"
@@ -131,7 +132,9 @@ def upload_bundle(bundle: CodeBundle, s3_client: Any, bucket: str, prefix: str) 
         for name, data in sorted(bundle.files.items()):
             s3_client.put_object(Bucket=bucket, Key=key_prefix + name, Body=data)
         marker = {"sha256": bundle.sha256, "kit_version": deepfake.__version__,
-                  "files": sorted(bundle.files)}
+                  "files": sorted(bundle.files),
+                  # the commit that first shipped this code (not hashed: the same code keeps its prefix)
+                  "git_commit": (git_commit() or ("",))[0]}
         s3_client.put_object(Bucket=bucket, Key=key_prefix + MARKER,
                              Body=json.dumps(marker, indent=1).encode())
     except ClientError as exc:

@@ -56,6 +56,7 @@ GATE_STEP = "gate"
 REGISTER_STEP = "register"
 FAIL_STEP = "gate-failed"
 EVALUATION_PROPERTY_FILE = "EvaluationReport"
+TRACKING_PARAMETER = "MlflowTrackingServerArn"
 CODE_CHANNEL = "code"
 DATA_CHANNEL = "data"
 REPORT_CHANNEL = "report"
@@ -77,10 +78,11 @@ class Parameters:
     threshold: Any
     approval: Any
     run: Mapping[str, Any]            # RUN_PARAMETERS name -> pipeline parameter
+    tracking: Any = None              # MLflow tracking server ARN; empty: no tracking
 
     def all(self) -> list[Any]:
         return [self.input_data, self.processing_type, self.processing_count, self.training_type,
-                *self.run.values(), self.threshold, self.approval]
+                *self.run.values(), self.threshold, self.approval, *([self.tracking] if self.tracking else [])]
 
 
 def get_pipeline(
@@ -209,6 +211,8 @@ def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
         approval=ParameterString("ModelApprovalStatus", default_value="PendingManualApproval",
                                  enum_values=list(APPROVAL_STATUSES)),
         run=run,
+        # A SageMaker MLflow tracking server's (or MLflow app's) ARN: each step logs its run there.
+        tracking=ParameterString(TRACKING_PARAMETER, default_value=""),
     )
 
 
@@ -283,6 +287,8 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
     arguments: list[Any] = ["--step", step.name, "--report-dir", report_dir]
     if sharded_param:
         arguments += ["--shard-param", steps.SHARD_PARAMETER]
+    if params.tracking is not None:
+        arguments += ["--tracking-uri", params.tracking]
     for name, value in step_parameters(step, params, settings).items():
         arguments += ["--param", name, value]
     step_args = processor.run(inputs=inputs, outputs=outputs, arguments=arguments)
@@ -304,6 +310,7 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
                pipeline_name: str, project: str | None) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.mlops.workflow.condition_step import ConditionStep
     from sagemaker.mlops.workflow.fail_step import FailStep
@@ -326,7 +333,9 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
         env_vars={"SAGEMAKER_PROGRAM": "inference.py"}, dependencies={}, log_level=logging.WARNING,
     )
     metadata = {"EvaluationReport": report_uri, "GateMetric": steps.GATE_METRIC,
-                "KitVersion": __version__, "CodeSha256": code_sha256, "Pipeline": pipeline_name}
+                "KitVersion": __version__, "CodeSha256": code_sha256, "Pipeline": pipeline_name,
+                # the MLflow run of this execution (deepfake.orchestration.tracking names it so)
+                "MlflowRunName": ExecutionVariables.PIPELINE_EXECUTION_ID}
     if project:
         metadata["SageMakerProjectName"] = project
     register = ModelStep(name=REGISTER_STEP, display_name="Register the model", step_args=builder.register(

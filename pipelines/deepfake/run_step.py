@@ -33,6 +33,7 @@ log = logging.getLogger("run_step")
 HERE = Path(__file__).resolve().parent
 KIT = HERE / "kit"                                   # bundle.KIT_DIR
 REQUIREMENTS = HERE / "requirements.txt"             # bundle.REQUIREMENTS
+MARKER = HERE / "BUNDLE.json"                        # bundle.MARKER: the code's sha256 and git commit
 KEEP = ("torch", "numpy")                            # the image's builds; pip must not replace them
 EXIT_MESSAGE_LIMIT = 1024                            # bytes SageMaker keeps of the exit message
 
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding the step notebooks (default: the shipped ones)")
     parser.add_argument("--no-install", dest="install", action="store_false",
                         help="use the kit already installed (local runs and tests)")
+    parser.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI of the notebook's run (a SageMaker MLflow tracking server's "
+                             "ARN); empty: no tracking; not given: MLFLOW_TRACKING_URI as it is")
     return parser.parse_args(argv)
 
 
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         step = steps.step(args.step)
         if args.shard_param:
             params[args.shard_param] = current_host()
+        if args.tracking_uri is not None:
+            track(args.tracking_uri, args.report_dir, params.get("data_dir"))
         log.info("step %s: %s with %s", step.name, step.notebook, json.dumps(params, sort_keys=True))
         started = time.perf_counter()
         result = run_notebook(args.notebooks_dir / step.notebook, args.report_dir, params, step=step.name,
@@ -130,6 +136,32 @@ def pinned_constraints() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def track(uri: str, report_dir: Path, data_dir: str | None) -> None:
+    """Point the notebook's MLflow tracking at ``uri`` (empty: off). The jobs of one pipeline execution
+    share no folder, so the pipeline's run is named after the execution, and tagged with the data's S3
+    URI, the code's sha256 and its git commit, all read from this job's own configuration: arguments carrying them would
+    change with every execution and defeat SageMaker's step cache."""
+    from deepfake.core import paths
+    from deepfake.orchestration import tracking
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri or tracking.OFF
+    config = Path(str(paths.SAGEMAKER_ROOT)) / "config" / "processingjobconfig.json"
+    if not uri or not config.is_file():
+        return
+    job = json.loads(config.read_text())
+    outputs = {o["S3Output"]["LocalPath"]: o["S3Output"]["S3Uri"] for o in job["ProcessingOutputConfig"]["Outputs"]}
+    inputs = {i["S3Input"]["LocalPath"]: i["S3Input"]["S3Uri"] for i in job["ProcessingInputs"] if "S3Input" in i}
+    report_uri = outputs.get(str(report_dir), "")
+    if report_uri:           # s3://bucket/prefix/runs/<execution id>/<step>/report (pipeline._run_uri)
+        os.environ[tracking.RUN_NAME_ENV] = report_uri.rstrip("/").split("/")[-3]
+    marker = json.loads(MARKER.read_text()) if MARKER.is_file() else {}
+    tags = {key: marker[name] for key, name in (("deepfake.code_sha256", "sha256"), (tracking.GIT_COMMIT, "git_commit"))
+            if marker.get(name)}
+    if data_dir in inputs:
+        tags["deepfake.data"] = inputs[data_dir]
+    os.environ[tracking.RUN_TAGS_ENV] = json.dumps(tags)
 
 
 def current_host() -> str:

@@ -36,6 +36,9 @@ APPROVED = "Approved"
 REJECTED = "Rejected"
 APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED)
 
+# -- experiment tracking (MLflow): the experiment where the runs of the model group are compared ----
+EXPERIMENT = MODEL_GROUP
+
 # -- what the endpoint accepts and answers -------------------------------------------------------
 JSON_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"

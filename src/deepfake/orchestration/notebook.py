@@ -4,7 +4,7 @@ The local runner, the SageMaker Processing entry point and the tests all call
 :func:`run_notebook`, so a notebook behaves the same everywhere: parameters are
 checked against its ``parameters`` cell (papermill alone only warns about an
 unknown one), the executed copy is written even when a cell fails, and an HTML
-report is rendered beside it.
+report is rendered beside it (and added to the step's MLflow run when its notebook logged one).
 """
 
 from __future__ import annotations
@@ -12,15 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deepfake.core.config import coerce_value
 from deepfake.core.errors import ConfigError, NotebookError
+from deepfake.orchestration import tracking
 
 log = logging.getLogger(__name__)
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+# nbconvert's stylesheet breaks printed lines inside words ("they t / est"): break between words, and
+# inside one only when it is longer than the line (a path).
+READABLE_OUTPUT = "<style>.jp-OutputArea-output pre { word-break: normal; overflow-wrap: anywhere; }</style>\n"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ def run_notebook(
     out_dir.mkdir(parents=True, exist_ok=True)
     params = check_parameters(notebook, parameters)
     executed = out_dir / notebook.name
+    started = time.time()
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=params, kernel_name=kernel_name,
@@ -109,6 +115,8 @@ def run_notebook(
             step=step, executed_path=executed, cell=exc.exec_count, ename=exc.ename,
         ) from None
     html = render_html(executed, hide_code=hide_code)
+    if "output_dir" in params:                       # the step's MLflow run, when its notebook logged one
+        tracking.log_report(params["output_dir"], executed, html, since=started)
     return NotebookResult(executed=executed, html=html)
 
 
@@ -122,6 +130,7 @@ def render_html(executed: str | os.PathLike[str], *, hide_code: bool = False) ->
     exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code,
                             exclude_output_prompt=hide_code)
     body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", READABLE_OUTPUT + "</head>", 1)
     out = executed.with_suffix(".html")
     from deepfake.core.files import atomic_write_text
 

@@ -74,6 +74,10 @@ class LocalRegistry:
             return []
         return self._read_all(gdir, group)
 
+    def find(self, group: str, sha256: str) -> ModelVersion | None:
+        """The version of ``group`` whose artifact has this sha256 (the earliest), or None."""
+        return next((mv for mv in self.list(group) if mv.sha256 == sha256), None)
+
     def get(self, group: str, version: int) -> ModelVersion:
         for mv in self.list(group):
             if mv.version == version:

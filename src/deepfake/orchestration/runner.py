@@ -21,8 +21,8 @@ from typing import Any
 
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DataError, NotebookError, QualityGateError
-from deepfake.core.files import write_json
-from deepfake.orchestration import steps
+from deepfake.core.files import sha256_file, write_json
+from deepfake.orchestration import steps, tracking
 from deepfake.orchestration.cache import (
     STEP_RECORD,
     _find_cached,
@@ -62,6 +62,7 @@ class StepOutcome:
     cached: bool
     seconds: float
     html: Path | None
+    cached_from: Path | None = None      # the finished step folder it was reused from
 
 
 def run_pipeline(
@@ -98,11 +99,17 @@ def run_pipeline(
     what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
     _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
     keys = {name: _model_fingerprint(path) for name, path in external.items()}
+    tracking.start_pipeline(run_dir, run_id, data=data,
+                            params={"profile": profile, "overrides": " ".join(overrides), "model": str(model or "")})
     try:
         outcomes = _run_steps(todo, params_by_step, run_dir, data, keys, force=force, stream=stream)
     except NotebookError as exc:
         _say(f"FAILED {exc}")
+        tracking.finish_pipeline(run_dir, failed=True)
         return 1
+    except BaseException:
+        tracking.finish_pipeline(run_dir, failed=True)
+        raise
     evaluation = read_evaluation(run_dir / steps.EVALUATION_STEP / paths.EVALUATION)
     summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
                "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
@@ -113,8 +120,13 @@ def run_pipeline(
         _say("evaluation-only run (--model): nothing is registered")
     elif register:
         code = _gate(summary, run_dir, evaluation, group, threshold, run_id)
+    summary["tracking"] = tracking.run_ids(run_dir)
+    compare = tracking.finish_pipeline(run_dir, gate=summary.get("gate_failed"),
+                                       registered=summary["registered"])
     write_json(run_dir / "run.json", summary)
     _report(summary)
+    if compare:
+        _say(compare)
     return code
 
 
@@ -129,6 +141,8 @@ def _run_steps(todo: list[steps.Step], params_by_step: Mapping[str, dict[str, An
             outcome = _run_step(step, params_by_step[step.name], run_dir, data, keys, force=force,
                                 log_output=stream)
             outcomes.append(outcome)
+            if outcome.cached:                      # the step's run in this pipeline run names the one it reuses
+                tracking.log_step(step.name, outcome.out_dir, cached_from=str(outcome.cached_from))
             how = "reused from cache" if outcome.cached else "done"
             _say(f"[{i}/{len(todo)}] {step.name}: {how} in {outcome.seconds:.1f}s")
     finally:
@@ -141,14 +155,14 @@ def _gate(summary: dict[str, Any], run_dir: Path, evaluation: Mapping[str, Any],
           threshold: float | None, run_id: str) -> int:
     """The quality gate and registration; the run's exit code (3: the gate held the model back)."""
     try:
-        mv = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
-                               steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
+        mv, new = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
+                                    steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
     except QualityGateError as exc:
         _say(f"quality gate: {exc}")
         summary["gate_failed"] = str(exc)
         return 3
     summary["registered"] = {"group": mv.group, "version": mv.version, "status": mv.status,
-                              "artifact": mv.artifact, "sha256": mv.sha256}
+                              "artifact": mv.artifact, "sha256": mv.sha256, "existing": not new}
     return 0
 
 
@@ -158,7 +172,11 @@ def _report(summary: Mapping[str, Any]) -> None:
         _say(f"  {name:<9} {html}")
     if summary["registered"]:
         r = summary["registered"]
-        _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
+        if r["existing"]:
+            _say(f"model already registered: {r['group']} v{r['version']} ({r['status']}) holds this artifact "
+                 f"(sha256 {r['sha256'][:12]}...); no new version")
+        else:
+            _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
         _say(f"  approve it with: deepfake registry approve {r['version']} --group {r['group']}")
 
 
@@ -225,7 +243,11 @@ def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, threshold: float,
                       run_id: str):
-    """The quality gate of the pipeline: register only a model whose metric reaches the threshold."""
+    """The quality gate of the pipeline: register only a model whose metric reaches the threshold.
+
+    Returns (version, True when registered now); a model already in the group (same sha256, e.g. a rerun
+    of a fully cached pipeline) is not registered again: its version comes back with False.
+    """
     from deepfake.orchestration.registry import LocalRegistry
 
     value = evaluation.get("metrics", {}).get(steps.GATE_METRIC)
@@ -236,13 +258,17 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
         raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
                                "model not registered")
     artifact = run_dir / steps.MODEL_STEP / paths.MODEL_ARCHIVE
-    mv = LocalRegistry().register(
+    _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
+    registry = LocalRegistry()
+    existing = registry.find(group, sha256_file(artifact)) if artifact.is_file() else None
+    if existing is not None:
+        return existing, False
+    mv = registry.register(
         group, artifact, evaluation["metrics"],
         source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),
-                "report": str(run_dir / "evaluate" / "04_evaluate.html")},
+                "report": str(run_dir / "evaluate" / "04_evaluate.html"), **tracking.run_ids(run_dir)},
     )
-    _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
-    return mv
+    return mv, True
 
 
 def print_metrics(evaluation: Mapping[str, Any]) -> None:
@@ -283,7 +309,8 @@ def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Pat
                     shutil.rmtree(out_dir)
                 shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
                 _retarget(out_dir, params)
-            return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook))
+            return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook),
+                               cached_from=cached)
     record = out_dir / STEP_RECORD
     record.unlink(missing_ok=True)
     result = run_notebook(notebook, out_dir, params, step=step.name, hide_code=step.hide_code,
