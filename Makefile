@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/demo
 DEMO_VIDEOS ?= 64
 RUN_ID ?= demo
+PIPELINE_BUCKET ?= deepfake-local
+PIPELINE_PROFILE ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-fast lint format bench quality clean
+.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +35,11 @@ demo-data: $(STAMP) ## build the small demo dataset from real faces shipped in p
 
 demo: demo-data ## the main job: demo data, the four notebooks, gate, registry, reports
 	$(BIN)/deepfake run --data $(DEMO_DATA) --run-id $(RUN_ID) --profile demo
+
+pipeline-local: demo-data ## the SageMaker pipeline definition executed here on the demo data: register, approve, deploy staging, staging test
+	$(BIN)/pipeline-local --module-name pipelines.deepfake.pipeline \
+	  --kwargs '{"default_bucket": "$(PIPELINE_BUCKET)", "profile": "$(PIPELINE_PROFILE)"}' \
+	  --input InputDataUrl=$(DEMO_DATA) --approve --deploy-staging
 
 test: $(STAMP) ## run the whole test suite (notebooks on tiny data included)
 	$(BIN)/pytest

@@ -136,7 +136,7 @@ def run_fail(step: Step, ctx: Context) -> Outcome:
 def run_register(step: Step, ctx: Context) -> Outcome:
     from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-    request = _without_empty(evaluate(step.arguments, ctx.scope))
+    request = evaluate(step.arguments, ctx.scope)
     missing = [uri for uri in _s3_uris(request) if not ctx.storage.exists(uri)]
     if missing:
         return Outcome("Failed", reason=f"the model package names S3 objects that do not exist: {', '.join(missing)}")
@@ -150,16 +150,6 @@ def run_register(step: Step, ctx: Context) -> Outcome:
                   if k != "ResponseMetadata"}
     status = properties.get("ModelApprovalStatus", "")
     return Outcome("Succeeded", properties, detail=f"{arn} ({status})")
-
-
-def _without_empty(value: Any) -> Any:
-    """The request less empty objects (the SDK writes ``"Bias": {}``), which the API's shapes reject."""
-    if isinstance(value, dict):
-        cleaned = {k: _without_empty(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v != {}}
-    if isinstance(value, list):
-        return [_without_empty(v) for v in value]
-    return value
 
 
 def _s3_uris(value: Any) -> list[str]:
