@@ -37,7 +37,6 @@ log = logging.getLogger("score_step")
 MODEL_INFO = "model.json"                            # written by score, read by merge (and a PropertyFile)
 SHARD_INFO = "shard-{host}.json"
 PREDICTIONS = "predictions.csv"
-APPROVED = "Approved"                                # deepfake.core.vocabulary.APPROVED, before the install
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -140,6 +139,7 @@ def merge(args: argparse.Namespace) -> int:
 def model_package(sm: Any, arn: str, group: str) -> dict[str, Any]:
     """The package to score with: ``arn``, else the group's latest Approved one; it must be Approved."""
     from deepfake.core.errors import RegistryError
+    from deepfake.core.vocabulary import APPROVED
 
     if not arn:
         found = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus=APPROVED,

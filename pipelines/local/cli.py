@@ -33,6 +33,7 @@ from pipelines.local.cache import StepCache
 from pipelines.local.definition import Definition, load_definition, parameter_values
 from pipelines.local.executor import Execution, execute, report
 from pipelines.local.server import Aws, aws_api, restore, restore_registry, save_registry, snapshot
+from pipelines.local.steps import STOPPED, SUCCEEDED
 
 LOCAL_ROLE = "arn:aws:iam::123456789012:role/DeepfakeLocalPipeline"   # moto's account; nothing checks it
 BUILD_TIMEOUT_S = 600
@@ -101,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
                                 folder=state / "executions", cache=None if args.no_cache else StepCache(state / "cache"),
                                 stop_after=args.stop_after)
             print(report(execution))
-            code = 0 if execution.status in ("Succeeded", "Stopped") else 1
-            if execution.status == "Succeeded" and (args.approve or args.deploy_staging):
+            code = 0 if execution.status in (SUCCEEDED, STOPPED) else 1
+            if execution.status == SUCCEEDED and (args.approve or args.deploy_staging):
                 code = _deploy(args, aws, definition, execution)
         finally:
             if aws.local:
@@ -165,7 +166,7 @@ def _input(item: str) -> tuple[str, Path]:
 def _deploy(args: argparse.Namespace, aws: Aws, definition: Definition, execution: Execution) -> int:
     from pipelines.local.deploy import approve, deploy_staging
 
-    registered = [r for r in execution.steps.values() if r.type == "RegisterModel" and r.status == "Succeeded"]
+    registered = [r for r in execution.steps.values() if r.type == "RegisterModel" and r.status == SUCCEEDED]
     if not registered:
         raise PipelineError("--approve/--deploy-staging: the execution registered no model package")
     package = registered[0].properties

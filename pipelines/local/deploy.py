@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfake.core.errors import DeployError
+from deepfake.core.vocabulary import APPROVED
 from pipelines.local.s3 import split_uri
 from pipelines.local.server import Aws
 
@@ -49,7 +50,7 @@ class Deployment:
 
 
 def approve(aws: Aws, arn: str) -> None:
-    aws.client("sagemaker").update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved",
+    aws.client("sagemaker").update_model_package(ModelPackageArn=arn, ModelApprovalStatus=APPROVED,
                                                  ApprovalDescription="approved by pipeline-local --approve")
 
 

@@ -28,9 +28,17 @@ from pipelines.local.definition import Definition
 from pipelines.local.expressions import ExpressionError, Scope
 from pipelines.local.s3 import Storage, join_uri
 from pipelines.local.server import Aws
-from pipelines.local.steps import Context, Outcome, run_step
+from pipelines.local.steps import (
+    EXECUTING,
+    FAILED,
+    NOT_STARTED,
+    STOPPED,
+    SUCCEEDED,
+    Context,
+    Outcome,
+    run_step,
+)
 
-NOT_RUN = "NotStarted"
 RECORD = "execution.json"
 
 
@@ -38,7 +46,7 @@ RECORD = "execution.json"
 class StepRecord:
     name: str
     type: str
-    status: str = NOT_RUN
+    status: str = NOT_STARTED
     seconds: float = 0.0
     reason: str = ""
     cached_from: str | None = None
@@ -54,7 +62,7 @@ class Execution:
     pipeline: str
     parameters: Mapping[str, Any]
     folder: Path
-    status: str = "Executing"
+    status: str = EXECUTING
     reason: str = ""
     seconds: float = 0.0
     steps: dict[str, StepRecord] = field(default_factory=dict)
@@ -96,20 +104,20 @@ def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, A
         step_started = time.perf_counter()
         outcome = run_step(definition.steps[name], ctx)
         _record(record, outcome, time.perf_counter() - step_started)
-        if outcome.status == "Succeeded":
+        if outcome.status == SUCCEEDED:
             scope.properties[name] = outcome.properties
         runnable |= set(outcome.branch)
         say(f"  {name}: {record.status} in {record.seconds:.1f}s" + (f"  {record.detail}" if record.detail else ""))
-        if outcome.status != "Succeeded":
-            execution.status = "Failed"
+        if outcome.status != SUCCEEDED:
+            execution.status = FAILED
             is_fail_step = record.type == "Fail"
             execution.reason = outcome.reason if is_fail_step else f"step {name} failed: {outcome.reason}"
             break
         if name == stop_after:
-            execution.status, execution.reason = "Stopped", f"stopped after step {name} (--stop-after)"
+            execution.status, execution.reason = STOPPED, f"stopped after step {name} (--stop-after)"
             break
     else:
-        execution.status = "Succeeded"
+        execution.status = SUCCEEDED
     execution.seconds = round(time.perf_counter() - started, 1)
     write_json(folder / RECORD, asdict(execution))
     return execution
@@ -118,8 +126,8 @@ def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, A
 def _next_step(definition: Definition, execution: Execution, runnable: set[str]) -> str | None:
     for name, step in definition.steps.items():
         record = execution.steps[name]
-        if name in runnable and record.status == NOT_RUN and all(
-                execution.steps[d].status == "Succeeded" for d in step.depends_on if d in execution.steps):
+        if name in runnable and record.status == NOT_STARTED and all(
+                execution.steps[d].status == SUCCEEDED for d in step.depends_on if d in execution.steps):
             return name
     return None
 
@@ -168,11 +176,11 @@ def report(execution: Execution) -> str:
         lines.append(f"  reason: {execution.reason}")
     width = max(len(n) for n in execution.steps)
     for record in execution.steps.values():
-        status = "not run" if record.status == NOT_RUN else record.status
+        status = "not run" if record.status == NOT_STARTED else record.status
         cached = f"  (cached from {record.cached_from})" if record.cached_from else ""
         detail = f"  {record.detail}" if record.detail and not record.cached_from else ""
         lines.append(f"  {record.name:<{width}}  {status:<9}  {record.seconds:>7.1f}s{cached}{detail}")
-        if record.status == "Failed" and record.reason:
+        if record.status == FAILED and record.reason:
             lines += [f"      {line}" for line in record.reason.splitlines()[:20]]
     reports = [(r.name, rep) for r in execution.steps.values() for rep in r.reports]
     if reports:

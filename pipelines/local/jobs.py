@@ -49,6 +49,7 @@ PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
 NO_INSTALL = "--no-install"
 KIT_SRC = ("kit", "src")              # where a code bundle ships the kit (pipelines/deepfake/bundle.py)
 LOG_TAIL_LINES = 15
+COMPLETED, JOB_FAILED = "Completed", "Failed"      # ProcessingJobStatus values
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Instance:
 
 @dataclass(frozen=True)
 class JobResult:
-    status: str                         # Completed | Failed
+    status: str                         # COMPLETED | JOB_FAILED
     failure_reason: str
     exit_message: str
     instances: Sequence[Instance]
@@ -85,7 +86,7 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
     instances = [Instance(host, folder / host) for host in hosts]
     problem = _stage_inputs(arguments, instances, storage)
     if problem:
-        return JobResult("Failed", f"ClientError: {problem}", "", instances, time.perf_counter() - started)
+        return JobResult(JOB_FAILED, f"ClientError: {problem}", "", instances, time.perf_counter() - started)
     outputs = arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])
     for instance in instances:
         _write_config(instance, hosts, arguments)
@@ -105,12 +106,12 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
             for out in outputs:
                 if out["S3Output"].get("S3UploadMode", "EndOfJob") == "EndOfJob":
                     storage.upload_tree(local_path(instance.root, out["S3Output"]["LocalPath"]), out["S3Output"]["S3Uri"])
-        return JobResult("Completed", "", "", instances, time.perf_counter() - started)
+        return JobResult(COMPLETED, "", "", instances, time.perf_counter() - started)
     first = failed[0]
     who = f"{first.host}: " if count > 1 else ""
     reason = first.message or (f"exit code {first.exit_code} and no exit message; last lines of {first.log}:\n"
                                + log_tail(first.log))
-    return JobResult("Failed", f"AlgorithmError: {who}{reason}", first.message, instances,
+    return JobResult(JOB_FAILED, f"AlgorithmError: {who}{reason}", first.message, instances,
                      time.perf_counter() - started)
 
 

@@ -70,8 +70,8 @@ def aws_api(endpoint: str | None, region: str, work: Path) -> Iterator[Aws]:
         if _loopback(endpoint) and "AWS_ACCESS_KEY_ID" not in os.environ:
             env.update(LOCAL_CREDENTIALS)
         else:
-            env.update({k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                    "AWS_SESSION_TOKEN") if k in os.environ})
+            env.update({k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                                    "AWS_PROFILE") if k in os.environ})
         yield Aws(endpoint=endpoint, region=region, env=env)
         return
     from moto.server import ThreadedMotoServer

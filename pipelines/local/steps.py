@@ -20,9 +20,12 @@ from deepfake.core.errors import DeepfakeError
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.definition import Definition, Step
 from pipelines.local.expressions import Scope, condition, evaluate
-from pipelines.local.jobs import JobResult, job_name, local_path, run_job
+from pipelines.local.jobs import COMPLETED, JobResult, job_name, local_path, run_job
 from pipelines.local.s3 import Storage, join_uri
 from pipelines.local.server import Aws
+
+# SageMaker's statuses of a pipeline execution and of its steps.
+SUCCEEDED, FAILED, STOPPED, EXECUTING, NOT_STARTED = "Succeeded", "Failed", "Stopped", "Executing", "NotStarted"
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Context:
 
 @dataclass
 class Outcome:
-    status: str                                       # Succeeded | Failed
+    status: str                                       # SUCCEEDED | FAILED
     properties: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     cached_from: str | None = None                    # the execution whose result was reused
@@ -56,7 +59,7 @@ def run_step(step: Step, ctx: Context) -> Outcome:
     try:
         return runner(step, ctx)
     except DeepfakeError as exc:                      # an expression that cannot be evaluated, a bad value
-        return Outcome("Failed", reason=str(exc))
+        return Outcome(FAILED, reason=str(exc))
 
 
 def run_processing(step: Step, ctx: Context) -> Outcome:
@@ -68,7 +71,7 @@ def run_processing(step: Step, ctx: Context) -> Outcome:
         key = cache_key(ctx.pipeline, step.name, step.type, arguments, digests)
         hit = ctx.cache.lookup(ctx.pipeline, step.name, key, cache.get("ExpireAfter"))
         if hit is not None and _outputs_exist(hit["properties"], ctx.storage):
-            return Outcome("Succeeded", hit["properties"], cached_from=hit["execution_id"],
+            return Outcome(SUCCEEDED, hit["properties"], cached_from=hit["execution_id"],
                            detail=f"cache hit: execution {hit['execution_id']}", reports=hit.get("reports", []))
     stopping = arguments.get("StoppingCondition") or {}
     result = run_job(arguments, folder=ctx.folder / step.name, storage=ctx.storage, env=ctx.aws.env,
@@ -77,12 +80,12 @@ def run_processing(step: Step, ctx: Context) -> Outcome:
     reports = _reports(arguments, result)
     count = len(result.instances)
     detail = f"{count} instances" if count > 1 else ""
-    if result.status != "Completed":
-        return Outcome("Failed", properties, reason=result.failure_reason, detail=detail, reports=reports)
+    if result.status != COMPLETED:
+        return Outcome(FAILED, properties, reason=result.failure_reason, detail=detail, reports=reports)
     if key is not None and ctx.cache is not None:
         ctx.cache.store(ctx.pipeline, step.name, key, {"execution_id": ctx.execution_id, "properties": properties,
                                                         "reports": reports})
-    return Outcome("Succeeded", properties, detail=detail, reports=reports)
+    return Outcome(SUCCEEDED, properties, detail=detail, reports=reports)
 
 
 def _describe(step: Step, arguments: Mapping[str, Any], result: JobResult, ctx: Context) -> dict[str, Any]:
@@ -124,13 +127,13 @@ def run_condition(step: Step, ctx: Context) -> Outcome:
     holds = all(condition(c, ctx.scope) for c in step.arguments.get("Conditions", []))
     branch = "IfSteps" if holds else "ElseSteps"
     names = tuple(s["Name"] for s in step.arguments.get(branch, []))
-    return Outcome("Succeeded", {"Outcome": holds}, detail=f"{holds}: {branch} {', '.join(names) or '(none)'}",
+    return Outcome(SUCCEEDED, {"Outcome": holds}, detail=f"{holds}: {branch} {', '.join(names) or '(none)'}",
                    branch=names)
 
 
 def run_fail(step: Step, ctx: Context) -> Outcome:
     message = evaluate(step.arguments.get("ErrorMessage", ""), ctx.scope)
-    return Outcome("Failed", {"ErrorMessage": message}, reason=str(message))
+    return Outcome(FAILED, {"ErrorMessage": message}, reason=str(message))
 
 
 def run_register(step: Step, ctx: Context) -> Outcome:
@@ -139,17 +142,17 @@ def run_register(step: Step, ctx: Context) -> Outcome:
     request = evaluate(step.arguments, ctx.scope)
     missing = [uri for uri in _s3_uris(request) if not ctx.storage.exists(uri)]
     if missing:
-        return Outcome("Failed", reason=f"the model package names S3 objects that do not exist: {', '.join(missing)}")
+        return Outcome(FAILED, reason=f"the model package names S3 objects that do not exist: {', '.join(missing)}")
     sm = ctx.aws.client("sagemaker")
     try:
         arn = sm.create_model_package(**request)["ModelPackageArn"]
         described = sm.describe_model_package(ModelPackageName=arn)
     except (ClientError, BotoCoreError, ParamValidationError) as exc:
-        return Outcome("Failed", reason=f"CreateModelPackage failed: {exc}")
+        return Outcome(FAILED, reason=f"CreateModelPackage failed: {exc}")
     properties = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in described.items()
                   if k != "ResponseMetadata"}
     status = properties.get("ModelApprovalStatus", "")
-    return Outcome("Succeeded", properties, detail=f"{arn} ({status})")
+    return Outcome(SUCCEEDED, properties, detail=f"{arn} ({status})")
 
 
 def _s3_uris(value: Any) -> list[str]:
