@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from aws_server import REGION, ROLE_ARN, moto_server
@@ -160,7 +161,11 @@ def test_two_extraction_instances_score_their_shards_and_merge_to_the_single_ins
     def table(df):
         return df.drop(columns=["abs_path"]).sort_values(["video_id", "frame_idx", "face_idx"]).reset_index(drop=True)
 
-    pd.testing.assert_frame_equal(table(two), table(one))
+    two, one = table(two), table(one)
+    pd.testing.assert_frame_equal(two.drop(columns=["score", "landmarks"]), one.drop(columns=["score", "landmarks"]))
+    assert np.allclose(two["score"], one["score"], atol=1e-3)            # printed to 4 decimals, 0.1 px:
+    for a, b in zip(two["landmarks"], one["landmarks"], strict=True):     # a last digit may round either way
+        assert np.allclose(json.loads(a or "[]"), json.loads(b or "[]"), atol=0.11)
 
 
 def test_a_broken_notebook_fails_its_step_keeps_the_executed_notebook_and_a_fixed_rerun_reuses_the_cache(

@@ -75,11 +75,12 @@ def new_execution_id() -> str:
 
 def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, Any], aws: Aws, storage: Storage,
             folder: Path, cache: StepCache | None, execution_id: str | None = None, stop_after: str | None = None,
-            say: Callable[[str], None] = print) -> Execution:
+            say: Callable[[str], None] | None = None) -> Execution:
     """Run the definition's steps; returns the finished execution (also written to ``folder/execution.json``).
 
     ``stop_after``: end the execution (status Stopped) once that step succeeded.
     """
+    say = say or _say
     if stop_after is not None and stop_after not in definition.steps:
         raise PipelineError(f"--stop-after {stop_after}: no such step; steps: {', '.join(definition.steps)}")
     started = time.perf_counter()
@@ -162,6 +163,10 @@ def _property_files(definition: Definition, scope: Scope, storage: Storage) -> C
         return loaded[(step, name)]
 
     return read
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)                           # progress, also when stdout is a file
 
 
 def _account(definition: Definition) -> str:

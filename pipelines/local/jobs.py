@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
     for instance in instances:
         cmd = command(arguments, instance.root)
         with open(instance.log, "wb") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.write(f"$ {shlex.join(cmd)}\n".encode())
             log.flush()
             running.append((instance, subprocess.Popen(
                 cmd, cwd=instance.root, env=job_env(arguments, instance.root, aws_env), stdout=log,

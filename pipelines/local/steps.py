@@ -124,11 +124,14 @@ def _outputs_exist(properties: Mapping[str, Any], storage: Storage) -> bool:
 
 
 def run_condition(step: Step, ctx: Context) -> Outcome:
-    holds = all(condition(c, ctx.scope) for c in step.arguments.get("Conditions", []))
+    conditions = step.arguments.get("Conditions", [])
+    holds = all(condition(c, ctx.scope) for c in conditions)
     branch = "IfSteps" if holds else "ElseSteps"
     names = tuple(s["Name"] for s in step.arguments.get(branch, []))
-    return Outcome(SUCCEEDED, {"Outcome": holds}, detail=f"{holds}: {branch} {', '.join(names) or '(none)'}",
-                   branch=names)
+    compared = "; ".join(f"{evaluate(c['LeftValue'], ctx.scope)!r} {c['Type']} {evaluate(c['RightValue'], ctx.scope)!r}"
+                         for c in conditions if "LeftValue" in c)
+    return Outcome(SUCCEEDED, {"Outcome": holds}, branch=names,
+                   detail=f"{compared + ': ' if compared else ''}{holds}, {branch} {', '.join(names) or '(none)'}")
 
 
 def run_fail(step: Step, ctx: Context) -> Outcome:
