@@ -47,15 +47,18 @@ class Settings:
     train_image_size: int              # px; TrainConfig's default is 224
     train_batch_size: int              # crops per step; TrainConfig's default is 32
     train_batches: int                 # timed batches per measurement
+    gpu_train_batches: int             # timed batches per measurement on a GPU (batch 128)
     scaling_videos: int                # videos in the workers=1 vs workers=2 extraction
 
 
 FULL = Settings(clips=FULL_CLIPS, frames=32, reps=3, requests=20, cli_runs=2,
                 notebook_videos=8, notebook_clip_frames=None, notebook_reps=3, notebook_steps=STEP_NAMES,
-                train_image_size=224, train_batch_size=32, train_batches=4, scaling_videos=4)
+                train_image_size=224, train_batch_size=32, train_batches=4, gpu_train_batches=20,
+                scaling_videos=4)
 QUICK = Settings(clips=QUICK_CLIPS, frames=8, reps=1, requests=3, cli_runs=1,
                  notebook_videos=8, notebook_clip_frames=4, notebook_reps=1, notebook_steps=STEP_NAMES[:1],
-                 train_image_size=64, train_batch_size=4, train_batches=2, scaling_videos=2)
+                 train_image_size=64, train_batch_size=4, train_batches=2, gpu_train_batches=2,
+                 scaling_videos=2)
 
 
 class Bench:
@@ -99,19 +102,19 @@ class Bench:
                                s.notebook_steps)
 
     def item4(self) -> list[Row]:
-        from benchmarks.training import bench_training, cuda_config, write_crops
+        from benchmarks.training import bench_training, cuda_configs, write_crops
         from deepfake.stages.train import TrainConfig
 
         s = self.settings
         crops = write_crops(self.clips[0][1], self.work / "train-crops", s.frames)
         config = TrainConfig(image_size=s.train_image_size, batch_size=s.train_batch_size, device="cpu")
-        rows = [bench_training(crops, config, s.train_batches, s.reps)]
-        gpu = cuda_config(config)
-        if gpu is not None:
+        rows = [bench_training(crops, config.replace(mode=mode), s.train_batches, s.reps)
+                for mode in ("dataset", "self_blend")]
+        for gpu, target in cuda_configs(config.replace(mode="dataset")):
             import torch
 
             label = f"cuda {torch.cuda.get_device_name(0)} (AMP, channels-last)"
-            rows.append(bench_training(crops, gpu, s.train_batches, s.reps, device_label=label))
+            rows.append(bench_training(crops, gpu, s.gpu_train_batches, s.reps, device_label=label, target=target))
         return rows
 
     def item5(self) -> list[Row]:

@@ -14,6 +14,7 @@ balance, re-compression and resizing by video platforms, and occlusion.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -56,6 +57,34 @@ def adjust_hue(rgb: np.ndarray, shift: float) -> np.ndarray:
     return _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0)
 
 
+COLOR_OPS = ("brightness", "contrast", "saturation", "hue")   # the colour jitter's operations, by code 0-3
+
+
+def draw_color_jitter(rng: np.random.Generator, brightness: float = 0.2, contrast: float = 0.2,
+                      saturation: float = 0.2, hue: float = 0.02) -> tuple[tuple[str, float], ...]:
+    """The colour jitter's operations and values, in the random order they apply."""
+    ops = []
+    if brightness > 0:
+        ops.append(("brightness", float(rng.uniform(1 - brightness, 1 + brightness))))
+    if contrast > 0:
+        ops.append(("contrast", float(rng.uniform(1 - contrast, 1 + contrast))))
+    if saturation > 0:
+        ops.append(("saturation", float(rng.uniform(1 - saturation, 1 + saturation))))
+    if hue > 0:
+        ops.append(("hue", float(rng.uniform(-hue, hue))))
+    return tuple(ops[i] for i in rng.permutation(len(ops)))
+
+
+def apply_color(rgb: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
+    """Apply drawn colour operations (:func:`draw_color_jitter`) in their order."""
+    fns = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturation": adjust_saturation,
+           "hue": adjust_hue}
+    out = rgb
+    for name, value in ops:
+        out = fns[name](out, value)
+    return out if out is not rgb else rgb.copy()
+
+
 def color_jitter(
     rgb: np.ndarray,
     rng: np.random.Generator,
@@ -65,20 +94,7 @@ def color_jitter(
     hue: float = 0.02,
 ) -> np.ndarray:
     """Brightness, contrast, saturation (factors in 1 +- value) and hue (+- turns), in random order."""
-    ops = []
-    if brightness > 0:
-        ops.append((adjust_brightness, rng.uniform(1 - brightness, 1 + brightness)))
-    if contrast > 0:
-        ops.append((adjust_contrast, rng.uniform(1 - contrast, 1 + contrast)))
-    if saturation > 0:
-        ops.append((adjust_saturation, rng.uniform(1 - saturation, 1 + saturation)))
-    if hue > 0:
-        ops.append((adjust_hue, rng.uniform(-hue, hue)))
-    out = rgb
-    for i in rng.permutation(len(ops)):
-        fn, value = ops[i]
-        out = fn(out, float(value))
-    return out if out is not rgb else rgb.copy()
+    return apply_color(rgb, draw_color_jitter(rng, brightness, contrast, saturation, hue))
 
 
 def jpeg_recompress(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -94,18 +110,61 @@ def downscale_upscale(rgb: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(down, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def cutout_square(height: int, width: int, rng: np.random.Generator, fraction: float) -> tuple[int, int, int]:
+    """Where a cutout of side ``fraction`` x the short side goes: (y0, x0, side)."""
+    side = max(1, round(min(height, width) * fraction))
+    y0 = int(rng.integers(0, height - side + 1))
+    x0 = int(rng.integers(0, width - side + 1))
+    return y0, x0, side
+
+
+def fill_square(rgb: np.ndarray, square: tuple[int, int, int]) -> np.ndarray:
+    """Fill ``square`` (y0, x0, side) with the image's mean colour."""
+    y0, x0, side = square
+    out = rgb.copy()
+    out[y0:y0 + side, x0:x0 + side] = rgb.reshape(-1, rgb.shape[2]).mean(axis=0).round().astype(np.uint8)
+    return out
+
+
 def cutout(rgb: np.ndarray, rng: np.random.Generator, fraction: float = 0.25) -> np.ndarray:
     """Fill a random square of side ``fraction`` x the short side with the image's mean colour.
 
     Occluding part of the face keeps the model from relying on a single region.
     """
-    h, w = rgb.shape[:2]
-    side = max(1, round(min(h, w) * fraction))
-    y0 = int(rng.integers(0, h - side + 1))
-    x0 = int(rng.integers(0, w - side + 1))
-    out = rgb.copy()
-    out[y0:y0 + side, x0:x0 + side] = rgb.reshape(-1, rgb.shape[2]).mean(axis=0).round().astype(np.uint8)
-    return out
+    return fill_square(rgb, cutout_square(rgb.shape[0], rgb.shape[1], rng, fraction))
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """The random choices of one :class:`TrainAugment` call: what :meth:`TrainAugment.apply` (CPU) and
+    :mod:`deepfake.data.device_augment` (a batch on the training device) apply."""
+
+    flip: bool = False
+    color: tuple[tuple[str, float], ...] = ()     # (operation, value) in the order they apply
+    downscale: float | None = None                # scale of the downscale-upscale
+    jpeg: int | None = None                       # JPEG quality of the re-compression
+    cutout: tuple[int, int, int] | None = None    # y0, x0, side of the square filled with the mean colour
+
+    def to_vector(self) -> np.ndarray:
+        """A fixed-length float64 vector (DataLoader batches stack them): see :meth:`from_vector`."""
+        v = np.zeros(DRAW_VECTOR, dtype=np.float64)
+        v[0] = float(self.flip)
+        for k, (name, value) in enumerate(self.color):
+            v[1 + 2 * k], v[2 + 2 * k] = COLOR_OPS.index(name) + 1, value
+        v[9] = self.downscale or 0.0
+        v[10] = self.jpeg or 0
+        if self.cutout is not None:
+            v[11:14] = self.cutout
+        return v
+
+    @classmethod
+    def from_vector(cls, v: Sequence[float]) -> AugmentDraw:
+        color = tuple((COLOR_OPS[int(v[1 + 2 * k]) - 1], float(v[2 + 2 * k])) for k in range(4) if v[1 + 2 * k])
+        return cls(bool(v[0]), color, float(v[9]) or None, int(v[10]) or None,
+                   (int(v[11]), int(v[12]), int(v[13])) if v[13] else None)
+
+
+DRAW_VECTOR = 14   # flip, 4 x (colour op code, value), downscale, jpeg quality, cutout y0, x0, side
 
 
 @dataclass(frozen=True)
@@ -145,22 +204,44 @@ class TrainAugment:
         _check_range("cutout_fraction", self.cutout_fraction, 0.0, 1.0, low_open=True)
 
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise InvalidInputError(
-                f"TrainAugment expects an H x W x 3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}"
-            )
-        out = rgb
-        if rng.random() < self.p_flip:
-            out = hflip(out)
+        _check_crop(rgb)
+        return self.apply(rgb, self.draw(rng, rgb.shape[0], rgb.shape[1]))
+
+    def draw(self, rng: np.random.Generator, height: int, width: int) -> AugmentDraw:
+        """The random choices for one crop of ``height`` x ``width`` pixels."""
+        flip = bool(rng.random() < self.p_flip)
+        color: tuple[tuple[str, float], ...] = ()
         if rng.random() < self.p_color:
-            out = color_jitter(out, rng, self.brightness, self.contrast, self.saturation, self.hue)
-        if rng.random() < self.p_downscale:
-            out = downscale_upscale(out, float(rng.uniform(*self.downscale)))
+            color = draw_color_jitter(rng, self.brightness, self.contrast, self.saturation, self.hue)
+        downscale = float(rng.uniform(*self.downscale)) if rng.random() < self.p_downscale else None
+        jpeg = None
         if rng.random() < self.p_jpeg:
-            out = jpeg_recompress(out, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
+            jpeg = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+        square = None
         if rng.random() < self.p_cutout:
-            out = cutout(out, rng, float(rng.uniform(*self.cutout_fraction)))
+            square = cutout_square(height, width, rng, float(rng.uniform(*self.cutout_fraction)))
+        return AugmentDraw(flip, color, downscale, jpeg, square)
+
+    def apply(self, rgb: np.ndarray, draw: AugmentDraw) -> np.ndarray:
+        """The crop with the drawn operations applied, in the fixed order (a new array)."""
+        _check_crop(rgb)
+        out = hflip(rgb) if draw.flip else rgb
+        if draw.color:
+            out = apply_color(out, draw.color)
+        if draw.downscale is not None:
+            out = downscale_upscale(out, draw.downscale)
+        if draw.jpeg is not None:
+            out = jpeg_recompress(out, draw.jpeg)
+        if draw.cutout is not None:
+            out = fill_square(out, draw.cutout)
         return out if out is not rgb else rgb.copy()
+
+
+def _check_crop(rgb: np.ndarray) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InvalidInputError(
+            f"TrainAugment expects an H x W x 3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}"
+        )
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

@@ -11,28 +11,22 @@ training loop with :func:`balanced_sampler` (draw each class equally often) or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from deepfake.core.errors import ConfigError, DataError, ManifestError
 from deepfake.core.vocabulary import STATUS_OK
-from deepfake.media.images import read_image
+from deepfake.data.crop_cache import CropCache, read_rgb
 from deepfake.media.preprocess import normalize, resize_crop
 
 # (rgb uint8 H x W x 3, generator) -> rgb uint8 H x W x 3; deepfake.data.augment.TrainAugment is one.
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 REQUIRED_COLUMNS = ("abs_path", "label")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """A saved face crop as RGB uint8 (:func:`deepfake.media.images.read_image` with a hint for crops)."""
-    return read_image(path, what="face crop", hint="re-run face extraction")
 
 
 class FaceDataset(Dataset):
@@ -52,6 +46,8 @@ class FaceDataset(Dataset):
         augment: Augment | None = None,
         *,
         seed: int = 0,
+        cache: bool | CropCache = False,
+        device_augment: bool = False,
     ) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in faces_df.columns]
         if missing:
@@ -73,6 +69,11 @@ class FaceDataset(Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
+        self.cache = CropCache(self.paths, self.image_size) if cache is True else (cache or None)
+        if self.cache is not None and (self.cache.paths != self.paths or self.cache.image_size != self.image_size):
+            raise DataError("the crop cache holds other crops or another size than this dataset")
+        # the augmentation's draws travel with the uint8 crop; deepfake.data.device_augment applies them
+        self.device_augment = bool(device_augment) and augment is not None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -85,17 +86,34 @@ class FaceDataset(Dataset):
         fake = int(self.labels.sum())
         return {"real": len(self.labels) - fake, "fake": fake}
 
+    def resized(self, index: int) -> np.ndarray:
+        """The crop of item ``index`` at the model's size, not augmented (H x W x 3 uint8)."""
+        if self.cache is not None:
+            return self.cache[index]
+        return resize_crop(read_rgb(self.paths[index]), self.image_size)
+
     def load(self, index: int) -> np.ndarray:
         """The crop of item ``index``, resized, augmented when training (H x W x 3 uint8)."""
-        rgb = resize_crop(read_rgb(self.paths[index]), self.image_size)
+        rgb = self.resized(index)
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-            rgb = self.augment(rgb, rng)
+            rgb = self.augment(rgb, self._rng(index))
         return rgb
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, int(index)])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """``key``: an index, or ``(epoch, index)`` from :class:`EpochSampler` (persistent workers)."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        label = torch.tensor(self.labels[index], dtype=torch.float32)
+        if self.device_augment:
+            rgb = self.resized(index)
+            draw = self.augment.draw(self._rng(index, epoch), *rgb.shape[:2])
+            return torch.tensor(rgb), label, torch.from_numpy(draw.to_vector())
+        if epoch is not None and epoch != self.epoch:
+            self.set_epoch(epoch)
         image = normalize(self.load(index)[None], self.normalization)[0]
-        return image, torch.tensor(self.labels[index], dtype=torch.float32)
+        return image, label
 
 
 def balanced_sampler(labels: Sequence[float] | np.ndarray, generator: torch.Generator | None = None,
@@ -154,11 +172,14 @@ class PairDataset(Dataset):
         fakes_df: pd.DataFrame | None = None,
         blend: Any = None,
         seed: int = 0,
+        cache: bool = False,
+        device_augment: bool = False,
     ) -> None:
         from deepfake.data.selfblend import SelfBlendConfig
 
-        self.reals = FaceDataset(reals_df, image_size, normalization, None)
-        self.fakes = FaceDataset(fakes_df, image_size, normalization, None) if fakes_df is not None else None
+        self.reals = FaceDataset(reals_df, image_size, normalization, None, cache=cache)
+        self.fakes = (FaceDataset(fakes_df, image_size, normalization, None, cache=cache)
+                      if fakes_df is not None else None)
         if len(landmarks) != len(self.reals):
             raise DataError(f"{len(landmarks)} landmark sets for {len(self.reals)} real crops")
         if len(self.reals) == 0:
@@ -167,6 +188,7 @@ class PairDataset(Dataset):
         self.image_size = int(image_size)
         self.normalization = self.reals.normalization
         self.augment = augment
+        self.device_augment = bool(device_augment) and augment is not None
         self.blend = blend or SelfBlendConfig()
         self.seed = int(seed)
         self.epoch = 0
@@ -184,28 +206,58 @@ class PairDataset(Dataset):
         """Crops a pass over the items shows the model: every item is one real and one fake."""
         return {"real": len(self), "fake": len(self)}
 
-    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def pair(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The (real, fake) crops of item ``index``, resized and augmented (H x W x 3 uint8 each)."""
-        from deepfake.data.selfblend import self_blend
-
-        rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x5B1])
-        if index < len(self.reals):
-            real = self.reals.load(index)
-            fake = self_blend(real, self.landmarks[index], rng, self.blend).image
-        else:
-            fake = self.fakes.load(index - len(self.reals))
-            real = self.reals.load(int(rng.integers(len(self.reals))))
-        if self.augment is not None:
-            draws = int(rng.integers(2**63 - 1))          # one augmentation for both crops of the pair
+        real, fake, draws = self._unaugmented(index, epoch)
+        if self.augment is not None:                       # one augmentation for both crops of the pair
             real = self.augment(real, np.random.default_rng(draws))
             fake = self.augment(fake, np.random.default_rng(draws))
         return real, fake
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        real, fake = self.pair(index)
-        return normalize(np.stack([real, fake]), self.normalization), torch.tensor([0.0, 1.0])
+    def _unaugmented(self, index: int, epoch: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """The pair before augmentation, and the seed of its augmentation draws."""
+        from deepfake.data.selfblend import self_blend
+
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, int(index), 0x5B1])
+        if index < len(self.reals):
+            real = self.reals.resized(index)
+            fake = self_blend(real, self.landmarks[index], rng, self.blend).image
+        else:
+            fake = self.fakes.resized(index - len(self.reals))
+            real = self.reals.resized(int(rng.integers(len(self.reals))))
+        return real, fake, int(rng.integers(2**63 - 1)) if self.augment is not None else 0
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """``key``: an index, or ``(epoch, index)`` from :class:`EpochSampler` (persistent workers)."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        labels = torch.tensor([0.0, 1.0])
+        if self.device_augment:
+            real, fake, draws = self._unaugmented(index, epoch)
+            draw = self.augment.draw(np.random.default_rng(draws), *real.shape[:2]).to_vector()
+            return torch.from_numpy(np.stack([real, fake])), labels, torch.from_numpy(np.stack([draw, draw]))
+        real, fake = self.pair(index, epoch)
+        return normalize(np.stack([real, fake]), self.normalization), labels
 
 
-def collate_pairs(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate :class:`PairDataset` items into one batch of 2 x len(items) crops."""
-    return torch.cat([images for images, _ in items]), torch.cat([labels for _, labels in items])
+def collate_pairs(items: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Concatenate :class:`PairDataset` items into one batch of 2 x len(items) crops (images, labels
+    and, with device augmentation, the draws)."""
+    return tuple(torch.cat(parts) for parts in zip(*items, strict=True))
+
+
+class EpochSampler(Sampler):
+    """The indices of ``base`` as ``(epoch, index)`` keys, the epoch read from ``dataset`` as each pass starts.
+
+    Persistent DataLoader workers keep their copy of the dataset, so a
+    :meth:`set_epoch` in the training process never reaches them; the key does.
+    """
+
+    def __init__(self, base: Iterable[int], dataset: FaceDataset | PairDataset) -> None:
+        self.base, self.dataset = base, dataset
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.dataset.epoch
+        return ((epoch, int(i)) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]

@@ -31,7 +31,10 @@ def normalize(batch: np.ndarray, normalization: Mapping[str, Sequence[float]]) -
     """N x H x W x 3 uint8 -> N x 3 x H x W float32, scaled to [0, 1] then ``(x - mean) / std``."""
     mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    batch = np.ascontiguousarray(batch)
+    if not batch.flags.writeable:      # a view of a read-only crop cache: torch wants memory it may write
+        batch = batch.copy()
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     return x.sub_(mean).div_(std).contiguous()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,10 +18,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from deepfake.core.errors import DataError
-from deepfake.data.dataset import FaceDataset, PairDataset, balanced_sampler, collate_pairs, pos_weight
+from deepfake.data.dataset import (
+    EpochSampler,
+    FaceDataset,
+    PairDataset,
+    balanced_sampler,
+    collate_pairs,
+    pos_weight,
+)
+from deepfake.data.device_augment import augment_batch, normalize_batch
 from deepfake.modeling.network import build_model, head_parameter_names
 from deepfake.modeling.runtime import Runtime
 
@@ -131,29 +139,47 @@ def make_loader(
     """Shuffled (or class-balanced) batches for training, the dataset in order for validation.
 
     ``batch_size`` counts crops: a :class:`PairDataset` item holds two, so its
-    batches hold ``batch_size // 2`` items. Workers are not persistent, so
-    ``dataset.set_epoch`` reaches them each epoch.
+    batches hold ``batch_size // 2`` items. Workers persist over epochs (no
+    start-up per epoch: with short epochs it was most of a GPU run's loading
+    time); each item's key carries the epoch (:class:`EpochSampler`), so the
+    augmentation draws follow ``dataset.set_epoch``. (OpenCV's thread count is
+    left alone in workers: ``cv2.setNumThreads`` in a forked child deadlocks
+    once the parent has used OpenCV's thread pool.)
     """
     pairs = isinstance(dataset, PairDataset)
     generator = torch.Generator().manual_seed(int(seed))
-    sampler = None
-    shuffle = False
-    if train:
-        if balance == "sampler":
-            sampler = balanced_sampler(dataset.labels, generator=generator)
-        else:
-            shuffle = True
+    if train and balance == "sampler":
+        base: Any = balanced_sampler(dataset.labels, generator=generator)
+    elif train:
+        base = RandomSampler(dataset, generator=generator)
+    else:
+        base = SequentialSampler(dataset)
     return DataLoader(
         dataset,
         batch_size=max(1, batch_size // 2) if pairs else batch_size,
         collate_fn=collate_pairs if pairs else None,
-        shuffle=shuffle,
-        sampler=sampler,
+        sampler=EpochSampler(base, dataset),
         num_workers=num_workers,
         pin_memory=pin_memory,
-        generator=generator if shuffle else None,
+        persistent_workers=num_workers > 0,
+        # The loader draws its workers' base seed from this generator (not torch's global one, which dropout
+        # uses): a persistent loader draws it once, a worker-less one every epoch, and training stays the same.
+        generator=torch.Generator().manual_seed(int(seed) + 1),
         drop_last=False,
     )
+
+
+def on_device(batch: Sequence[torch.Tensor], runtime: Runtime, normalization: Mapping[str, Sequence[float]]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader's batch as model inputs and labels on the device. A batch of uint8 crops with their
+    augmentation draws (device augmentation) is augmented and normalised there, in one go."""
+    if len(batch) == 3:
+        images, labels, draws = batch
+        images = images.to(runtime.device, non_blocking=runtime.device.type == "cuda")
+        images = normalize_batch(augment_batch(images, draws), normalization)
+        return runtime.to_device(images, labels)
+    images, labels = batch
+    return runtime.to_device(images, labels)
 
 
 def train_step(
@@ -165,7 +191,7 @@ def train_step(
     runtime: Runtime,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch; returns the detached loss and logits (no device sync)."""
-    images, labels = runtime.to_device(images, labels)
+    images, labels = runtime.to_device(images, labels)     # a no-op for a batch already there (on_device)
     with runtime.autocast():
         logits = model(images).reshape(-1)
     loss = loss_fn(logits.float(), labels)
@@ -197,13 +223,15 @@ def train_one_epoch(
     correct = torch.zeros((), device=runtime.device)
     images_seen = 0
     start = time.perf_counter()
-    for images, labels in _limit(loader, max_batches):
+    normalization = loader.dataset.normalization
+    for batch in _limit(loader, max_batches):
+        images, labels = on_device(batch, runtime, normalization)
         loss, logits = train_step(model, images, labels, optimizer, loss_fn, runtime)
         if scheduler is not None:
             scheduler.step()
         n = int(labels.shape[0])
         loss_sum += loss * n
-        correct += ((logits > 0).float() == labels.to(runtime.device).reshape(-1)).sum()
+        correct += ((logits > 0).float() == labels).sum()
         images_seen += n
         if bar is not None:
             bar.update(1)

@@ -69,6 +69,7 @@ from deepfake.scoring.metrics import expected_calibration_error
 from deepfake.stages.train_data import build_datasets, split_frames, training_record
 
 BALANCE_CHOICES = ("sampler", "pos_weight", "none")
+AUGMENT_ON = ("auto", "loader", "device")
 MODES = TRAINING_MODES                      # where the training fakes come from (module docstring)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
@@ -86,6 +87,8 @@ class TrainConfig(StageConfig):
     unfreeze_blocks: int = 2         # final MBConv blocks (16 in Lite0, 21 in Lite1/2) trained with the head; -1 = all
     image_size: int = 224            # pixels, side of the square model input; crops are resized to it
     augment: bool = True             # flip, colour jitter, downscale, JPEG re-compression, cutout on train crops
+    augment_on: str = "auto"         # "loader" (each crop in the DataLoader), "device" (a batch on the training device), "auto" (device on CUDA)
+    cache_crops: bool = True         # decode and resize every crop once into a uint8 array instead of every epoch
     balance: str = "sampler"         # class imbalance: "sampler" (equal draws), "pos_weight" (weighted loss), "none"
     label_smoothing: float = 0.05    # train targets 0/1 -> eps/2 and 1-eps/2: a few-video model should not be sure
     patience: int = 3                # epochs without a better validation loss before stopping; 0 = never stop early
@@ -126,6 +129,8 @@ class TrainConfig(StageConfig):
         if self.mode != "dataset" and self.batch_size % 2:
             raise ConfigError(f"TrainConfig batch_size={self.batch_size} must be even in mode {self.mode!r}: "
                               "each batch is half reals, half fakes")
+        if self.augment_on not in AUGMENT_ON:
+            raise ConfigError(f"TrainConfig augment_on={self.augment_on!r} is unknown; use one of {', '.join(AUGMENT_ON)}")
         if self.balance not in BALANCE_CHOICES:
             raise ConfigError(f"TrainConfig balance={self.balance!r} is unknown; use one of {', '.join(BALANCE_CHOICES)}")
         if not 0 <= self.label_smoothing < 1:
@@ -182,7 +187,8 @@ def train(
     seed_everything(config.seed)
     runtime = make_runtime(config)
     extract = _as_dict(extract_config)
-    train_ds, val_ds = build_datasets(splits, config, extract)
+    on_device = config.augment_on == "device" or (config.augment_on == "auto" and runtime.device.type == "cuda")
+    train_ds, val_ds = build_datasets(splits, config, extract, device_augment=on_device)
     pin = runtime.device.type == "cuda"
     balance = config.balance if len(np.unique(train_ds.labels)) > 1 else "none"   # self_blend: reals only
     train_loader = make_loader(train_ds, config.batch_size, train=True, balance=balance,

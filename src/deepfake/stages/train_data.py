@@ -60,13 +60,16 @@ def split_frames(faces_df: pd.DataFrame, mode: str = "dataset") -> dict[str, pd.
     return out
 
 
-def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None
-                   ) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
-    """The training and validation datasets of ``config.mode``; validation is never augmented."""
+def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None,
+                   *, device_augment: bool = False) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
+    """The training and validation datasets of ``config.mode``; validation is never augmented.
+    ``device_augment``: training items carry their augmentation draws for the device to apply."""
     augment = TrainAugment() if config.augment else None
+    cache = config.cache_crops
     if config.mode == "dataset":
-        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed),
-                FaceDataset(splits["val"], config.image_size, NORMALIZATION))
+        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed,
+                            cache=cache, device_augment=device_augment),
+                FaceDataset(splits["val"], config.image_size, NORMALIZATION, cache=cache))
     if not extract or "margin" not in extract:
         raise ConfigError(f"mode {config.mode!r} places landmarks in the crops with the extraction's margin: "
                           "pass extract_config (the settings faces.csv was extracted with)")
@@ -79,7 +82,8 @@ def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extr
         marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
         datasets.append(PairDataset(reals, marks, config.image_size, NORMALIZATION, aug,
                                     fakes_df=fakes if fakes is not None and len(fakes) else None,
-                                    seed=config.seed if split == "train" else config.seed + 1))
+                                    seed=config.seed if split == "train" else config.seed + 1, cache=cache,
+                                    device_augment=device_augment and split == "train"))
     return datasets[0], datasets[1]
 
 
