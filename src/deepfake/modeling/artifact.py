@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +31,18 @@ from deepfake.core.errors import ModelError
 from deepfake.core.files import atomic_write_bytes, atomic_write_text, write_json
 from deepfake.core.vocabulary import LABELS
 from deepfake.media.preprocess import preprocess
+from deepfake.modeling.artifact_files import (
+    ARTIFACT_FORMAT,
+    CARD_FILE,
+    CONFIG_FILE,
+    CPU_MICRO_BATCH,
+    WEIGHTS_FILE,
+    ArtifactFiles,
+    config_of,
+    micro_batch,
+    read_artifact,
+    read_artifact_files,
+)
 from deepfake.modeling.card import model_card
 from deepfake.modeling.network import (
     DEFAULT_BACKBONE,
@@ -44,22 +54,12 @@ from deepfake.modeling.network import (
 )
 from deepfake.modeling.runtime import Hardware, Runtime, make_runtime
 
-ARTIFACT_FORMAT = 2                      # 2: backbone choice, scoring rule (temperature, aggregation, threshold)
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "model_card.md"
 LABEL_MAP = dict(LABELS)                 # the kit's labels, 0 = real, 1 = fake; the logit is for "fake"
 
 
 # The scoring rule of a model nobody has calibrated or evaluated yet (deepfake.scoring.rule.ScoringRule):
 # training replaces the temperature, evaluation the aggregation and threshold it gated with.
 DEFAULT_SCORING: dict[str, Any] = {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5}
-
-
-# Crops per forward pass when scoring (LoadedModel.predict_logits). On 2 CPU cores Lite0 costs
-# ~15-20 ms a crop in batches of 2-4 and ~55 ms in batches of 32 (cache misses); a GPU wants many.
-CPU_MICRO_BATCH = 4
-CUDA_MICRO_BATCH = 64
 
 
 def save_artifact(model: nn.Module, out_dir: str | os.PathLike[str], config: Mapping[str, Any]) -> Path:
@@ -104,7 +104,7 @@ def save_artifact(model: nn.Module, out_dir: str | os.PathLike[str], config: Map
 def read_artifact_config(source: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``config.json`` of a model folder or ``model.tar.gz``, checked, without loading the weights."""
     src = Path(source)
-    return _config_of(_read_artifact_files(src), src)
+    return _config_of(read_artifact_files(src), src)
 
 
 def update_artifact(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -115,7 +115,7 @@ def update_artifact(source: str | os.PathLike[str], out_dir: str | os.PathLike[s
     model card is written again from the new config. Returns ``out_dir``.
     """
     src = Path(source)
-    files = _read_artifact_files(src)
+    files = read_artifact_files(src)
     config = {**_config_of(files, src), **dict(changes)}
     out = Path(out_dir)
     atomic_write_bytes(out / WEIGHTS_FILE, files[WEIGHTS_FILE])
@@ -175,24 +175,17 @@ class LoadedModel:
             return self.model(self.runtime.inputs(x))
 
 
-def load_artifact(path: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:
-    """Load a model folder, or a ``model.tar.gz`` with the model files at its root.
+def load_artifact(path: str | os.PathLike[str] | ArtifactFiles, device: str = "cpu") -> LoadedModel:
+    """Load a model folder, or a ``model.tar.gz`` with the model files at its root (or files already read).
 
     The tarball is read in memory (no extraction, no temporary folder). The
     weights are checked against the sha256 in ``config.json`` and loaded strictly.
     """
-    source = Path(path)
-    files = _read_artifact_files(source)
-    config = _config_of(files, source)
-    weights = files[WEIGHTS_FILE]
-    sha = hashlib.sha256(weights).hexdigest()
-    if config.get("weights_sha256") and config["weights_sha256"] != sha:
-        raise ModelError(
-            f"{WEIGHTS_FILE} of model {source} has sha256 {sha[:12]}..., but config.json records "
-            f"{str(config['weights_sha256'])[:12]}...: the files do not belong together or one is corrupt"
-        )
+    files = path if isinstance(path, ArtifactFiles) else read_artifact(path)
+    source, config = files.source, files.config
+    _check_architecture(config, source)
     try:
-        state = load_safetensors(weights)
+        state = load_safetensors(files.weights)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{WEIGHTS_FILE} of model {source} cannot be read as safetensors: {exc}") from exc
     architecture = config["architecture"]
@@ -211,9 +204,8 @@ def load_artifact(path: str | os.PathLike[str], device: str = "cpu") -> LoadedMo
     runtime = make_runtime(Hardware(device=str(device)))
     model.requires_grad_(False)
     runtime.place(model.eval())
-    version = f"{config.get('kit_version', 'unknown')}+{sha[:12]}"
-    return LoadedModel(model=model, config=config, version=version, runtime=runtime, path=source,
-                       micro_batch=CUDA_MICRO_BATCH if runtime.device.type == "cuda" else CPU_MICRO_BATCH)
+    return LoadedModel(model=model, config=config, version=files.version, runtime=runtime, path=source,
+                       micro_batch=micro_batch(runtime.device.type))
 
 
 def artifact_files(source: str | os.PathLike[str]) -> list[Path]:
@@ -225,64 +217,13 @@ def artifact_files(source: str | os.PathLike[str]) -> list[Path]:
     return [p for p in (folder / CONFIG_FILE, folder / WEIGHTS_FILE) if p.is_file()]
 
 
-def _read_artifact_files(source: Path) -> dict[str, bytes]:
-    names = (CONFIG_FILE, WEIGHTS_FILE)
-    if source.is_dir():
-        folder = source
-        if not (folder / CONFIG_FILE).is_file() and (folder / "model" / CONFIG_FILE).is_file():
-            folder = folder / "model"  # the training output folder holds the artifact in model/
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise ModelError(
-                f"model folder {source} lacks {', '.join(missing)}; point at the folder that training wrote "
-                f"(it holds {WEIGHTS_FILE} and {CONFIG_FILE})"
-            )
-        return {n: (folder / n).read_bytes() for n in names}
-    if source.is_file() and source.name.endswith((".tar.gz", ".tgz", ".tar")):
-        try:
-            with tarfile.open(source, "r:*") as tar:
-                members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
-                missing = [n for n in names if n not in members]
-                if missing:
-                    raise ModelError(
-                        f"model archive {source} lacks {', '.join(missing)} at its root; "
-                        "build it with deepfake.serving.packaging.package_model"
-                    )
-                files = {}
-                for n in names:
-                    fh = tar.extractfile(members[n])
-                    files[n] = fh.read() if fh is not None else b""
-                return files
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ModelError(f"model archive {source} cannot be read: {exc}") from exc
-    if not source.exists():
-        raise ModelError(f"model {source} does not exist; train a model first or give the path of model/ or model.tar.gz")
-    raise ModelError(f"model {source} is neither a model folder nor a .tar.gz archive")
-
-
 def _config_of(files: Mapping[str, bytes], source: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(files[CONFIG_FILE].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{CONFIG_FILE} of model {source} is not valid JSON: {exc}") from exc
-    _check_config(config, source)
+    config = config_of(files, source)
+    _check_architecture(config, source)
     return config
 
 
-def _check_config(config: Any, source: Path) -> None:
-    if not isinstance(config, dict):
-        raise ModelError(f"{CONFIG_FILE} of model {source} is not a JSON object")
-    fmt = config.get("format")
-    if not isinstance(fmt, int):
-        raise ModelError(f"{CONFIG_FILE} of model {source} has no artifact format; it was not written by this kit")
-    if fmt > ARTIFACT_FORMAT:
-        raise ModelError(
-            f"model {source} has artifact format {fmt} (kit {config.get('kit_version')}), newer than this kit's "
-            f"{ARTIFACT_FORMAT} (kit {__version__}); upgrade deepfake-kit to load it"
-        )
+def _check_architecture(config: Mapping[str, Any], source: Path) -> None:
     if config.get("architecture") not in backbones():
         raise ModelError(f"model {source} is a {config.get('architecture')!r}; this kit loads "
                          f"{', '.join(backbones())}")
-    missing = [k for k in ("image_size", "normalization", "label_map") if k not in config]
-    if missing:
-        raise ModelError(f"{CONFIG_FILE} of model {source} lacks {', '.join(missing)}")

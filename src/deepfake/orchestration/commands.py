@@ -12,9 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deepfake.core import paths
-from deepfake.core.errors import (
-    DeepfakeError,
-)
+from deepfake.core.errors import DeepfakeError, ModelError
 from deepfake.orchestration.registry import DEFAULT_GROUP, LocalRegistry
 from deepfake.serving.predictor import Predictor
 from deepfake.serving.server import THREADS_PER_WORKER, make_app, run_server
@@ -98,7 +96,7 @@ def resolve_model(model: str | os.PathLike[str] | None, group: str | None = None
 def predict_command(args: argparse.Namespace) -> int:
     """``deepfake predict VIDEO...``: one line per input; exit 1 if any input failed (others still scored)."""
     source, where = resolve_model(args.model, args.group)
-    predictor = Predictor.from_path(source)
+    predictor = Predictor.from_path(source, background=True)   # torch loads while the first video decodes
     print(f"model {predictor.version} from {where}; aggregation {predictor.aggregation}, "
           f"threshold {predictor.threshold:g}, temperature {predictor.rule.temperature:.3g}", file=sys.stderr)
     width = max(12, *(len(str(i)) for i in args.inputs))
@@ -108,6 +106,8 @@ def predict_command(args: argparse.Namespace) -> int:
     for item in args.inputs:
         try:
             result = predictor.predict_file(item)
+        except ModelError:
+            raise                       # the model itself cannot score: no input can, stop here
         except (DeepfakeError, OSError) as exc:
             failed += 1
             if args.json:

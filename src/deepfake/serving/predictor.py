@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,8 +50,11 @@ from deepfake.media.extraction import (
 )
 from deepfake.media.images import read_image
 from deepfake.media.video import video_bytes_as_file
-from deepfake.modeling.artifact import LoadedModel, load_artifact
+from deepfake.modeling.artifact_files import ArtifactFiles, micro_batch, read_artifact
 from deepfake.scoring.rule import ScoringRule
+
+if TYPE_CHECKING:
+    from deepfake.modeling.artifact import LoadedModel
 
 # File suffixes that `deepfake predict` reads as images; everything else is read as a video.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -64,13 +67,26 @@ class Predictor:
     and the model itself is only read. Build one per process and share it.
     """
 
-    def __init__(self, loaded: LoadedModel, *, rule: ScoringRule | None = None) -> None:
-        self.loaded = loaded
-        config = loaded.config
+    def __init__(self, loaded: LoadedModel | cf.Future[LoadedModel], *, files: ArtifactFiles | None = None,
+                 device: str = "cpu", rule: ScoringRule | None = None) -> None:
+        """``loaded``: the model, or a future of it (:meth:`from_path` with ``background=True``) with the
+        ``files`` it is built from and its ``device``: scoring then starts decoding and detecting at once
+        and waits for the model only to classify the first crops."""
+        if isinstance(loaded, cf.Future):
+            if files is None:
+                raise ModelError("a Predictor of a model still loading needs the artifact files it loads")
+            self._model = loaded
+            config, self.version, self.device, source = files.config, files.version, str(device), files.source
+        else:
+            self._model = cf.Future()
+            self._model.set_result(loaded)
+            config, self.version, self.device, source = loaded.config, loaded.version, str(loaded.device), loaded.path
+        self.config = config
+        self.micro_batch = micro_batch(self.device)
         if not config.get("extract"):
             raise ModelError(
-                f"model {loaded.path} has no extract settings in its config.json, so videos cannot be "
-                "prepared the way its training crops were; save it with config['extract'] = ExtractConfig(...).to_dict()"
+                f"model {source} has no extract settings in its config.json, so videos cannot be prepared "
+                "the way its training crops were; save it with config['extract'] = ExtractConfig(...).to_dict()"
             )
         # `workers` only parallelises extraction over many videos; a request is one video.
         self.extract_config = ExtractConfig.from_dict({**config["extract"], "workers": 1})
@@ -78,13 +94,23 @@ class Predictor:
         self._local = threading.local()
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> Predictor:
-        """Load a model folder or ``model.tar.gz`` and wrap it."""
-        return cls(load_artifact(path, device=device))
+    def from_path(cls, path: str | os.PathLike[str], *, device: str = "cpu", background: bool = False) -> Predictor:
+        """Load a model folder or ``model.tar.gz`` and wrap it.
+
+        ``background``: read the config now and build the network (importing torch, ~1 s) on a thread,
+        while the caller already decodes a video; a model that cannot load fails at its first crop.
+        """
+        files = read_artifact(path)
+        if not background:
+            return cls(_load(files, device))
+        future: cf.Future[LoadedModel] = cf.Future()
+        threading.Thread(target=_load_into, args=(future, files, device), name="load-model", daemon=True).start()
+        return cls(future, files=files, device=device)
 
     @property
-    def version(self) -> str:
-        return str(self.loaded.version)
+    def loaded(self) -> LoadedModel:
+        """The model (waits for one still loading; raises its loading error)."""
+        return self._model.result()
 
     @property
     def aggregation(self) -> str:
@@ -105,7 +131,7 @@ class Predictor:
             "frames_per_video": cfg.frames_per_video,
             "detector": cfg.detector,
             "face_size": cfg.face_size,
-            "image_size": int(self.loaded.config["image_size"]),
+            "image_size": int(self.config["image_size"]),
         }
 
     # -- entry points -----------------------------------------------------------------------------
@@ -159,11 +185,6 @@ class Predictor:
             detector = self._local.detector = build_detector(self.extract_config, self.device)
         return detector
 
-    @property
-    def device(self) -> str:
-        """The torch device the model (and, on a GPU, the face detector's networks) runs on."""
-        return str(self.loaded.device)
-
     # -- internals --------------------------------------------------------------------------------
 
     def _predict_video_bytes(self, data: bytes, suffix: str) -> dict[str, Any]:
@@ -213,7 +234,7 @@ class _StreamScorer:
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.batch = int(predictor.loaded.micro_batch)
+        self.batch = int(predictor.micro_batch)
         self.pending: list[Face] = []
         self.batches: list[cf.Future[np.ndarray]] = []
         self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="classify")
@@ -239,3 +260,14 @@ class _StreamScorer:
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
 
+def _load(files: ArtifactFiles, device: str) -> LoadedModel:
+    from deepfake.modeling.artifact import load_artifact  # torch: imported when a model is built
+
+    return load_artifact(files, device=device)
+
+
+def _load_into(future: cf.Future[LoadedModel], files: ArtifactFiles, device: str) -> None:
+    try:
+        future.set_result(_load(files, device))
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the model
+        future.set_exception(exc)
