@@ -144,6 +144,28 @@ def test_model_without_extract_settings_is_refused(model_dir):
         Predictor(loaded)
 
 
+def test_a_model_loaded_in_the_background_scores_the_same(model_dir, face_clip, face_result):
+    background = Predictor.from_path(model_dir, background=True)
+    assert background.version == face_result["model_version"]        # from the files, before torch
+    assert background.predict_video(face_clip) == face_result
+
+
+def test_weights_that_do_not_load_stop_the_cli_with_the_reason(model_dir, face_clip, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model_card.md"):
+        (broken / name).write_bytes((model_dir / name).read_bytes())
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    config.pop("weights_sha256")                          # the files agree; the weights just do not load
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="cannot be read as safetensors"):
+        Predictor.from_path(broken, background=True).predict_video(face_clip)
+    assert main(["predict", str(face_clip), str(face_clip), "--model", str(broken), "--json"]) == 2
+    err = capsys.readouterr()
+    assert "cannot be read as safetensors" in err.err and err.out == ""
+
+
 def test_cli_scores_every_input_and_reports_failures(model_dir, face_result, face_clip, no_face_clip, corrupt_files,
                                                      capsys):
     code = main(["predict", str(face_clip), str(corrupt_files["text"]), str(no_face_clip),
