@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import cv2
@@ -11,13 +13,13 @@ import pandas as pd
 import pytest
 from serving_support import FRAMES_PER_VIDEO, make_model
 
-from deepfake.core.errors import ModelError, VideoDecodeError
+from deepfake.core.errors import ConfigError, ModelError, VideoDecodeError
 from deepfake.media.extraction import extract_video_faces
 from deepfake.modeling.artifact import load_artifact
 from deepfake.orchestration.cli import main
 from deepfake.orchestration.registry import LocalRegistry
 from deepfake.serving.packaging import package_model
-from deepfake.serving.predictor import Predictor
+from deepfake.serving.predictor import Predictor, scoring_device
 from deepfake.stages.evaluation_tables import frame_predictions
 
 RESPONSE_KEYS = {"status", "label", "p_fake", "frames_scored", "faces_found", "frame_scores", "model_version",
@@ -164,6 +166,20 @@ def test_weights_that_do_not_load_stop_the_cli_with_the_reason(model_dir, face_c
     assert main(["predict", str(face_clip), str(face_clip), "--model", str(broken), "--json"]) == 2
     err = capsys.readouterr()
     assert "cannot be read as safetensors" in err.err and err.out == ""
+
+
+def test_auto_device_is_the_cpu_here_without_importing_torch():
+    code = ("import sys; from deepfake.serving.predictor import scoring_device; "
+            "print(scoring_device('auto'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["cpu", "False"]
+
+
+def test_asking_for_a_gpu_without_one_is_a_clear_error(model_dir, face_clip, capsys):
+    with pytest.raises(ConfigError, match="no NVIDIA GPU"):
+        scoring_device("cuda")
+    assert main(["predict", str(face_clip), "--model", str(model_dir), "--device", "cuda"]) == 2
+    assert "no NVIDIA GPU" in capsys.readouterr().err
 
 
 def test_cli_scores_every_input_and_reports_failures(model_dir, face_result, face_clip, no_face_clip, corrupt_files,

@@ -28,3 +28,12 @@ def decoder_threads(workers: int = 1) -> int:
     gets the rest.
     """
     return max(1, threads_per_worker(workers) - 1)
+
+
+# Device nodes a CUDA GPU needs (Linux, containers with a GPU mounted; /dev/dxg: WSL 2).
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
+
+
+def cuda_possible() -> bool:
+    """Whether a CUDA GPU can be reachable here, without importing torch: False where no GPU device node exists."""
+    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)

@@ -77,6 +77,9 @@ def _pipeline_commands(sub: Any) -> None:
     p.set_defaults(func=_registry)
 
 
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu or cuda[:N]"
+
+
 def _serving_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model over the SageMaker container contract")
     p.add_argument("--model", default=None, type=_here,
@@ -86,6 +89,7 @@ def _serving_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--timeout", type=int, default=120, help="seconds per request before the worker is restarted")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="score videos or images from the command line")
@@ -94,6 +98,7 @@ def _serving_commands(sub: Any) -> None:
                    help="model folder or model.tar.gz (default: latest approved)")
     p.add_argument("--group", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("score", help="score every video of a folder into one predictions table (resumable)")

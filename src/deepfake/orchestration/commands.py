@@ -14,8 +14,8 @@ from pathlib import Path
 from deepfake.core import paths
 from deepfake.core.errors import DeepfakeError, ModelError
 from deepfake.orchestration.registry import DEFAULT_GROUP, LocalRegistry
-from deepfake.serving.predictor import Predictor
-from deepfake.serving.server import THREADS_PER_WORKER, make_app, run_server
+from deepfake.serving.predictor import Predictor, scoring_device
+from deepfake.serving.server import THREADS_PER_WORKER, InferenceApp, make_app, run_server
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _score(args: argparse.Namespace) -> int:
     from deepfake.serving.batch import parts_dir_for, score_folder, summary_markdown
 
     source, where = resolve_model(args.model, args.group)
-    predictor = Predictor.from_path(source)
+    predictor = Predictor.from_path(source, device=scoring_device("auto"))
     print(f"model {predictor.version} from {where}; {args.workers} worker(s)", file=sys.stderr)
     _table, summary = score_folder(args.data, predictor, args.out, workers=args.workers)
     print(summary_markdown(summary), end="")
@@ -96,7 +96,8 @@ def resolve_model(model: str | os.PathLike[str] | None, group: str | None = None
 def predict_command(args: argparse.Namespace) -> int:
     """``deepfake predict VIDEO...``: one line per input; exit 1 if any input failed (others still scored)."""
     source, where = resolve_model(args.model, args.group)
-    predictor = Predictor.from_path(source, background=True)   # torch loads while the first video decodes
+    predictor = Predictor.from_path(source, device=scoring_device(args.device), background=True)  # torch loads
+    # while the first video decodes
     print(f"model {predictor.version} from {where}; aggregation {predictor.aggregation}, "
           f"threshold {predictor.threshold:g}, temperature {predictor.rule.temperature:.3g}", file=sys.stderr)
     width = max(12, *(len(str(i)) for i in args.inputs))
@@ -128,18 +129,24 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """``deepfake serve``: load the model once, then serve it."""
+    """``deepfake serve``: load the model once (on a GPU: once per worker), then serve it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source, where = resolve_model(args.model, args.group)
-    predictor = Predictor.from_path(source)
-    app = make_app(predictor)
-    info = predictor.describe()
-    log.info("model %s from %s (aggregation %s, %d frames per video, detector %s); request limit %d bytes",
-             predictor.version, where, info["aggregation"], info["frames_per_video"], info["detector"],
-             app.max_payload)
+    device = scoring_device(args.device)
+
+    def build() -> InferenceApp:
+        predictor = Predictor.from_path(source, device=device)
+        app = make_app(predictor)
+        info = predictor.describe()
+        log.info("model %s from %s on %s (aggregation %s, %d frames per video, detector %s); request limit %d "
+                 "bytes", predictor.version, where, device, info["aggregation"], info["frames_per_video"],
+                 info["detector"], app.max_payload)
+        return app
+
     log.info("serving on http://%s:%d with %d worker(s) x %d threads", args.host, args.port, args.workers,
              THREADS_PER_WORKER)
-    run_server(app, host=args.host, port=args.port, workers=args.workers, timeout=args.timeout)
+    run_server(build() if device == "cpu" else build, host=args.host, port=args.port, workers=args.workers,
+               timeout=args.timeout)
     return 0
 
 

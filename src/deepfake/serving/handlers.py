@@ -37,7 +37,7 @@ from deepfake.core.errors import (
     VideoDecodeError,
 )
 from deepfake.media.images import decode_image
-from deepfake.serving.predictor import IMAGE_SUFFIXES, Predictor
+from deepfake.serving.predictor import IMAGE_SUFFIXES, Predictor, scoring_device
 from deepfake.serving.requests import (
     MAX_S3_VIDEO_BYTES,
     ImageRequest,
@@ -52,9 +52,9 @@ from deepfake.serving.requests import (
 
 
 def model_fn(model_dir: str) -> Predictor:
-    """Load the model archive's files (extracted by SageMaker into ``model_dir``)."""
+    """Load the model archive's files (extracted by SageMaker into ``model_dir``), on the instance's GPU if it has one."""
     with _toolkit_errors():
-        return Predictor.from_path(model_dir or paths.sagemaker_model_dir())
+        return Predictor.from_path(model_dir or paths.sagemaker_model_dir(), device=scoring_device("auto"))
 
 
 def input_fn(request_body: bytes | bytearray | str, content_type: str | None) -> Request:

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deepfake.core.errors import ModelError
-from deepfake.core.resources import decoder_threads
+from deepfake.core.errors import ConfigError, ModelError
+from deepfake.core.resources import GPU_DEVICE_NODES, cuda_possible, decoder_threads
 from deepfake.core.vocabulary import FAKE, REAL, RESPONSE_LABELS, STATUS_NO_FACE, STATUS_OK
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import (
@@ -258,6 +258,21 @@ class _StreamScorer:
             self.pending = []
         logits = [batch.result() for batch in self.batches]
         return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+
+def scoring_device(device: str) -> str:
+    """``auto``: ``cuda`` when this machine can have a CUDA GPU and torch sees one, else ``cpu`` (decided
+    without importing torch where no NVIDIA device exists); other names as given."""
+    if str(device).startswith("cuda") and not cuda_possible():
+        raise ConfigError(f"device {device!r}: this machine has no NVIDIA GPU (no {' or '.join(GPU_DEVICE_NODES)}); "
+                          "use device 'cpu' or 'auto'")
+    if device != "auto":
+        return str(device)
+    if not cuda_possible():
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _load(files: ArtifactFiles, device: str) -> LoadedModel:

@@ -13,7 +13,8 @@ Routes:
 - ``GET /execution-parameters``: what SageMaker batch transform asks a container.
 
 The model is loaded once in the gunicorn master and shared by the forked
-workers (copy on write). Workers are ``gthread``: a few threads each, so
+workers (copy on write); a model on a GPU is loaded by each worker instead
+(CUDA does not survive a fork; one worker per GPU is the usual set-up). Workers are ``gthread``: a few threads each, so
 ``/ping`` is answered while a long video is being scored. Every error a
 request can cause is answered; a worker never dies of bad input.
 """
@@ -155,9 +156,13 @@ def make_app(predictor: Predictor, *, max_payload: int | None = None) -> Inferen
     return InferenceApp(predictor, max_payload=max_payload)
 
 
-def run_server(app: InferenceApp, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-               timeout: int = 120) -> None:
-    """Serve ``app`` with gunicorn until SIGTERM/SIGINT (blocks; exits the process at the end)."""
+def run_server(app: InferenceApp | Callable[[], InferenceApp], *, host: str = "127.0.0.1", port: int = 8080,
+               workers: int = 1, timeout: int = 120) -> None:
+    """Serve ``app`` with gunicorn until SIGTERM/SIGINT (blocks; exits the process at the end).
+
+    ``app``: the app, loaded in the master and shared by the forked workers; or a function that builds
+    it, called in each worker after the fork (a model on a GPU: CUDA does not survive a fork).
+    """
     from gunicorn.app.base import BaseApplication
 
     if workers < 1:
@@ -174,7 +179,7 @@ def run_server(app: InferenceApp, *, host: str = "127.0.0.1", port: int = 8080, 
         "timeout": timeout,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "keepalive": KEEPALIVE_S,
-        "preload_app": True,
+        "preload_app": isinstance(app, InferenceApp),
         "proc_name": "deepfake-serve",
         "accesslog": "-",
         "errorlog": "-",
@@ -189,7 +194,7 @@ def run_server(app: InferenceApp, *, host: str = "127.0.0.1", port: int = 8080, 
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> InferenceApp:
-            return app
+            return app if isinstance(app, InferenceApp) else app()
 
     _Gunicorn().run()
 
