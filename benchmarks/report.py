@@ -20,6 +20,7 @@ from typing import Any
 RATIO_AT_MOST = "ratio<="     # ours / reference <= value (a time against its limit)
 RATIO_AT_LEAST = "ratio>="    # ours / reference >= value (a throughput against its limit)
 VALUE_BELOW = "ours<"         # ours < value, in the row's unit
+VALUE_AT_MOST = "ours<="      # ours <= value, in the row's unit
 EXCESS_AT_MOST = "ours-ref<="  # ours - reference <= value, in the row's unit (an overhead)
 
 
@@ -35,6 +36,8 @@ class Target:
             return f">= {self.value:g}x"
         if self.kind == VALUE_BELOW:
             return f"< {self.value:g} {unit}"
+        if self.kind == VALUE_AT_MOST:
+            return f"<= {self.value:g} {unit}"
         if self.kind == EXCESS_AT_MOST:
             return f"<= ref + {self.value:g} {unit}"
         raise ValueError(f"unknown target kind {self.kind!r}")
@@ -42,6 +45,8 @@ class Target:
     def met(self, ours: float, reference: float | None) -> bool | None:
         if self.kind == VALUE_BELOW:
             return ours < self.value
+        if self.kind == VALUE_AT_MOST:
+            return ours <= self.value
         if reference is None or not reference > 0:
             return None
         if self.kind == RATIO_AT_MOST:
@@ -55,7 +60,7 @@ class Target:
 
 @dataclass
 class Row:
-    item: int                          # the item number, 1-5
+    item: int                          # the item number (benchmarks.run.ITEMS)
     metric: str                        # what was measured, on what
     unit: str                          # unit of ours and reference: "s", "img/s", "videos/s"
     ours: float | None                 # None: skipped (see note)

@@ -1,4 +1,4 @@
-"""``make bench``: every figure of issue 6, side by side in one run, as one table and one JSON file.
+"""``make bench``: every figure of issues 6 and 11, side by side in one run, as one table and one JSON file.
 
     python -m benchmarks.run                 # the full run: 10-s 1080p and 720p clips
     python -m benchmarks.run --quick         # a tiny clip, few repetitions (what the test runs)
@@ -30,7 +30,7 @@ from deepfake.orchestration import steps
 RESULTS = Path(__file__).resolve().parent / "results"
 STEP_NAMES = tuple(s.name for s in steps.STEPS)
 ITEMS = {1: "face extraction vs decode-only", 2: "end-to-end scoring", 3: "notebook overhead",
-         4: "training input pipeline", 5: "extraction scaling over workers"}
+         4: "training input pipeline", 5: "extraction scaling over workers", 6: "face recall vs the reference MTCNN"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class Bench:
                                s.notebook_steps)
 
     def item4(self) -> list[Row]:
+        from benchmarks.scoring import gpu_rows_device
         from benchmarks.training import bench_training, cuda_configs, write_crops
         from deepfake.stages.train import TrainConfig
 
@@ -110,17 +111,24 @@ class Bench:
         config = TrainConfig(image_size=s.train_image_size, batch_size=s.train_batch_size, device="cpu")
         rows = [bench_training(crops, config.replace(mode=mode), s.train_batches, s.reps)
                 for mode in ("dataset", "self_blend")]
-        for gpu, target in cuda_configs(config.replace(mode="dataset")):
+        where = gpu_rows_device()
+        for gpu, target in cuda_configs(config.replace(mode="dataset"), where):
             import torch
 
-            label = f"cuda {torch.cuda.get_device_name(0)} (AMP, channels-last)"
+            label = (f"cuda {torch.cuda.get_device_name(0)} (AMP, channels-last)" if where == "cuda"
+                     else f"{where} (dry run of the GPU rows)")
             rows.append(bench_training(crops, gpu, s.gpu_train_batches, s.reps, device_label=label, target=target))
         return rows
 
     def item5(self) -> list[Row]:
         from benchmarks.extraction import bench_scaling
 
-        return [bench_scaling(self.clips, self.settings.frames, self.settings.scaling_videos, self.work)]
+        return bench_scaling(self.clips, self.settings.frames, self.settings.scaling_videos, self.work)
+
+    def item6(self) -> list[Row]:
+        from benchmarks.detection import bench_recall
+
+        return bench_recall(self.clips[0], self.settings.frames)
 
 
 def parse_only(text: str | None) -> list[int]:
@@ -166,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     bench = Bench(settings, work)
     runs: dict[int, Callable[[], list[Row]]] = {1: bench.item1, 2: bench.item2, 3: bench.item3, 4: bench.item4,
-                                                5: bench.item5}
+                                                5: bench.item5, 6: bench.item6}
     rows: list[Row] = []
     errors: list[dict[str, object]] = []
     started = time.perf_counter()

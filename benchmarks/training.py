@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from benchmarks.report import RATIO_AT_LEAST, Row, Target
 from benchmarks.timing import p50, rounded, say
@@ -96,12 +95,14 @@ def _splits(crops: pd.DataFrame, config: TrainConfig, batches: int) -> dict[str,
     return {"train": rows, "val": rows.iloc[:2]}
 
 
-def cuda_configs(config: TrainConfig) -> list[tuple[TrainConfig, Target]]:
-    """The GPU rows' settings (batch 128, AMP, channels-last, loader processes), or none without CUDA."""
-    if not torch.cuda.is_available():
+def cuda_configs(config: TrainConfig, where: str | None) -> list[tuple[TrainConfig, Target]]:
+    """The GPU rows' settings (batch 128, AMP, channels-last, loader processes) on ``where``
+    (:func:`benchmarks.scoring.gpu_rows_device`), or none."""
+    if where is None:
         return []
     workers = max(1, min(8, (os.cpu_count() or 2) - 1))
-    gpu = TrainConfig.from_dict({**config.to_dict(), "device": "cuda", "amp": True, "channels_last": True,
-                                 "num_workers": workers, "batch_size": GPU_BATCH, "augment_on": "device"})
+    batch = GPU_BATCH if where == "cuda" else config.batch_size      # a dry run on the CPU keeps the CPU's batch
+    gpu = TrainConfig.from_dict({**config.to_dict(), "device": where, "amp": True, "channels_last": True,
+                                 "num_workers": workers, "batch_size": batch, "augment_on": "device"})
     return [(gpu, GPU_LOADER_TARGET), (gpu.replace(augment_on="loader"), GPU_LOADER_TARGET),
             (gpu.replace(mode="self_blend"), GPU_LOADER_TARGET)]

@@ -6,6 +6,7 @@ and the structure of the printed table and of the JSON file.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ ROW_KEYS = {"item", "metric", "unit", "ours", "reference", "reference_label", "t
 def quick_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "bench.json"
+    env = {**os.environ, "DEEPFAKE_BENCH_GPU_ROWS_ON": "cpu"}   # the GPU rows' code too, on the CPU
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out),
-                           "--work", str(folder / "work")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--work", str(folder / "work")], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=env)
     return proc, out
 
 
@@ -37,10 +40,10 @@ def test_quick_run_prints_one_table_and_writes_the_json(quick_run):
     machine = doc["machine"]
     for key in ("cpu_model", "cpu_count", "cores_used", "torch", "cuda_device", "load_average"):
         assert key in machine
-    assert doc["settings"]["quick"] is True and doc["settings"]["items"] == [1, 2, 3, 4, 5]
+    assert doc["settings"]["quick"] is True and doc["settings"]["items"] == [1, 2, 3, 4, 5, 6]
 
     rows = doc["rows"]
-    assert {r["item"] for r in rows} == {1, 2, 3, 4, 5}
+    assert {r["item"] for r in rows} == {1, 2, 3, 4, 5, 6}
     for row in rows:
         assert set(row) == ROW_KEYS
         if row["ours"] is None:  # only an unavailable part may be skipped, and it says why
@@ -48,13 +51,19 @@ def test_quick_run_prints_one_table_and_writes_the_json(quick_run):
             continue
         assert row["ours"] > 0 and row["reference"] > 0
         assert row["ratio"] == pytest.approx(row["ours"] / row["reference"])
+        if row["target"] is None:                    # information only
+            assert row["passed"] is None
+            continue
         assert row["target"]["text"] and row["passed"] == _met(row["target"], row["ours"], row["reference"])
     measured = [r for r in rows if r["ours"] is not None]
-    assert {r["item"] for r in measured} >= {1, 3, 4, 5}
+    assert {r["item"] for r in measured} >= {1, 3, 4, 5, 6}
     # the detector did real work: the clip is of a real face
     extraction = next(r for r in rows if r["item"] == 1)
     assert "faces in 0/" not in extraction["note"]
     assert any(r["reference_label"] == "DFDC budget (GPU)" for r in rows if r["item"] == 2)
+    dry = [r for r in rows if "dry run of the GPU rows" in r["device"]]
+    assert {r["item"] for r in dry} == {2, 4} and any("local endpoint" in r["metric"] for r in dry)
+    assert any(r["reference_label"] == "CPU path, same host" for r in dry)
 
     # stdout is the table alone: machine line, header, one line per row
     lines = proc.stdout.strip().splitlines()
@@ -69,13 +78,13 @@ def test_quick_run_prints_one_table_and_writes_the_json(quick_run):
 def _met(target, ours, reference):
     kind, value = target["kind"], target["value"]
     return {"ratio<=": ours / reference <= value, "ratio>=": ours / reference >= value,
-            "ours<": ours < value, "ours-ref<=": ours - reference <= value}[kind]
+            "ours<": ours < value, "ours<=": ours <= value, "ours-ref<=": ours - reference <= value}[kind]
 
 
 def test_only_rejects_unknown_items():
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "1,9"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode != 0 and "--only '1,9'" in proc.stderr and "1, 2, 3, 4, 5" in proc.stderr
+    assert proc.returncode != 0 and "--only '1,9'" in proc.stderr and "1, 2, 3, 4, 5, 6" in proc.stderr
 
 
 def test_quality_table_puts_the_modes_side_by_side_against_the_targets():
