@@ -59,8 +59,13 @@ def test_a_store_that_cannot_be_reached_never_fails_the_run_and_says_so_once(ste
     assert "MLflow tracking is off" in repr(logged) and logged.run_id is None
     said = [r for r in caplog.records if "MLflow tracking is off" in r.getMessage()]
     assert len(said) == 1 and f"127.0.0.1:{port}" in said[0].getMessage()
-    assert step_outputs.read_json(run_dir / tracking.RECORD)["off"]          # the run's steps stay quiet too
     assert tracking.run_ids(run_dir) == {}
+    # a step of that run in a process of its own (a notebook's kernel) does not try the store again
+    monkeypatch.setattr(tracking, "_off", [])
+    monkeypatch.setattr(tracking, "_connect", lambda uri: pytest.fail("the step tried the store again"))
+    with caplog.at_level(logging.WARNING, logger=tracking.__name__):
+        assert "off for this run" in repr(tracking.log_step("evaluate", step_dir, {"threshold": 0.5}))
+    assert len([r for r in caplog.records if "MLflow tracking is off" in r.getMessage()]) == 1
 
 
 def test_where_runs_go(monkeypatch):

@@ -107,6 +107,9 @@ def log_step(step: str, output_dir: str | os.PathLike[str], config: Any = None, 
     if not cached_from:
         (out / RECORD).unlink(missing_ok=True)        # a record of an earlier run is not this run's
     settings = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    run_off = step_outputs.read_json(out.parent / RECORD)             # the runner could not reach the store:
+    if run_off.get("off") and run_off.get("tracking_uri") == tracking_uri():   # its steps do not try again
+        return Logged(f"MLflow tracking is off for this run ({run_off['off']})")
     logged = _log_step(step, out, settings, {k: v for k, v in params.items() if v is not None}, cached_from)
     return logged or Logged(f"MLflow tracking is off{f' ({_off[0]})' if _off else ''}")
 
