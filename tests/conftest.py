@@ -12,6 +12,8 @@ the files they return as read-only (copy one into ``tmp_path`` to change it).
 - ``write_clip``: factory writing a clip of a photo with a small camera motion.
 - ``face_clip`` / ``multi_face_clip`` / ``no_face_clip``: ready-made mp4v clips.
 - ``corrupt_files``: files that must fail to decode, by kind.
+- ``model_dir`` / ``predictor``: a small untrained model of the kit (one per test module; a module may
+  define its own).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from serving_support import make_model
 
 from deepfake.demo.face_sources import multi_face_photo, real_face_photos
 from deepfake.media.encode import write_video
@@ -152,3 +155,15 @@ def corrupt_files(tmp_path_factory, write_clip) -> dict[str, Path]:
     files["truncated_tail"].write_bytes(whole[: len(whole) * 4 // 10])
     return files
 
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    from deepfake.serving.predictor import Predictor
+
+    return Predictor.from_path(model_dir)

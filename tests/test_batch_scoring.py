@@ -10,7 +10,6 @@ import sys
 
 import pandas as pd
 import pytest
-from serving_support import make_model
 
 from deepfake.core.vocabulary import (
     FAKE,
@@ -23,17 +22,6 @@ from deepfake.core.vocabulary import (
 )
 from deepfake.data.manifest import read_manifest, read_sidecar
 from deepfake.serving import batch
-from deepfake.serving.predictor import Predictor
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("model") / "model")
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir):
-    return Predictor.from_path(model_dir)
 
 
 @pytest.fixture(scope="module")

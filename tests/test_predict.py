@@ -27,16 +27,6 @@ RESPONSE_KEYS = {"status", "label", "p_fake", "frames_scored", "faces_found", "f
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("model") / "model")
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir):
-    return Predictor.from_path(model_dir)
-
-
-@pytest.fixture(scope="module")
 def face_result(predictor, face_clip):
     return predictor.predict_video(face_clip)
 

@@ -65,12 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.install:
-        try:
-            install(KIT, REQUIREMENTS)
-        except subprocess.CalledProcessError as exc:
-            return fail(f"step {args.step}: pip install failed (exit {exc.returncode}): {' '.join(exc.cmd)}",
-                        EXIT_INSTALL)
+        failed = install_or_fail(f"step {args.step}")
+        if failed:
+            return failed
     return run(args)
+
+
+def install_or_fail(what: str) -> int:
+    """Install the shipped kit and its requirements: 0, or the failure reported for ``what`` and its exit code."""
+    try:
+        install(KIT, REQUIREMENTS)
+    except subprocess.CalledProcessError as exc:
+        return fail(f"{what}: pip install failed (exit {exc.returncode}): {' '.join(exc.cmd)}", EXIT_INSTALL)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -65,11 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.install:
-        try:
-            run_step.install(run_step.KIT, run_step.REQUIREMENTS)
-        except subprocess.CalledProcessError as exc:
-            return run_step.fail(f"scoring {args.action}: pip install failed (exit {exc.returncode}): "
-                                 f"{' '.join(exc.cmd)}", run_step.EXIT_INSTALL)
+        failed = run_step.install_or_fail(f"scoring {args.action}")
+        if failed:
+            return failed
     from botocore.exceptions import BotoCoreError, ClientError
 
     from deepfake.core.errors import DeepfakeError

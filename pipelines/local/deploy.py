@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 from deepfake.core.errors import DeployError
 from deepfake.core.vocabulary import APPROVED
+from pipelines.local.jobs import stop_group
 from pipelines.local.s3 import split_uri
 from pipelines.local.server import Aws
 
@@ -134,12 +134,7 @@ def serve(model: Path, log: Path) -> Iterator[str]:
         yield url
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, signal.SIGINT)
 
 
 def _wait_ping(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:

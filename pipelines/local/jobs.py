@@ -187,7 +187,7 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
             try:
                 proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _stop(proc)
+                stop_group(proc)
                 (instance.root / "output").mkdir(exist_ok=True)
                 (instance.root / "output" / "message").write_text(f"stopped after MaxRuntimeInSeconds {timeout_s:g}")
             instance.exit_code = proc.returncode
@@ -196,11 +196,12 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
     finally:
         for _instance, proc in running:
             if proc.poll() is None:
-                _stop(proc)
+                stop_group(proc)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a process started in a session of its own, and its children: ``sig``, then SIGKILL after 20 s."""
+    os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
