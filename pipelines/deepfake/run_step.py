@@ -62,17 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return start(f"step {args.step}", args.install) or run(args)
+
+
+def start(what: str, install_kit: bool) -> int:
+    """Log to stdout (the job's log) and install the shipped kit and its requirements when asked:
+    0, or the failure reported for ``what`` and its exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.install:
-        failed = install_or_fail(f"step {args.step}")
-        if failed:
-            return failed
-    return run(args)
-
-
-def install_or_fail(what: str) -> int:
-    """Install the shipped kit and its requirements: 0, or the failure reported for ``what`` and its exit code."""
+    if not install_kit:
+        return 0
     try:
         install(KIT, REQUIREMENTS)
     except subprocess.CalledProcessError as exc:

@@ -61,12 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.install:
-        failed = run_step.install_or_fail(f"scoring {args.action}")
-        if failed:
-            return failed
+    failed = run_step.start(f"scoring {args.action}", args.install)
+    if failed:
+        return failed
     from botocore.exceptions import BotoCoreError, ClientError
 
     from deepfake.core.errors import DeepfakeError
