@@ -104,6 +104,25 @@ def test_changed_parameter_reruns_that_step_and_what_follows(env):
     assert executed()[4:] == ["train", "evaluate"]
 
 
+def test_a_rerun_in_the_same_folder_starts_afresh_unless_it_resumes_its_own_key(env):
+    """Outputs of other settings (an upgraded kit, a changed parameter) are cleared before the step runs
+    again in the same run folder; what an interrupted run of the same key left is kept for it to resume."""
+    run, _, tmp = env
+    assert run("r1") == 0
+    extract = tmp / "runs/r1/extract"
+    (extract / ".parts").mkdir()
+    (extract / ".parts" / "stale.csv").write_text("made with other settings")
+    assert run("r1", "extract.frames_per_video=8") == 0
+    assert not (extract / ".parts").exists() and (extract / "faces.csv").read_text() == "8"
+    record = json.loads((extract / "step.json").read_text())
+    assert record["status"] == "finished"
+    (extract / ".parts").mkdir()                                   # an interrupted run of this very key
+    (extract / ".parts" / "done.csv").write_text("finished part")
+    (extract / "step.json").write_text(json.dumps({**record, "status": "running"}))
+    assert run("r1", "extract.frames_per_video=8") == 0
+    assert (extract / ".parts" / "done.csv").read_text() == "finished part"
+
+
 def test_changed_code_or_force_reruns_everything(env):
     run, executed, tmp = env
     assert run("r1") == 0
@@ -120,7 +139,8 @@ def test_failing_step_exits_non_zero_and_keeps_executed_notebook(env, capsys):
     out = capsys.readouterr().out
     assert "evaluate" in out and "RuntimeError" in out and "evaluation exploded" in out
     assert (tmp / "runs/r1/evaluate/04_evaluate.ipynb").is_file()
-    assert not (tmp / "runs/r1/evaluate/step.json").exists()
+    failed = json.loads((tmp / "runs/r1/evaluate/step.json").read_text())
+    assert failed["status"] == "failed" and "evaluation exploded" in failed["error"]   # never reused as cached
     assert run("r1") == 0  # fixed parameters: the finished steps are reused, evaluate reruns
     assert executed()[4:] == ["evaluate"]
 

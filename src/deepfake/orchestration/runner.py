@@ -1,13 +1,18 @@
 """``deepfake run``: the four notebooks in order, locally, the way SageMaker runs them.
 
 Each step writes ``runs/<run-id>/<step>/`` with the executed notebook, its HTML
-report and the step's outputs, plus ``step.json`` recording its cache key.
-A step whose notebook, ``src/deepfake`` code, parameters and inputs are unchanged
-since a finished run is reused (hard-linked) instead of run again.
+report and the step's outputs, plus ``step.json`` recording its cache key and
+status (running, failed, finished). A step whose notebook, the ``src/deepfake``
+code it imports, parameters and inputs are unchanged since a finished run is
+reused (hard-linked) instead of run again. A step run again in the same folder
+resumes what an interrupted or failed run of the same key left (extraction's
+finished parts); outputs of another key (other settings, other code) are cleared
+first, so an upgraded kit never meets parts it did not make.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -312,14 +317,31 @@ def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Pat
             return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook),
                                cached_from=cached)
     record = out_dir / STEP_RECORD
-    record.unlink(missing_ok=True)
-    result = run_notebook(notebook, out_dir, params, step=step.name, hide_code=step.hide_code,
-                          log_output=log_output)
+    if out_dir.exists() and _read_key(record) != key:
+        # Outputs made with other settings or code (an upgraded kit, a changed parameter) are not resumed;
+        # an interrupted run of this very key is: its finished parts are kept.
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started_record = {"step": step.name, "key": key, "notebook": step.notebook, "parameters": params}
+    write_json(record, {**started_record, "status": "running"})
+    try:
+        result = run_notebook(notebook, out_dir, params, step=step.name, hide_code=step.hide_code,
+                              log_output=log_output)
+    except BaseException as exc:
+        write_json(record, {**started_record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
     seconds = time.perf_counter() - started
     write_json(record, {"step": step.name, "key": key, "status": "finished", "seconds": round(seconds, 2),
                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "notebook": step.notebook, "parameters": params})
     return StepOutcome(step, out_dir, False, seconds, result.html)
+
+
+def _read_key(record: Path) -> str | None:
+    try:
+        return json.loads(record.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _html(out_dir: Path, notebook: Path) -> Path | None:
