@@ -115,13 +115,20 @@ def run_pipeline(
     except BaseException:
         tracking.finish_pipeline(run_dir, failed=True)
         raise
+    return _conclude(run_dir, run_id, profile, outcomes, evaluation_only=bool(external),
+                     register=register, group=group, threshold=threshold)
+
+
+def _conclude(run_dir: Path, run_id: str, profile: str, outcomes: list[StepOutcome], *, evaluation_only: bool,
+              register: bool, group: str | None, threshold: float | None) -> int:
+    """After the steps: print the metrics, gate and register, end the MLflow run, write ``run.json``."""
     evaluation = read_evaluation(run_dir / steps.EVALUATION_STEP / paths.EVALUATION)
     summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
                "reports": {o.step.name: str(o.html) for o in outcomes if o.html},
                "metrics": evaluation["metrics"], "registered": None}
     print_metrics(evaluation)
     code = 0
-    if external:
+    if evaluation_only:
         _say("evaluation-only run (--model): nothing is registered")
     elif register:
         code = _gate(summary, run_dir, evaluation, group, threshold, run_id)
