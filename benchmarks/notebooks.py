@@ -26,10 +26,10 @@ from deepfake.core.errors import ConfigError, NotebookError
 from deepfake.demo.build import build_demo_dataset
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import run_notebook
-from deepfake.orchestration.runner import step_parameters
+from deepfake.orchestration.run_settings import step_parameters
 
 OVERHEAD_TARGET = Target(EXCESS_AT_MOST, 2.0)   # papermill adds at most 2 s to a step
-PROFILE = "tiny"                                # deepfake.orchestration.runner.PROFILES: small images, one epoch
+PROFILE = "tiny"                                # deepfake.orchestration.run_settings.PROFILES: small images, one epoch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT_TIMEOUT_S = 900
 

@@ -21,7 +21,7 @@ from aws_server import REGION, ROLE_ARN, free_port, moto_server
 
 from deepfake.core import paths
 from deepfake.orchestration import steps
-from deepfake.orchestration.runner import step_parameters as local_step_parameters
+from deepfake.orchestration.run_settings import step_parameters as local_step_parameters
 from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, MARKER, build_bundle, content_hash
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -107,7 +107,7 @@ def get_pipeline(
     URIs are computed from the local files, nothing is uploaded. The image of a step
     (CPU or GPU) follows ``processing_instance_type`` / ``training_instance_type``;
     the instance-type pipeline parameters default to them. ``profile`` bakes a parameter
-    profile of ``deepfake run`` (``deepfake.orchestration.runner.PROFILES``: ``demo``,
+    profile of ``deepfake run`` (``deepfake.orchestration.run_settings.PROFILES``: ``demo``,
     ``tiny``) into the step arguments, and its values of the run parameters become their defaults.
     """
     _check_arguments(region=region, role=role, default_bucket=default_bucket,
@@ -180,7 +180,7 @@ def profile_settings(profile: str) -> Mapping[str, Mapping[str, Any]]:
     """Step -> notebook parameter -> value of a ``deepfake run`` profile (nothing for ``default``)."""
     if profile == "default":
         return {}
-    from deepfake.orchestration.runner import PROFILES
+    from deepfake.orchestration.run_settings import PROFILES
 
     if profile not in PROFILES:
         raise PipelineError(f"profile {profile!r} is not a profile of deepfake run; profiles: {', '.join(PROFILES)}")

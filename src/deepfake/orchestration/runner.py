@@ -36,28 +36,10 @@ from deepfake.orchestration.cache import (
     _retarget,
     cache_key,
 )
-from deepfake.orchestration.notebook import check_parameters, notebook_parameters, run_notebook
+from deepfake.orchestration.notebook import run_notebook
 from deepfake.orchestration.registry import DEFAULT_GROUP
+from deepfake.orchestration.run_settings import PROFILES, existing_model, parse_overrides, step_parameters
 from deepfake.scoring.schema import read_evaluation
-
-# Parameter profiles on top of the notebooks' own defaults. "demo" fits `make demo`
-# in minutes on 2 CPU cores; "tiny" is for tests.
-PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
-    "default": {},
-    # Self-blended training on the demo's real videos only, fully fine-tuned at 160 px; evaluated on
-    # the test split's reals and every fake of the demo, none of which it has seen.
-    "demo": {
-        "extract": {"frames_per_video": 12, "face_size": 160, "workers": 2},
-        "train": {"mode": "self_blend", "epochs": 10, "image_size": 160, "batch_size": 32, "unfreeze_blocks": -1,
-                  "backbone_lr_mult": 0.3, "warmup_epochs": 1.0, "patience": 4},
-        "evaluate": {},
-    },
-    "tiny": {
-        "extract": {"frames_per_video": 3, "face_size": 64, "workers": 1},
-        "train": {"epochs": 1, "image_size": 64, "batch_size": 8},
-        "evaluate": {},
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -95,7 +77,7 @@ def run_pipeline(
         raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-    external = {steps.TRAIN_STEP: _existing_model(model)} if model else {}
+    external = {steps.TRAIN_STEP: existing_model(model)} if model else {}
     run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(runs_root) if runs_root else paths.runs_dir()) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -190,67 +172,6 @@ def _report(summary: Mapping[str, Any]) -> None:
         else:
             _say(f"registered model: {r['group']} v{r['version']} ({r['status']}) {r['artifact']}")
         _say(f"  approve it with: deepfake registry approve {r['version']} --group {r['group']}")
-
-
-def step_parameters(data: Path, run_dir: Path, profile: str, overrides: Mapping[str, Mapping[str, Any]],
-                    *, external: Mapping[str, Path] | None = None) -> dict[str, dict[str, Any]]:
-    """Every step's papermill parameters: profile, overrides, linked settings, then the wiring of inputs
-    and outputs. ``external`` maps a step to an existing output that stands in for it (``--model``)."""
-    external = dict(external or {})
-    unknown = sorted(set(overrides) - {s.name for s in steps.STEPS})
-    if unknown:
-        raise ConfigError(f"--set names unknown step(s) {', '.join(unknown)}; steps: "
-                          f"{', '.join(s.name for s in steps.STEPS)}")
-    declared = {s.name: notebook_parameters(paths.notebooks_dir() / s.notebook) for s in steps.STEPS}
-    chosen: dict[str, dict[str, Any]] = {}
-    for step in steps.STEPS:
-        chosen[step.name] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
-        if external:
-            chosen[step.name] = {**_evaluate_only(step.name, external[steps.TRAIN_STEP], declared),
-                                 **overrides.get(step.name, {})}
-    for (name, param), (source, source_param) in steps.LINKED.items():
-        if param in declared[name] and param not in chosen[name] and source_param in declared[source]:
-            chosen[name][param] = chosen[source].get(source_param, declared[source][source_param]["default"])
-    out: dict[str, dict[str, Any]] = {}
-    for step in steps.STEPS:
-        if step.name in external:
-            continue
-        params = dict(chosen[step.name])
-        for param, source in step.inputs.items():
-            params[param] = str(data if source == steps.DATA else external.get(source, run_dir / source))
-        params["output_dir"] = str(run_dir / step.name)
-        out[step.name] = check_parameters(paths.notebooks_dir() / step.notebook, params)
-    return out
-
-
-def _evaluate_only(step: str, model: Path, declared: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """An evaluation-only run's settings for ``step``: extraction as the model was trained, every video."""
-    values = {k: v for k, v in steps.EVALUATE_ONLY.get(step, {}).items() if k in declared[step]}
-    if step == "extract":
-        from deepfake.modeling.artifact import read_artifact_config
-
-        settings = read_artifact_config(model).get("extract") or {}
-        values.update({k: v for k, v in settings.items() if k in declared[step] and k != "workers"})
-    return values
-
-
-def _existing_model(model: str | os.PathLike[str]) -> Path:
-    path = paths.resolve(model)
-    if not path.exists():
-        raise ConfigError(f"--model {model}: {path} does not exist; give a model folder or a model.tar.gz")
-    return path
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``train.epochs=3`` -> ``{"train": {"epochs": "3"}}`` (typed later against the notebook)."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        step_name, dot, param = key.partition(".")
-        if not sep or not dot or not param:
-            raise ConfigError(f"--set {item!r} is not STEP.PARAM=VALUE (e.g. train.epochs=3)")
-        out.setdefault(step_name, {})[param] = value
-    return out
 
 
 def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, threshold: float,
