@@ -14,6 +14,7 @@ from typing import Any
 from deepfake.core import imports
 from deepfake.core.files import write_json
 from deepfake.orchestration import steps
+from deepfake.orchestration.step_outputs import read_json
 
 STEP_RECORD = "step.json"
 
@@ -67,13 +68,15 @@ def _find_cached(key: str, runs_root: Path) -> Path | None:
     if not runs_root.is_dir():
         return None
     for record in sorted(runs_root.glob(f"*/*/{STEP_RECORD}"), key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            info = json.loads(record.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        info = step_record(record.parent)
         if info.get("key") == key and info.get("status") == "finished":
             return record.parent
     return None
+
+
+def step_record(out_dir: Path) -> dict[str, Any]:
+    """A step folder's ``step.json`` (key, status, parameters...), or {} when it is missing or unreadable."""
+    return read_json(out_dir / STEP_RECORD)
 
 
 def _retarget(out_dir: Path, params: Mapping[str, Any]) -> None:

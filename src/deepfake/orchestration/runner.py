@@ -12,7 +12,6 @@ first, so an upgraded kit never meets parts it did not make.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from deepfake.orchestration.cache import (
     _model_fingerprint,
     _retarget,
     cache_key,
+    step_record,
 )
 from deepfake.orchestration.notebook import run_notebook
 from deepfake.orchestration.registry import DEFAULT_GROUP
@@ -245,7 +245,7 @@ def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Pat
             return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook),
                                cached_from=cached)
     record = out_dir / STEP_RECORD
-    if out_dir.exists() and _read_key(record) != key:
+    if out_dir.exists() and step_record(out_dir).get("key") != key:
         # Outputs made with other settings or code (an upgraded kit, a changed parameter) are not resumed;
         # an interrupted run of this very key is: its finished parts are kept.
         shutil.rmtree(out_dir)
@@ -259,17 +259,9 @@ def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Pat
         write_json(record, {**started_record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
     seconds = time.perf_counter() - started
-    write_json(record, {"step": step.name, "key": key, "status": "finished", "seconds": round(seconds, 2),
-                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "notebook": step.notebook, "parameters": params})
+    write_json(record, {**started_record, "status": "finished", "seconds": round(seconds, 2),
+                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return StepOutcome(step, out_dir, False, seconds, result.html)
-
-
-def _read_key(record: Path) -> str | None:
-    try:
-        return json.loads(record.read_text()).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _html(out_dir: Path, notebook: Path) -> Path | None:
