@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from deepfake.core.errors import DeployError
 from deepfake.core.vocabulary import APPROVED
 from pipelines.local.jobs import stop_group
 from pipelines.local.s3 import split_uri
-from pipelines.local.server import Aws
+from pipelines.local.server import Aws, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 TEMPLATE = DEPLOY / "endpoint-config-template.yml"
@@ -123,7 +122,7 @@ def _run(cmd: list[str], aws: Aws, what: str) -> None:
 @contextlib.contextmanager
 def serve(model: Path, log: Path) -> Iterator[str]:
     """``deepfake serve --model model`` on a free loopback port until the block ends; yields its URL."""
-    port = _free_port()
+    port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "deepfake.orchestration.cli", "serve", "--model", str(model),
                                  "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
@@ -151,8 +150,3 @@ def _wait_ping(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         time.sleep(0.3)
     raise DeployError(f"deepfake serve did not answer /ping within {SERVE_START_S:.0f}s; see {log}")
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
