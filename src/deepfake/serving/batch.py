@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +38,7 @@ import pandas as pd
 
 from deepfake.core.errors import DeepfakeError, VideoDecodeError
 from deepfake.core.files import atomic_write_text
+from deepfake.core.progress import Progress
 from deepfake.core.vocabulary import (
     FAKE,
     LABEL_NAMES,
@@ -112,17 +112,15 @@ def score_videos(folder: str | os.PathLike[str], predictor: Predictor, parts_dir
     todo = [k for k in keys if k not in skip]
     writer = _PartWriter(Path(parts_dir), name)
     statuses: dict[str, int] = {}
-    bar = _progress(len(todo), len(keys) - len(todo), progress)
+    bar = Progress(len(todo), len(keys) - len(todo), progress, label="score")
     try:
         for row in _rows(predictor, root, todo, workers):
             writer.add(row)
             statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(row["status"])
     finally:
         writer.flush()
-        if bar is not None:
-            bar.close()
+        bar.close()
     return BatchCounts(videos=len(keys), skipped=len(keys) - len(todo), scored=sum(statuses.values()),
                        statuses=dict(sorted(statuses.items())))
 
@@ -264,14 +262,3 @@ def score_folder(folder: str | os.PathLike[str], predictor: Predictor, out_csv: 
     write_predictions(table, out_csv, summary, config={"archive": str(Path(folder).resolve()),
                                                        "workers": workers, **predictor.describe()})
     return table, summary
-
-
-def _progress(total: int, done_before: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    tty = sys.stderr.isatty()
-    resumed = f" ({done_before} scored earlier)" if done_before else ""
-    return tqdm(total=total, unit="video", desc=f"score{resumed}", file=sys.stderr,
-                mininterval=1.0 if tty else 30.0)

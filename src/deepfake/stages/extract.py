@@ -41,13 +41,13 @@ import pandas as pd
 from deepfake.core.errors import ConfigError, ManifestError, VideoDecodeError
 from deepfake.core.files import atomic_write_text, read_json, write_json
 from deepfake.core.paths import CROPS_DIR, FACES_MANIFEST, resolve
+from deepfake.core.progress import PROGRESS_MODES, Progress
 from deepfake.core.resources import decoder_threads, threads_per_worker
 from deepfake.core.vocabulary import STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.faces_table import FACES_COLUMNS, META_COLUMNS, PART_COLUMNS, _format_box, format_landmarks
 from deepfake.data.manifest import sources, write_manifest
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
-from deepfake.stages.progress import PROGRESS_MODES, _Progress
 
 # Layout of the per-video part files; parts of another layout are extracted again.
 PARTS_FORMAT = 2
@@ -85,7 +85,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
         else:
             jobs.append((video_id, src))
     todo = [(vid, src) for vid, src in jobs if not _part_path(parts, vid).is_file()]
-    bar = _Progress(len(todo), len(jobs) - len(todo), progress)
+    bar = Progress(len(todo), len(jobs) - len(todo), progress, label="extract faces", counted="faces")
     try:
         if config.workers == 1 or len(todo) <= 1:
             _run_here(todo, folder, config, bar)
@@ -111,7 +111,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
     return df
 
 
-def _run_here(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig, bar: _Progress) -> None:
+def _run_here(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig, bar: Progress) -> None:
     if not todo:
         return
     detector = build_detector(config)
@@ -144,7 +144,7 @@ def _worker_job(video_id: str, src: str, folder: str, config_dict: dict[str, Any
                           _WORKER_DECODE_THREADS)
 
 
-def _run_pool(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig, bar: _Progress) -> None:
+def _run_pool(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig, bar: Progress) -> None:
     workers = min(config.workers, len(todo))
     settings = config.to_dict()
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
