@@ -51,6 +51,7 @@ from deepfake.orchestration import step_outputs, steps
 log = logging.getLogger(__name__)
 
 OFF = "off"                          # MLFLOW_TRACKING_URI=off turns tracking off
+SQLITE = "sqlite:///"                # a SQLite store's URI: this, then the database file's path
 DEFAULT_STORE = "mlflow.db"          # the store when nothing is configured, in the project folder
 ARTIFACTS_DIR = "mlartifacts"        # beside a SQLite store: the files of its runs
 RECORD = "tracking.json"             # run folder: the pipeline's run; step folder: the step's run
@@ -92,10 +93,16 @@ def tracking_uri() -> str | None:
     if uri.lower() == OFF:
         return None
     if not uri:
-        return f"sqlite:///{paths.project_dir() / DEFAULT_STORE}"
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_absolute():
-        return f"sqlite:///{paths.resolve(uri[len('sqlite:///'):])}"
+        return f"{SQLITE}{paths.project_dir() / DEFAULT_STORE}"
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_absolute():
+        return f"{SQLITE}{paths.resolve(db)}"
     return uri
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite tracking URI, None for any other store."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
 
 
 def log_step(step: str, output_dir: str | os.PathLike[str], config: Any = None, *,
@@ -143,9 +150,9 @@ def finish_pipeline(run_dir: Path, *, failed: bool = False, gate: str | None = N
                                             tags) is None:
         return None
     uri = record["tracking_uri"]
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        shown = f"sqlite:///{db.name}" if db.parent == Path.cwd() else uri
+    db = _sqlite_file(uri)
+    if db is not None:
+        shown = f"{SQLITE}{db.name}" if db.parent == Path.cwd() else uri
         return f"compare the runs in MLflow: mlflow ui --backend-store-uri {shown}"
     return f"runs tracked in MLflow at {uri}"
 
@@ -276,8 +283,8 @@ def _connect(uri: str) -> _Store:
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        beside = Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR / name      # a server picks its own place
-        root = beside.as_uri() if uri.startswith("sqlite:///") else None
+        db = _sqlite_file(uri)                                  # a server picks its own place
+        root = (db.parent / ARTIFACTS_DIR / name).as_uri() if db is not None else None
         return _Store(uri, client, client.create_experiment(name, artifact_location=root))
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
