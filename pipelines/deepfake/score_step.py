@@ -153,20 +153,19 @@ def model_package(sm: Any, arn: str, group: str) -> dict[str, Any]:
     return {**desc, "ModelDataUrl": containers[0]["ModelDataUrl"]}
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def _download(s3: Any, uri: str, target: Path) -> None:
-    bucket, key = _split(uri)
+    from deepfake.core.paths import split_s3
+
+    bucket, key = split_s3(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
     s3.download_file(bucket, key, str(target))
 
 
 def _download_parts(s3: Any, prefix_uri: str, folder: Path) -> int:
     """Download the part files under ``prefix_uri`` (earlier executions); returns how many."""
-    bucket, prefix = _split(prefix_uri.rstrip("/") + "/")
+    from deepfake.core.paths import split_s3
+
+    bucket, prefix = split_s3(prefix_uri.rstrip("/") + "/")
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 
 SINGLE_PUT_MAX = 5 * 1024**3 - 1      # bytes: larger files would get a multipart ETag, which is not an MD5
@@ -24,8 +25,7 @@ SINGLE_PUT_MAX = 5 * 1024**3 - 1      # bytes: larger files would get a multipar
 def split_uri(uri: str) -> tuple[str, str]:
     if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= 5:
         raise PipelineError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key
+    return paths.split_s3(uri)
 
 
 @dataclass(frozen=True)

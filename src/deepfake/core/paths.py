@@ -52,6 +52,12 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``; the caller has checked :func:`is_s3`."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
 def notebooks_dir() -> Path:
     return Path(os.environ.get("DEEPFAKE_NOTEBOOKS", project_dir() / "notebooks"))
 

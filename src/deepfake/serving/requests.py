@@ -148,7 +148,7 @@ def parse_json_request(data: bytes) -> S3Request:
     uri = doc["s3_uri"]
     if not isinstance(uri, str) or not paths.is_s3(uri):
         raise InvalidInputError(f"s3_uri must be a string like 's3://bucket/key'; got {_preview(uri)}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, key = paths.split_s3(uri)
     if not bucket or not key or key.endswith("/"):
         raise InvalidInputError(f"s3_uri {uri!r} must name an object: s3://bucket/path/to/video.mp4")
     return S3Request(uri, bucket, key)
