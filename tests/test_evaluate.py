@@ -221,7 +221,7 @@ def test_real_model_artifact(faces, tmp_path):
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    model_dir = save_artifact(build_model(pretrained=False, image_size=64), tmp_path / "model", {"image_size": 64})
+    model_dir = save_artifact(build_model(image_size=64), tmp_path / "model", {"image_size": 64})
     loaded = load_artifact(model_dir)
     ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(batch_size=8))
     validate_evaluation(ev)
@@ -367,7 +367,7 @@ def test_the_gated_model_carries_the_evaluated_rule(faces, tmp_path):
     from deepfake.modeling.artifact import load_artifact, read_artifact_config, save_artifact
     from deepfake.modeling.network import build_model
 
-    model_dir = save_artifact(build_model(pretrained=False, image_size=32), tmp_path / "model",
+    model_dir = save_artifact(build_model(image_size=32), tmp_path / "model",
                               {"image_size": 32, "scoring": {"temperature": 1.7, "aggregation": "mean",
                                                               "threshold": 0.5}, "training": SELF_BLEND})
     loaded = load_artifact(model_dir)

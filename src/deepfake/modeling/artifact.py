@@ -189,7 +189,7 @@ def load_artifact(path: str | os.PathLike[str] | ArtifactFiles, device: str = "c
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{WEIGHTS_FILE} of model {source} cannot be read as safetensors: {exc}") from exc
     architecture = config["architecture"]
-    model = build_model(pretrained=False, unfreeze_blocks=0, image_size=int(config["image_size"]), backbone=architecture)
+    model = build_model(unfreeze_blocks=0, image_size=int(config["image_size"]), backbone=architecture)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

