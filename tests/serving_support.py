@@ -22,7 +22,7 @@ import requests
 
 from deepfake.media.extraction import ExtractConfig
 from deepfake.modeling.artifact import save_artifact
-from deepfake.modeling.network import build_model
+from deepfake.modeling.pretrained import pretrained_model
 
 IMAGE_SIZE = 64            # px: the model input, small to keep CPU inference cheap
 FRAMES_PER_VIDEO = 4       # frames sampled per video by the artifact's extract config
@@ -33,7 +33,7 @@ def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES
                threshold: float = 0.5, **extract) -> Path:
     """Save a small real model artifact into ``out_dir`` with this scoring rule; returns ``out_dir``."""
     config = ExtractConfig(frames_per_video=frames, face_size=IMAGE_SIZE, **extract)
-    model = build_model(pretrained=True, image_size=IMAGE_SIZE)
+    model = pretrained_model(image_size=IMAGE_SIZE)
     scoring = {"temperature": temperature, "aggregation": aggregation, "threshold": threshold}
     return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(), "scoring": scoring})
 

