@@ -50,11 +50,11 @@ def deepfake_cli() -> list[str]:
 
 @contextlib.contextmanager
 def serve(model: Path, *, workers: int = 1, timeout: int = 60, env: dict[str, str] | None = None,
-          log: Path | None = None) -> Iterator[str]:
-    """Run `deepfake serve` (gunicorn) on a free loopback port; yields its base URL."""
+          log: Path | None = None, args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run `deepfake serve` (gunicorn, with extra ``args``) on a free loopback port; yields its base URL."""
     port = free_port()
     cmd = [*deepfake_cli(), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--timeout", str(timeout)]
+           "--workers", str(workers), "--timeout", str(timeout), *args]
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                             start_new_session=True)

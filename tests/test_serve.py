@@ -15,6 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from serving_support import make_model, serve
 
+from deepfake.serving.capture import parse_record
 from deepfake.serving.packaging import package_model
 from deepfake.serving.predictor import Predictor
 from deepfake.serving.server import make_app
@@ -37,10 +38,15 @@ def face_result(predictor, face_clip):
 
 
 @pytest.fixture(scope="module")
-def server(archive, tmp_path_factory):
-    """`deepfake serve` with two gunicorn workers; the log is kept for failures."""
+def capture_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("capture")
+
+
+@pytest.fixture(scope="module")
+def server(archive, tmp_path_factory, capture_dir):
+    """`deepfake serve` with two gunicorn workers, capturing every request; the log is kept for failures."""
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    with serve(archive, workers=2, log=log) as url:
+    with serve(archive, workers=2, log=log, args=("--capture", str(capture_dir), "--endpoint-name", "ep")) as url:
         yield url
 
 
@@ -166,3 +172,24 @@ def test_the_real_sagemaker_runtime_client(server, face_clip, face_result):
     error = info.value.response
     assert error["Error"]["Code"] == "ModelError" and error["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert error["OriginalStatusCode"] == 415 and "text/csv" in error["OriginalMessage"]
+
+
+def test_every_worker_captures_its_requests(server, capture_dir, face_clip, no_face_clip, face_result):
+    """`deepfake serve --capture`: both gunicorn workers append to files of their own in SageMaker's layout,
+    and each record holds the bytes sent, the caller's InferenceId and the answer."""
+    client = runtime_client(server)
+    clips = {f"capture-{i}": (face_clip if i % 2 else no_face_clip).read_bytes() for i in range(8)}
+    with ThreadPoolExecutor(4) as pool:
+        replies = dict(zip(clips, pool.map(
+            lambda item: json.loads(client.invoke_endpoint(EndpointName="ep", Body=item[1], ContentType="video/mp4",
+                                                           InferenceId=item[0])["Body"].read()),
+            clips.items()), strict=True))
+    events = {}
+    for path in (capture_dir / "ep" / "AllTraffic").rglob("*.jsonl"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            event = parse_record(line, f"{path}:{n}")
+            events[event.inference_id] = event
+    assert set(clips) <= set(events)
+    for inference_id, body in clips.items():
+        assert events[inference_id].input == body and events[inference_id].output_json() == replies[inference_id]
+    assert replies["capture-1"]["p_fake"] == face_result["p_fake"] and replies["capture-0"]["status"] == "no_face"

@@ -36,6 +36,10 @@ class ManifestError(DataError):
     """A manifest is missing, unreadable or lacks required columns."""
 
 
+class MonitoringError(DataError):
+    """Captured traffic, a baseline or ground truth cannot be read or compared (deepfake monitor)."""
+
+
 class VideoDecodeError(DeepfakeError):
     """A file cannot be opened or decoded as a video (zero frames, truncated, not a video)."""
 

@@ -90,6 +90,14 @@ def _serving_commands(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--timeout", type=int, default=120, help="seconds per request before the worker is restarted")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--capture", default=None, type=_here, metavar="DIR",
+                   help="write every sampled request and response to DIR in SageMaker's data capture layout "
+                        "(DIR/<endpoint>/AllTraffic/yyyy/mm/dd/hh/*.jsonl; docs/monitoring.md)")
+    p.add_argument("--capture-sampling", type=int, default=100, metavar="PCT",
+                   help="percentage of requests captured, 0-100 (the endpoint's InitialSamplingPercentage)")
+    p.add_argument("--no-capture-input", dest="capture_input", action="store_false",
+                   help="capture responses only, not the request bodies (videos are large; CaptureMode Output)")
+    p.add_argument("--endpoint-name", default="local", help="the endpoint name the capture files are filed under")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="score videos or images from the command line")

@@ -14,6 +14,7 @@ from pathlib import Path
 from deepfake.core import paths
 from deepfake.core.errors import DeepfakeError, ModelError
 from deepfake.orchestration.registry import DEFAULT_GROUP, LocalRegistry
+from deepfake.serving.capture import CaptureSettings, CaptureWriter
 from deepfake.serving.predictor import Predictor, scoring_device
 from deepfake.serving.server import THREADS_PER_WORKER, InferenceApp, make_app, run_server
 
@@ -133,10 +134,11 @@ def serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source, where = resolve_model(args.model, args.group)
     device = scoring_device(args.device)
+    capture = _capture_writer(args)
 
     def build() -> InferenceApp:
         predictor = Predictor.from_path(source, device=device)
-        app = make_app(predictor)
+        app = make_app(predictor, capture=capture)
         info = predictor.describe()
         log.info("model %s from %s on %s (aggregation %s, %d frames per video, detector %s); request limit %d "
                  "bytes", predictor.version, where, device, info["aggregation"], info["frames_per_video"],
@@ -145,9 +147,22 @@ def serve_command(args: argparse.Namespace) -> int:
 
     log.info("serving on http://%s:%d with %d worker(s) x %d threads", args.host, args.port, args.workers,
              THREADS_PER_WORKER)
+    if capture is not None:
+        log.info("capturing %d%% of requests (%s) to %s", capture.settings.sampling_percentage,
+                 "requests and responses" if capture.settings.capture_input else "responses only",
+                 capture.settings.root)
     run_server(build() if device == "cpu" else build, host=args.host, port=args.port, workers=args.workers,
                timeout=args.timeout)
     return 0
+
+
+def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
+    """``--capture DIR`` and its options as a capture writer (None without ``--capture``)."""
+    if not getattr(args, "capture", None):
+        return None
+    return CaptureWriter(CaptureSettings(destination=args.capture, endpoint=args.endpoint_name,
+                                         sampling_percentage=args.capture_sampling,
+                                         capture_input=args.capture_input))
 
 
 def registry_command(args: argparse.Namespace) -> int:

@@ -12,6 +12,12 @@ Routes:
   (HTTP 424) carrying ``OriginalStatusCode`` and ``OriginalMessage``;
 - ``GET /execution-parameters``: what SageMaker batch transform asks a container.
 
+With a :class:`~deepfake.serving.capture.CaptureWriter` (``deepfake serve --capture DIR``)
+every sampled invocation, errors included, is appended to DIR in SageMaker's data
+capture layout (:mod:`deepfake.serving.capture`): what the container received and
+what it answered (before the Runtime API's ``ModelError`` wrapping), with the
+caller's ``X-Amzn-SageMaker-Inference-Id`` as ``inferenceId``.
+
 The model is loaded once in the gunicorn master and shared by the forked
 workers (copy on write); a model on a GPU is loaded by each worker instead
 (CUDA does not survive a fork; one worker per GPU is the usual set-up). Workers are ``gthread``: a few threads each, so
@@ -26,10 +32,12 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from deepfake.core.errors import ConfigError, DeepfakeError, InvalidInputError, PayloadTooLargeError
 from deepfake.core.vocabulary import JSON_TYPE
+from deepfake.serving.capture import INFERENCE_ID_HEADER, VARIANT_NAME, CaptureWriter
 from deepfake.serving.handlers import predict
 from deepfake.serving.predictor import Predictor
 from deepfake.serving.requests import (
@@ -52,7 +60,7 @@ READ_CHUNK = 1 << 20           # bytes read from the request body at a time
 # An oversized body is read and dropped up to this size, so the client, still sending, gets its 413
 # instead of a reset connection; a larger one is left to the server to discard.
 DRAIN_LIMIT = 256 * 1024 * 1024
-VARIANT_NAME = "AllTraffic"    # the production variant name SageMaker reports (x-Amzn-Invoked-Production-Variant)
+INFERENCE_ID_ENVIRON = "HTTP_" + INFERENCE_ID_HEADER.upper().replace("-", "_")   # the header in WSGI's environ
 _ENDPOINT_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
             411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
@@ -65,9 +73,11 @@ StartResponse = Callable[..., Any]
 class InferenceApp:
     """The WSGI application (also runs under ``wsgiref`` or any WSGI server)."""
 
-    def __init__(self, predictor: Predictor, *, max_payload: int | None = None) -> None:
+    def __init__(self, predictor: Predictor, *, max_payload: int | None = None,
+                 capture: CaptureWriter | None = None) -> None:
         self.predictor = predictor
         self.max_payload = max_payload_bytes() if max_payload is None else int(max_payload)
+        self.capture = capture
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -99,7 +109,9 @@ class InferenceApp:
     def invoke(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         """One invocation: ``(status, headers, body)``, never an exception."""
         started = time.perf_counter()
+        received = datetime.now(timezone.utc)
         content_type = environ.get("CONTENT_TYPE") or None
+        body: bytes | None = None
         try:
             body = self._read_body(environ)  # first: a client still sending gets its answer, not a reset
             check_accept(environ.get("HTTP_ACCEPT"))
@@ -118,7 +130,20 @@ class InferenceApp:
         headers = [("Content-Type", response_type), ("Content-Length", str(len(payload))),
                    ("X-Deepfake-Model-Version", self.predictor.version),
                    ("X-Deepfake-Latency-Ms", f"{1000 * (time.perf_counter() - started):.1f}")]
+        self._capture(environ, received, body, content_type, payload, response_type)
         return status, headers, payload
+
+    def _capture(self, environ: dict[str, Any], received: datetime, body: bytes | None, content_type: str | None,
+                 payload: bytes, response_type: str) -> None:
+        """Record the invocation in SageMaker's capture layout; a capture that fails costs a log line only."""
+        writer = self.capture
+        if writer is None:
+            return
+        try:
+            writer.capture(output=payload, output_type=response_type, when=received, input=body,
+                           input_type=content_type, inference_id=environ.get(INFERENCE_ID_ENVIRON) or None)
+        except OSError as exc:
+            log.error("data capture failed, the request was answered: %s", exc)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         """The body, or PayloadTooLargeError after reading and dropping it (up to ``DRAIN_LIMIT``)."""
@@ -151,9 +176,10 @@ class InferenceApp:
                                            "message": f"use {allow} on this path"}, [("Allow", allow)])
 
 
-def make_app(predictor: Predictor, *, max_payload: int | None = None) -> InferenceApp:
-    """The WSGI callable serving ``predictor``."""
-    return InferenceApp(predictor, max_payload=max_payload)
+def make_app(predictor: Predictor, *, max_payload: int | None = None,
+             capture: CaptureWriter | None = None) -> InferenceApp:
+    """The WSGI callable serving ``predictor`` (capturing its traffic with ``capture``)."""
+    return InferenceApp(predictor, max_payload=max_payload, capture=capture)
 
 
 def run_server(app: InferenceApp | Callable[[], InferenceApp], *, host: str = "127.0.0.1", port: int = 8080,
