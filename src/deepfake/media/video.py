@@ -50,6 +50,8 @@ class VideoInfo:
     width: int              # pixels
     height: int             # pixels
     duration_s: float       # seconds; frame_count / fps, 0.0 when fps is unknown
+    codec: str = ""         # the stream's FourCC as FFmpeg reports it (h264, hevc, mp4v, ...); "" when unknown
+    size_bytes: int = 0     # the file's size
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,22 @@ def _info(path: str | os.PathLike[str], cap: cv2.VideoCapture) -> VideoInfo:
     height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if width <= 0 or height <= 0:
         raise VideoDecodeError(path, f"the stream has no picture size ({width}x{height}); not a video")
-    return VideoInfo(str(path), count, fps, width, height, _duration(count, fps))
+    return VideoInfo(str(path), count, fps, width, height, _duration(count, fps), _fourcc(cap), _size(path))
+
+
+def _fourcc(cap: cv2.VideoCapture) -> str:
+    code = cap.get(cv2.CAP_PROP_FOURCC)
+    if not np.isfinite(code) or code <= 0:
+        return ""
+    text = int(code).to_bytes(4, "little").decode("latin-1")
+    return "".join(c for c in text if c.isprintable()).strip().lower()
+
+
+def _size(path: str | os.PathLike[str]) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _duration(frame_count: int, fps: float) -> float:

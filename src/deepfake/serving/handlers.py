@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -73,17 +74,24 @@ def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, st
 
 
 def predict(request: Request, predictor: Predictor) -> dict[str, Any]:
-    """Score a parsed request; a video or image that cannot be decoded raises InvalidInputError (400)."""
+    """Score a parsed request; a video or image that cannot be decoded raises InvalidInputError (400).
+
+    The response gets ``latency_ms``: how long the scoring took (an S3 download included), so an endpoint's
+    captured responses say it (SageMaker's data capture records no time but the request's)."""
+    started = time.perf_counter()
     try:
         if isinstance(request, VideoRequest):
-            return predictor.predict_video(request.data, suffix=request.suffix)
-        if isinstance(request, ImageRequest):
-            return predictor.predict_image(request.rgb)
-        if isinstance(request, S3Request):
-            return _predict_s3(request, predictor)
+            result = predictor.predict_video(request.data, suffix=request.suffix)
+        elif isinstance(request, ImageRequest):
+            result = predictor.predict_image(request.rgb)
+        elif isinstance(request, S3Request):
+            result = _predict_s3(request, predictor)
+        else:
+            raise InvalidInputError(f"cannot score a {type(request).__name__}; parse the body with input_fn first")
     except (VideoDecodeError, ImageDecodeError) as exc:
         raise InvalidInputError(str(exc)) from exc
-    raise InvalidInputError(f"cannot score a {type(request).__name__}; parse the body with input_fn first")
+    result["latency_ms"] = round(1000 * (time.perf_counter() - started), 1)
+    return result
 
 
 def _predict_s3(request: S3Request, predictor: Predictor) -> dict[str, Any]:

@@ -151,7 +151,7 @@ class Predictor:
         return self._response(result.faces, logits, frames_sampled=len(result.frame_indices), media={
             "kind": "video", "frame_count": info.frame_count, "fps": round(float(info.fps), 3),
             "width": info.width, "height": info.height, "duration_s": info.duration_s,
-            "truncated": bool(result.truncated),
+            "truncated": bool(result.truncated), "codec": info.codec, "bytes": info.size_bytes,
         })
 
     def predict_image(self, rgb: np.ndarray) -> dict[str, Any]:
