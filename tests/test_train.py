@@ -66,7 +66,8 @@ def test_defaults_and_validation():
     for bad in ({"epochs": 0}, {"balance": "oversample"}, {"lr": -1.0}, {"unfreeze_blocks": 22},
                 {"label_smoothing": 1.0}, {"device": "tpu"}, {"image_size": 16}, {"patience": -1},
                 {"backbone_lr_mult": 2.0}, {"cpu_threads": -1}, {"mode": "fakes"}, {"backbone": "resnet50"},
-                {"warmup_epochs": 6}, {"batch_size": 7}, {"augment_on": "gpu"}):
+                {"warmup_epochs": 6}, {"batch_size": 7}, {"augment_on": "gpu"}, {"optimizer": "adam"},
+                {"lr_schedule": "step"}, {"momentum": 1.0}, {"sam_rho": 0.0}):
         with pytest.raises(ConfigError):
             TrainConfig.from_dict(bad)
 
@@ -321,3 +322,61 @@ def test_warmup_then_cosine_schedule():
         schedule.step()
     assert rates[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and rates[4] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(rates[4:], rates[5:], strict=False))
+
+
+def test_sbi_schedule_is_constant_then_linear_by_epoch():
+    """SBI's LinearDecayLR(100, 75), stepped once an epoch: epochs 0-75 at the full rate, then down by 1/25 an epoch."""
+    from deepfake.modeling.training import constant_linear_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = constant_linear_schedule(optimizer, epochs=100, steps_per_epoch=3)
+    rates = []
+    for _ in range(300):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    by_epoch = [rates[3 * e:3 * e + 3] for e in range(100)]
+    assert all(len(set(r)) == 1 for r in by_epoch)          # constant within an epoch
+    assert [r[0] for r in by_epoch[:76]] == [1.0] * 76
+    assert by_epoch[76][0] == pytest.approx(0.96) and by_epoch[99][0] == pytest.approx(0.04)
+
+
+def test_sam_updates_the_weights_with_the_gradient_at_the_perturbed_weights():
+    """SAM (SBI's optimiser): w <- w - lr * grad L(w + rho * g / |g|), g = grad L(w); plain SGD momentum at step one."""
+    import copy
+
+    from deepfake.modeling.runtime import Runtime
+    from deepfake.modeling.training import SmoothedBCE, train_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(8, 3), (torch.rand(8) > 0.5).float()
+    config = TrainConfig(optimizer="sam", lr=0.1, sam_rho=0.05, backbone_lr_mult=1.0, weight_decay=0.0)
+    loss_fn = SmoothedBCE()
+    ref = copy.deepcopy(model)
+    loss = loss_fn(ref(x).reshape(-1), y)
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    with torch.no_grad():
+        for p, g in zip(ref.parameters(), grads, strict=True):
+            p.add_(0.05 * g / norm)
+    at_peak = torch.autograd.grad(loss_fn(ref(x).reshape(-1), y), list(ref.parameters()))
+    expected = [p.detach() - 0.1 * g for p, g in zip(model.parameters(), at_peak, strict=True)]
+
+    optimizer = make_optimizer(model, config)
+    first_loss, _ = train_step(model, x, y, optimizer, loss_fn, Runtime(torch.device("cpu")))
+    assert float(first_loss) == pytest.approx(float(loss.detach()))
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e)
+    sgd = make_optimizer(model, config.replace(optimizer="sgd"))
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9
+
+
+def test_sam_refuses_float16_mixed_precision():
+    from deepfake.modeling.runtime import Runtime
+    from deepfake.modeling.training import build_training
+
+    fp16 = Runtime(torch.device("cpu"), scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ConfigError, match="amp=false"):
+        build_training(TrainConfig(**{**FAST, "optimizer": "sam"}), fp16, np.array([0, 1]))

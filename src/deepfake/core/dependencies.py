@@ -1,7 +1,10 @@
 """The kit's third-party requirements, read from its one definition: ``pyproject.toml``.
 
-Installed, the kit's metadata carries the requirements (``importlib.metadata``);
-from a checkout that is not installed, ``pyproject.toml`` itself is read. What
+In a checkout (installed editable or not at all) ``pyproject.toml`` beside the
+source is read: an editable install's metadata is the pyproject.toml of the day it
+was installed, and goes stale when a requirement is added later. An installed
+wheel has no pyproject.toml beside it; its metadata carries the requirements
+(``importlib.metadata``). What
 serving ships (``code/requirements.txt``), what each pipeline step installs, and
 every "pip install ..." in an error message are derived from here, never typed
 again.
@@ -40,10 +43,12 @@ def normalize(name: str) -> str:
 @lru_cache(maxsize=1)
 def _specs() -> tuple[tuple[str, str, bool], ...]:
     """(normalised name, requirement, is an extra's) for every requirement of the kit."""
-    try:
-        specs = [(s, "extra ==" in s) for s in metadata.requires(DISTRIBUTION) or []]
-    except metadata.PackageNotFoundError:
-        specs = _from_pyproject()
+    specs = _from_pyproject()
+    if specs is None:
+        try:
+            specs = [(s, "extra ==" in s) for s in metadata.requires(DISTRIBUTION) or []]
+        except metadata.PackageNotFoundError:
+            specs = []
     out = []
     for spec, extra in specs:
         text = spec.split(";", 1)[0].strip()
@@ -91,14 +96,15 @@ def distributions_of(import_names: list[str]) -> list[str]:
     return out
 
 
-def _from_pyproject() -> list[tuple[str, bool]]:
+def _from_pyproject() -> list[tuple[str, bool]] | None:
+    """(requirement, is an extra's) from the checkout's pyproject.toml; None outside a checkout."""
     try:
         import tomllib
     except ImportError:      # Python 3.10: no TOML reader in the standard library
-        return []
+        return None
     path = Path(__file__).resolve().parents[3] / "pyproject.toml"
     if not path.is_file():
-        return []
+        return None
     project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
     return [*((r, False) for r in project.get("dependencies", [])),
             *((r, True) for extra in project.get("optional-dependencies", {}).values() for r in extra)]

@@ -1,5 +1,12 @@
 """The pieces of the training loop: loss, optimiser, schedule, loaders, one step, one epoch.
 
+Optimisers (``optimizer``): AdamW (the default), SGD with momentum, and SAM
+(sharpness-aware minimisation, Foret et al. 2021) over SGD with momentum, the
+optimiser of Self-Blended Images (Shiohara & Yamasaki 2022), from the maintained
+``pytorch-optimizer`` package. Schedules (``lr_schedule``): a half cosine per step
+after an optional warm-up, or SBI's: constant, then a linear decay by epoch over
+the last quarter of the epochs.
+
 Public so a benchmark can compare the real loop's images/s with
 forward+backward on in-memory tensors (:func:`benchmark_step`);
 :mod:`deepfake.stages.train` runs them.
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from deepfake.core.errors import DataError
+from deepfake.core.errors import ConfigError, DataError
 from deepfake.data.dataset import (
     EpochSampler,
     FaceDataset,
@@ -58,14 +65,25 @@ class SmoothedBCE(nn.Module):
         return F.binary_cross_entropy_with_logits(logits.reshape(-1), targets, pos_weight=self.pos_weight)
 
 
+OPTIMIZERS = ("adamw", "sgd", "sam")          # make_optimizer; sam: SAM over SGD with momentum (SBI)
+SCHEDULES = ("cosine", "constant_linear")     # make_schedule; constant_linear: SBI's
+SBI_DECAY_START = 0.75                        # constant_linear decays over the epochs after this share (SBI: 75 of 100)
+
+
 class TrainingSettings(Protocol):
     """What the loop's pieces read (``deepfake.stages.train.TrainConfig`` has it)."""
 
     mode: str                # self_blend, dataset or both
     backbone: str            # a name of deepfake.modeling.network.backbones()
+    epochs: int              # passes over the train split
     lr: float                # the head's learning rate
+    warmup_epochs: float     # linear warm-up from 0, in epochs
+    lr_schedule: str         # one of SCHEDULES
+    optimizer: str           # one of OPTIMIZERS
+    momentum: float          # SGD momentum (sgd, sam)
+    sam_rho: float           # SAM's neighbourhood radius
     backbone_lr_mult: float  # unfrozen blocks learn at lr x this
-    weight_decay: float      # AdamW decoupled weight decay
+    weight_decay: float      # AdamW decoupled weight decay; SGD's L2 penalty
     unfreeze_blocks: int     # final MBConv blocks trained with the head; -1 = all
     image_size: int          # px, the square model input
     balance: str             # sampler, pos_weight or none
@@ -78,7 +96,7 @@ class Training:
 
     model: nn.Module
     loss_fn: SmoothedBCE
-    optimizer: torch.optim.AdamW
+    optimizer: torch.optim.Optimizer
 
 
 def make_loss(config: TrainingSettings, train_labels: np.ndarray) -> SmoothedBCE:
@@ -88,8 +106,10 @@ def make_loss(config: TrainingSettings, train_labels: np.ndarray) -> SmoothedBCE
     return SmoothedBCE(config.label_smoothing, weight)
 
 
-def make_optimizer(model: nn.Module, config: TrainingSettings) -> torch.optim.AdamW:
-    """AdamW: the head at ``lr``, unfrozen blocks at ``lr * backbone_lr_mult``; no decay on biases and norms."""
+def make_optimizer(model: nn.Module, config: TrainingSettings) -> torch.optim.Optimizer:
+    """``config.optimizer`` with the head at ``lr``, unfrozen blocks at ``lr * backbone_lr_mult``; no weight
+    decay on biases and norms. ``sam`` wraps SGD with momentum (SBI's optimiser); :func:`train_step` runs
+    its two passes."""
     head = head_parameter_names(model)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -100,7 +120,20 @@ def make_optimizer(model: nn.Module, config: TrainingSettings) -> torch.optim.Ad
         lr = config.lr if is_head else config.lr * config.backbone_lr_mult
         param_groups.append({"params": params, "lr": lr, "weight_decay": config.weight_decay if decays else 0.0,
                              "name": ("head" if is_head else "backbone") + ("" if decays else "_no_decay")})
-    return torch.optim.AdamW(param_groups, lr=config.lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "sam":
+        from pytorch_optimizer import SAM  # here: importing the package takes seconds
+
+        return SAM(param_groups, torch.optim.SGD, rho=config.sam_rho, lr=config.lr, momentum=config.momentum)
+    raise ConfigError(f"optimizer={config.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+
+
+def is_sam(optimizer: torch.optim.Optimizer) -> bool:
+    """A two-pass optimiser (SAM): :func:`train_step` computes the gradient again at the perturbed weights."""
+    return hasattr(optimizer, "first_step") and hasattr(optimizer, "second_step")
 
 
 def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.ndarray) -> Training:
@@ -109,7 +142,23 @@ def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.
                              backbone=config.backbone)
     runtime.place(model)
     loss_fn = make_loss(config, train_labels).to(runtime.device)
-    return Training(model, loss_fn, make_optimizer(model, config))
+    optimizer = make_optimizer(model, config)
+    if is_sam(optimizer) and runtime.scaler is not None:
+        raise ConfigError("optimizer='sam' cannot train in float16 mixed precision (this GPU has no bfloat16, and "
+                          "SAM's two passes would share one gradient scaler): set amp=false")
+    return Training(model, loss_fn, optimizer)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainingSettings,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule ``config.lr_schedule`` over ``config.epochs`` of ``steps_per_epoch``
+    (stepped once a batch), with ``config.warmup_epochs`` of linear warm-up."""
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.lr_schedule == "cosine":
+        return cosine_schedule(optimizer, config.epochs * steps_per_epoch, warmup)
+    if config.lr_schedule == "constant_linear":
+        return constant_linear_schedule(optimizer, config.epochs, steps_per_epoch, warmup)
+    raise ConfigError(f"lr_schedule={config.lr_schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
@@ -123,6 +172,24 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
         if step < warm:
             return (step + 1) / (warm + 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def constant_linear_schedule(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
+                             warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """SBI's schedule: the full rate up to epoch ``int(0.75 * epochs)`` (0-based), then a linear decay by
+    epoch, ``1 - (e - start) / (epochs - start)`` at epoch ``e`` (SBI's ``LinearDecayLR(100, 75)``, stepped
+    once an epoch: epochs 0-75 at the full rate, epoch 99 at 4 % of it); an optional linear warm-up first."""
+    per_epoch = max(1, int(steps_per_epoch))
+    start = int(epochs * SBI_DECAY_START)
+    warm = max(0, int(warmup_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        epoch = step // per_epoch
+        return 1.0 if epoch <= start else max(0.0, 1.0 - (epoch - start) / (epochs - start))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -191,19 +258,35 @@ def train_step(
     loss_fn: nn.Module,
     runtime: Runtime,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch; returns the detached loss and logits (no device sync)."""
+    """One optimiser step on a batch; returns the detached loss and logits (no device sync).
+
+    SAM takes two passes: the gradient at the weights moves them to the worst point of a small
+    neighbourhood (``first_step``), the gradient there updates the original weights (``second_step``).
+    The loss and logits returned are the first pass's.
+    """
     images, labels = runtime.to_device(images, labels)     # a no-op for a batch already there (on_device)
+    loss, logits = _forward_backward(model, images, labels, optimizer, loss_fn, runtime)
+    if is_sam(optimizer):
+        optimizer.first_step(zero_grad=True)
+        _forward_backward(model, images, labels, optimizer, loss_fn, runtime)
+        optimizer.second_step(zero_grad=True)
+    elif runtime.scaler is not None:
+        runtime.scaler.step(optimizer)
+        runtime.scaler.update()
+    else:
+        optimizer.step()
+    return loss, logits
+
+
+def _forward_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      optimizer: torch.optim.Optimizer, loss_fn: nn.Module, runtime: Runtime
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's loss and its gradients in the parameters (scaled when AMP needs a scaler)."""
     with runtime.autocast():
         logits = model(images).reshape(-1)
     loss = loss_fn(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
-    if runtime.scaler is not None:
-        runtime.scaler.scale(loss).backward()
-        runtime.scaler.step(optimizer)
-        runtime.scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    (runtime.scaler.scale(loss) if runtime.scaler is not None else loss).backward()
     return loss.detach(), logits.detach()
 
 

@@ -57,11 +57,13 @@ from deepfake.modeling.calibration import TemperatureFit, fit_temperature, proba
 from deepfake.modeling.network import backbones
 from deepfake.modeling.runtime import Runtime, make_runtime, seed_everything
 from deepfake.modeling.training import (
+    OPTIMIZERS,
+    SCHEDULES,
     EpochStats,
     build_training,
-    cosine_schedule,
     evaluate_loader,
     make_loader,
+    make_schedule,
     predict_loader,
     train_one_epoch,
 )
@@ -80,10 +82,14 @@ class TrainConfig(StageConfig):
     backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1 (240 px), -lite2 (260 px)
     epochs: int = 6                  # passes over the train split (early stopping may end sooner)
     batch_size: int = 32             # face crops per optimiser step
-    lr: float = 1e-3                 # AdamW learning rate of the head (conv head + classifier), cosine-decayed per step
+    lr: float = 1e-3                 # learning rate of the head (conv head + classifier), scheduled by lr_schedule
     warmup_epochs: float = 0.0       # linear learning-rate warm-up from 0, in epochs (full fine-tuning likes ~1)
+    lr_schedule: str = "cosine"      # "cosine" (half a cosine per step) or "constant_linear" (SBI: constant, then linear over the last quarter)
+    optimizer: str = "adamw"         # "adamw", "sgd" (with momentum) or "sam" (SAM over SGD with momentum: SBI's)
+    momentum: float = 0.9            # SGD momentum (optimizer sgd or sam)
+    sam_rho: float = 0.05            # SAM's neighbourhood radius (SBI's, and SAM's own default)
     backbone_lr_mult: float = 0.1    # unfrozen MBConv blocks learn at lr x this: pretrained features should move slowly
-    weight_decay: float = 1e-4       # AdamW decoupled weight decay (not on biases and BatchNorm)
+    weight_decay: float = 1e-4       # AdamW decoupled weight decay, SGD's L2 penalty (not on biases and BatchNorm)
     unfreeze_blocks: int = 2         # final MBConv blocks (16 in Lite0, 21 in Lite1/2) trained with the head; -1 = all
     image_size: int = 224            # pixels, side of the square model input; crops are resized to it
     augment: bool = True             # flip, colour jitter, downscale, JPEG re-compression, cutout on train crops
@@ -116,6 +122,14 @@ class TrainConfig(StageConfig):
             raise ConfigError(f"TrainConfig backbone_lr_mult={self.backbone_lr_mult!r} must be in [0, 1]")
         if self.weight_decay < 0:
             raise ConfigError(f"TrainConfig weight_decay={self.weight_decay!r} must not be negative")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"TrainConfig optimizer={self.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"TrainConfig lr_schedule={self.lr_schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"TrainConfig momentum={self.momentum!r} must be in [0, 1)")
+        if not (self.sam_rho > 0 and math.isfinite(self.sam_rho)):
+            raise ConfigError(f"TrainConfig sam_rho={self.sam_rho!r} must be a positive number")
         if self.mode not in MODES:
             raise ConfigError(f"TrainConfig mode={self.mode!r} is unknown; use one of {', '.join(MODES)}")
         if self.backbone not in backbones():
@@ -197,8 +211,7 @@ def train(
     training = build_training(config, runtime, train_ds.labels)
     model, loss_fn, optimizer = training.model, training.loss_fn, training.optimizer
     steps_per_epoch = len(train_loader) if not config.max_train_batches else min(len(train_loader), config.max_train_batches)
-    scheduler = cosine_schedule(optimizer, config.epochs * steps_per_epoch,
-                                round(config.warmup_epochs * steps_per_epoch))
+    scheduler = make_schedule(optimizer, config, steps_per_epoch)
     data = {name: {**ds.class_counts(), "videos": int(df["video_id"].nunique()) if "video_id" in df else None}
             for name, ds, df in (("train", train_ds, splits["train"]), ("val", val_ds, splits["val"]))}
     base = {"train": config.to_dict(), "extract": extract, "image_size": config.image_size, "data": data,
