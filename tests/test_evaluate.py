@@ -16,6 +16,7 @@ import pytest
 
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DataError, ImageDecodeError, ManifestError, ModelError
+from deepfake.core.files import sha256_file
 from deepfake.data.dataset import read_rgb
 from deepfake.data.faces_table import FACES_COLUMNS, read_faces
 from deepfake.data.manifest import read_manifest, read_sidecar, write_manifest
@@ -131,7 +132,8 @@ def test_evaluate_end_to_end(faces, tmp_path):
     assert on_disk == json.loads(json.dumps(ev))
     assert read_evaluation(out) == on_disk
     assert ev["schema_version"] == SCHEMA_VERSION
-    assert ev["model"] == {"version": "brightness-1", "path": "somewhere/model"}
+    assert ev["model"] == {"version": "brightness-1", "path": "somewhere/model", "sha256": None,
+                           "archive_sha256": None}
     assert (ev["split"], ev["fakes"], ev["aggregation"], ev["threshold"]) == ("test", "split", "mean", 0.5)
     assert ev["scoring"] == {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5}
 
@@ -226,6 +228,8 @@ def test_real_model_artifact(faces, tmp_path):
     ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(batch_size=8))
     validate_evaluation(ev)
     assert ev["model"]["version"] == loaded.version and ev["model"]["path"] == str(model_dir)
+    assert ev["model"]["sha256"] == sha256_file(model_dir / "model.safetensors") and ev["model"]["archive_sha256"] is None
+    assert ev["model"]["version"].endswith(ev["model"]["sha256"][:12])
     assert ev["counts"]["videos_scored"] == 8
 
     ok = faces[(faces["status"] == "ok") & (faces["split"] == "test")]

@@ -108,7 +108,7 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     again = runs["t2"]                  # unchanged and fully cached: the same model is not registered again
     assert again.stdout.count("reused from cache") == 4
     assert "model already registered: deepfake-detector v1" in again.stdout and "registered model" not in again.stdout
-    assert "compare the runs in MLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db" in again.stdout
+    assert f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}" in again.stdout   # works from any folder
 
 
 @pytest.mark.slow
@@ -137,6 +137,7 @@ def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tm
     assert not (run_dir / "train").exists()
     evaluation = json.loads((run_dir / "evaluate" / paths.EVALUATION).read_text())
     assert evaluation["split"] == "all"
+    assert evaluation["model"]["archive_sha256"] == sha256_file(model)        # the model by content, not path
     assert evaluation["counts"]["videos_scored"] == 8                       # every video of the other dataset
     manipulations = {r["manipulation"]: r["seen_in_training"] for r in evaluation["per_manipulation"]}
     assert manipulations == {"none": None, "blendswap": False, "warp": False}
@@ -168,11 +169,19 @@ def test_runs_are_compared_in_mlflow(tiny_data, tracked):
     assert t1.data.tags["mlflow.source.git.commit"] and t1.data.tags["deepfake.kit_version"]
     for run_id, parent in (("t1", t1), ("t3", t3)):
         evaluation = json.loads((root / "runs" / run_id / "evaluate" / paths.EVALUATION).read_text())
-        assert parent.data.metrics["video_auc"] == pytest.approx(evaluation["metrics"]["video_auc"])
+        assert parent.data.metrics["test.video_auc"] == pytest.approx(evaluation["metrics"]["video_auc"])
+        assert parent.data.tags["deepfake.evaluated_on"] == "test split + the fakes of every split"
+        assert parent.data.tags["deepfake.model_sha256"] == evaluation["model"]["sha256"]
+        assert parent.data.tags["deepfake.model_version"] == evaluation["model"]["version"]
+        (dataset,) = parent.inputs.dataset_inputs
+        videos = root / "runs" / run_id / "explore" / paths.VIDEOS_MANIFEST
+        assert (dataset.dataset.name, dataset.dataset.digest) == (tiny_data.name, sha256_file(videos)[:12])
 
     def children(parent):
         found = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        return {r.info.run_name: r for r in found}
+        named = {r.info.run_name: r for r in found}
+        assert all(name.startswith(parent.info.run_name + "/") for name in named)    # t1/train: run and step
+        return {name.split("/", 1)[1]: r for name, r in named.items()}
 
     steps_t1, steps_t2, steps_t3 = children(t1), children(t2), children(t3)
     assert set(steps_t1) == set(steps_t2) == set(steps_t3) == {s.name for s in steps.STEPS}
@@ -186,7 +195,12 @@ def test_runs_are_compared_in_mlflow(tiny_data, tracked):
     assert [m.step for m in history] == [1]                                   # one value per epoch
     evaluation = json.loads((root / "runs" / "t1" / "evaluate" / paths.EVALUATION).read_text())
     for row in evaluation["per_manipulation"]:                                # per manipulation too
-        assert f"manipulation.{row['manipulation']}.accuracy" in steps_t1["evaluate"].data.metrics
+        assert f"test.manipulation.{row['manipulation']}.accuracy" in steps_t1["evaluate"].data.metrics
+    trained = read_artifact_config(root / "runs" / "t1" / "train" / paths.MODEL_DIR)
+    assert steps_t1["train"].data.tags["deepfake.model_sha256"] == trained["weights_sha256"]
+    assert steps_t1["train"].data.tags["deepfake.model_archive_sha256"] == sha256_file(
+        root / "runs" / "t1" / "train" / paths.MODEL_ARCHIVE)
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     # t2 reused every step: its runs name the runs that made the files, and carry their settings
     assert steps_t2["train"].data.tags["deepfake.reused_run"] == steps_t1["train"].info.run_id
     assert steps_t2["train"].data.params["epochs"] == "1" and t2.data.params["train.epochs"] == "1"
@@ -249,7 +263,8 @@ def test_plain_papermill_logs_the_step_to_mlflow(tiny_data, tmp_path):
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     (parent,) = client.search_runs([experiment], "tags.`deepfake.kind` = 'pipeline'")
     (child,) = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert parent.info.run_name == "mine" and child.info.run_name == "explore"
+    assert parent.info.run_name == "mine" and child.info.run_name == "mine/explore"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["explore"]     # nothing written beside the step
     assert parent.data.tags["deepfake.data"] == str(tiny_data) and parent.data.params["explore.seed"] == "0"
     assert child.data.metrics["videos"] == 12 and child.data.params["data_dir"] == str(tiny_data)
     assert {"figures", "outputs"} <= {a.path for a in client.list_artifacts(child.info.run_id)}

@@ -6,10 +6,12 @@ The real runs (the tiny pipeline twice, a notebook under plain papermill) are in
 import logging
 import socket
 
+import pandas as pd
 import pytest
 from test_evaluate import Brightness, make_faces
 
 from deepfake.core import paths
+from deepfake.core.files import sha256_file
 from deepfake.orchestration import step_outputs, tracking
 from deepfake.stages.evaluate import evaluate
 
@@ -33,9 +35,10 @@ def test_a_step_folder_gives_metrics_per_epoch_per_manipulation_and_its_files(st
         by_key.setdefault(key, []).append((step, value))
     assert by_key["train_loss"] == [(1, 0.7), (2, 0.5)] and by_key["lr"] == [(1, 0.001), (2, 0.0005)]
     evaluation = step_outputs.read_json(step_dir / paths.EVALUATION)
-    assert by_key["video_auc"] == [(0, evaluation["metrics"]["video_auc"])]
-    assert {"manipulation.swap.auc", "manipulation.reenact.accuracy", "manipulation.none.n_videos",
-            "aggregation.median.auc", "counts.videos_failed"} <= set(by_key)
+    assert evaluation["split"] == "test" and "video_auc" not in by_key     # named with the split they describe
+    assert by_key["test.video_auc"] == [(0, evaluation["metrics"]["video_auc"])]
+    assert {"test.manipulation.swap.auc", "test.manipulation.reenact.accuracy", "test.manipulation.none.n_videos",
+            "test.aggregation.median.auc", "test.counts.videos_failed"} <= set(by_key)
     assert not any(k.endswith(("seen_in_training", ".label")) for k in by_key)
     kept = {(p.name, folder) for p, folder in step_outputs.files(step_dir, "train")}
     assert {("figures", "figures"), (paths.EVALUATION, "outputs"), (paths.MODEL_ARCHIVE, "model")} <= kept
@@ -78,3 +81,50 @@ def test_where_runs_go(monkeypatch):
     arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", arn)
     assert tracking.tracking_uri() == arn
+
+
+@pytest.mark.slow
+def test_a_notebook_run_by_hand_writes_only_its_folder_and_names_its_runs(tmp_path, monkeypatch):
+    """Two steps logged by hand into one run folder: one pipeline run found by its folder (no tracking.json
+    above the steps), step runs named ``<run>/<step>``, the experiment opens on its runs table in
+    ``mlflow ui`` 3.x, the model's version and sha256 and the dataset are recorded."""
+    from mlflow.tracking import MlflowClient
+
+    from deepfake.core.vocabulary import EXPERIMENT
+    from deepfake.data.manifest import write_manifest
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setattr(tracking, "_off", [])
+    monkeypatch.setattr(tracking, "_stores", {})
+    run_dir = tmp_path / "runs" / "mine"
+    explore, evaluate_dir = run_dir / "explore", run_dir / "evaluate"
+    videos = write_manifest(pd.DataFrame({"video_id": ["a", "b"], "path": ["a.mp4", "b.mp4"], "label": [0, 1],
+                                          "original_id": ["a", "a"], "manipulation": ["none", "swap"],
+                                          "split": ["test", "test"]}), explore / paths.VIDEOS_MANIFEST,
+                            extra={"data_dir": str(tmp_path / "data" / "demo")})
+    faces = make_faces(tmp_path / "faces")
+    write_manifest(faces, tmp_path / "faces" / paths.FACES_MANIFEST, inputs=[videos])
+    model = Brightness()
+    model.sha256 = "ab" * 32
+    evaluate(model, faces, evaluate_dir)
+    write_manifest(pd.read_csv(evaluate_dir / paths.VIDEO_PREDICTIONS), evaluate_dir / paths.VIDEO_PREDICTIONS,
+                   inputs=[tmp_path / "faces" / paths.FACES_MANIFEST])
+    tracking.log_step("explore", explore, {"seed": 0})
+    logged = tracking.log_step("evaluate", evaluate_dir, {"threshold": 0.5})
+    assert not (run_dir / tracking.RECORD).exists()                    # only the steps' own folders were written
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"mine", "mine/explore", "mine/evaluate"}
+    assert runs["mine/evaluate"].info.run_id == logged.run_id
+    assert runs["mine/explore"].data.tags[tracking.PARENT_ID] == runs["mine"].info.run_id == logged.parent_id
+    for name in ("mine", "mine/evaluate"):
+        tags = runs[name].data.tags
+        assert tags["deepfake.model_version"] == "brightness-1" and tags["deepfake.model_sha256"] == "ab" * 32
+        assert tags["deepfake.evaluated_on"] == "test split" and "test.video_auc" in runs[name].data.metrics
+    digest = sha256_file(videos)[:12]
+    for name in ("mine", "mine/explore", "mine/evaluate"):
+        (found,) = runs[name].inputs.dataset_inputs
+        assert (found.dataset.name, found.dataset.digest) == ("demo", digest), name

@@ -134,6 +134,7 @@ class LoadedModel:
     runtime: Runtime
     path: Path | None = None
     micro_batch: int = CPU_MICRO_BATCH    # crops in every forward pass (a short one is padded): see predict_logits
+    sha256: str | None = None             # of the weights: with the version, what names the model in MLflow
 
     @property
     def device(self) -> torch.device:
@@ -205,7 +206,7 @@ def load_artifact(path: str | os.PathLike[str] | ArtifactFiles, device: str = "c
     model.requires_grad_(False)
     runtime.place(model.eval())
     return LoadedModel(model=model, config=config, version=files.version, runtime=runtime, path=source,
-                       micro_batch=micro_batch(runtime.device.type))
+                       micro_batch=micro_batch(runtime.device.type), sha256=files.sha256)
 
 
 def artifact_files(source: str | os.PathLike[str]) -> list[Path]:

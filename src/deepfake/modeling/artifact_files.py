@@ -50,8 +50,12 @@ class ArtifactFiles:
 
     @property
     def version(self) -> str:
-        """``<kit version>+<first 12 hex of the weights' sha256>``: what responses and logs name."""
-        return f"{self.config.get('kit_version', 'unknown')}+{self.sha256[:12]}"
+        return model_version(self.config, self.sha256)
+
+
+def model_version(config: Mapping[str, Any], weights_sha256: str) -> str:
+    """``<kit version>+<first 12 hex of the weights' sha256>``: what responses, logs and MLflow name a model by."""
+    return f"{config.get('kit_version', 'unknown')}+{weights_sha256[:12]}"
 
 
 def read_artifact(source: str | os.PathLike[str]) -> ArtifactFiles:

@@ -39,7 +39,7 @@ from deepfake.orchestration.cache import (
 from deepfake.orchestration.notebook import run_notebook
 from deepfake.orchestration.registry import DEFAULT_GROUP
 from deepfake.orchestration.run_settings import PROFILES, existing_model, parse_overrides, step_parameters
-from deepfake.scoring.schema import read_evaluation
+from deepfake.scoring.schema import evaluated_on, read_evaluation
 
 
 @dataclass(frozen=True)
@@ -206,9 +206,7 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
 
 def print_metrics(evaluation: Mapping[str, Any]) -> None:
     metrics = evaluation.get("metrics", {})
-    split = evaluation.get("split", "test")
-    fakes = " + the fakes of every split" if evaluation.get("fakes") == "all" and split != "all" else ""
-    _say(f"metrics ({'every video' if split == 'all' else f'{split} split'}{fakes}):")
+    _say(f"metrics ({evaluated_on(evaluation)}):")
     for level in ("video", "frame"):
         row = {k[len(level) + 1:]: v for k, v in metrics.items() if k.startswith(level + "_")}
         if row:

@@ -37,13 +37,39 @@ def metrics(out: Path) -> list[tuple[str, float, int]]:
     calibration = read_json(out / paths.MODEL_DIR / "config.json").get("calibration") or {}
     found += [(f"calibration.{k}", v, 0) for k, v in numbers(calibration)]
     evaluation = read_json(out / paths.EVALUATION)
-    found += [(k, v, 0) for k, v in numbers(evaluation.get("metrics", {}))]
+    on = split_prefix(evaluation)
+    found += [(on + k, v, 0) for k, v in numbers(evaluation.get("metrics", {}))]
     for row in evaluation.get("per_manipulation", []):
-        found += [(f"manipulation.{row['manipulation']}.{k}", v, 0) for k, v in numbers(row)
+        found += [(f"{on}manipulation.{row['manipulation']}.{k}", v, 0) for k, v in numbers(row)
                   if k not in ("label", "seen_in_training")]
-    found += [(f"aggregation.{k}", v, 0) for k, v in numbers(evaluation.get("by_aggregation", {}))]
-    found += [(f"counts.{k}", v, 0) for k, v in numbers(evaluation.get("counts", {}))]
+    found += [(f"{on}aggregation.{k}", v, 0) for k, v in numbers(evaluation.get("by_aggregation", {}))]
+    found += [(f"{on}counts.{k}", v, 0) for k, v in numbers(evaluation.get("counts", {}))]
     return found
+
+
+def split_prefix(evaluation: Mapping[str, Any]) -> str:
+    """``test.`` or ``all.``: an evaluation's metrics carry the split they were measured on in their MLflow
+    names, so a comparison of runs cannot put a test-split AUC beside an every-video one under one name."""
+    return f"{evaluation.get('split', 'test')}." if evaluation else ""
+
+
+def videos_manifest(out: Path, depth: int = 3) -> Path | None:
+    """The videos table a step's outputs were made from: its own ``videos.csv``, else the one its manifests'
+    sidecars name as an input (through ``faces.csv``), so every step's run can name its dataset."""
+    if (out / paths.VIDEOS_MANIFEST).is_file():
+        return out / paths.VIDEOS_MANIFEST
+    tables = [out / paths.FACES_MANIFEST, *sorted(out.glob(f"shard-*/{paths.FACES_MANIFEST}")), out / paths.HISTORY,
+              out / paths.VIDEO_PREDICTIONS]
+    for table in tables:
+        for name in read_json(table.with_suffix(".json")).get("inputs") or {}:
+            source = Path(name)
+            if source.name == paths.VIDEOS_MANIFEST and source.is_file():
+                return source
+            if source.name == paths.FACES_MANIFEST and depth > 0:
+                found = videos_manifest(source.parent, depth - 1)
+                if found is not None:
+                    return found
+    return None
 
 
 def files(out: Path, step: str) -> list[tuple[Path, str]]:

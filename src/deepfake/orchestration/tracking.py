@@ -8,19 +8,29 @@ by ``deepfake run`` or by a SageMaker Processing job logs the same things:
 - the pipeline's run (the parent), named after the run id or the pipeline
   execution id: git commit, data folder or S3 URI, kit version, each step's
   settings as ``<step>.<setting>`` and the evaluation's headline metrics;
-- each step's run, nested in it: its settings; its metrics (the data profile,
-  the extraction's counts, loss, accuracy and learning rate per epoch, every
-  metric of ``evaluation.json``, per manipulation and per aggregation too); its
-  figures, small output tables, the HTML report and, for training, the model.
+- each step's run, nested in it and named ``<run>/<step>`` (``demo/train``): its
+  settings; its metrics (the data profile, the extraction's counts, loss, accuracy
+  and learning rate per epoch, every metric of ``evaluation.json`` under the name of
+  the split it was measured on, ``test.video_auc`` or ``all.video_auc``, per
+  manipulation and per aggregation too); its figures, small output tables, the HTML
+  report and, for training, the model;
+- on every run that made or used a model, the model's version and sha256; on every
+  run, the videos table it used as an MLflow dataset input (named after the data
+  folder, its digest the table's sha256), so ``mlflow ui`` shows the Dataset column.
+
+The experiment is marked as model training, so ``mlflow ui`` (3.x) opens on its
+runs table rather than its GenAI (traces) view.
 
 Where: ``MLFLOW_TRACKING_URI`` (``off`` turns tracking off), else SQLite
 ``mlflow.db`` in the project folder with the runs' files in ``mlartifacts/``
 beside it. A SageMaker tracking server's ARN needs the ``sagemaker-mlflow`` plugin.
 
 Which pipeline run a step belongs to: ``tracking.json`` of the run folder (the
-folder above the step's ``output_dir``), written by the runner or by the first
-step logged there; where steps share no folder (SageMaker), ``DEEPFAKE_RUN_NAME``
-names it and it is found, or created, by that name.
+folder above the step's ``output_dir``), written by the runner; where steps share
+no folder (SageMaker) or a person sets it (CI), ``DEEPFAKE_RUN_NAME`` names it and
+it is found, or created, by that name; a notebook run by hand finds, or creates, the
+run tagged with its run folder and named after it. A step writes only inside its
+own ``output_dir`` (its ``tracking.json``).
 
 Tracking never fails a run: the first error turns it off for the process and
 says so once.
@@ -32,12 +42,14 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from deepfake import __version__
@@ -46,7 +58,9 @@ from deepfake.core.dependencies import pip_hint
 from deepfake.core.errors import ConfigError
 from deepfake.core.files import sha256_file, write_json
 from deepfake.core.vocabulary import EXPERIMENT
+from deepfake.modeling.artifact_files import CONFIG_FILE, model_version
 from deepfake.orchestration import step_outputs, steps
+from deepfake.scoring.schema import evaluated_on
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +76,11 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PARENT_ID = "mlflow.parentRunId"     # MLflow's tags: nesting and the commit its UI shows
 GIT_COMMIT = "mlflow.source.git.commit"
+# MLflow 3's experiment kind: its UI opens a model-training experiment on the runs table, others on traces.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+DATASET_CONTEXT = "mlflow.data.context"   # a dataset input's tag: what the run did with it (the step's name)
+RUN_DIR_TAG = "deepfake.run_dir"     # a pipeline run's folder: how a notebook run by hand finds its run
+MODEL_TAGS = ("deepfake.model", "deepfake.model_version", "deepfake.model_sha256", "deepfake.model_archive_sha256")
 
 _off: list[str] = []                 # the reason tracking went off in this process, once it has
 _stores: dict[str, _Store] = {}
@@ -150,11 +169,19 @@ def finish_pipeline(run_dir: Path, *, failed: bool = False, gate: str | None = N
                                             tags) is None:
         return None
     uri = record["tracking_uri"]
-    db = _sqlite_file(uri)
-    if db is not None:
-        shown = f"{SQLITE}{db.name}" if db.parent == Path.cwd() else uri
-        return f"compare the runs in MLflow: mlflow ui --backend-store-uri {shown}"
+    if _sqlite_file(uri) is not None:
+        return f"compare the runs in MLflow: {ui_command(uri)}"
     return f"runs tracked in MLflow at {uri}"
+
+
+def ui_command(uri: str) -> str:
+    """``mlflow ui`` on ``uri``, as a line that works from any folder: an absolute store path, and the ``mlflow``
+    of this environment when the one on PATH is another (or none)."""
+    local = Path(sys.executable).parent / "mlflow"
+    on_path = shutil.which("mlflow")
+    same = on_path is not None and local.is_file() and Path(on_path).resolve() == local.resolve()
+    program = "mlflow" if same or not local.is_file() else str(local)
+    return f"{program} ui --backend-store-uri {uri}"
 
 
 def run_ids(run_dir: Path, step: str = steps.MODEL_STEP) -> dict[str, str]:
@@ -202,11 +229,13 @@ def _log_step(step: str, out: Path, settings: dict[str, Any], params: dict[str, 
             wiring = {s.name: set(s.inputs) for s in steps.STEPS}.get(step, set())
             settings = {**{k: v for k, v in store.client.get_run(earlier["run_id"]).data.params.items()
                            if k not in wiring}, **settings}
-    if (out / paths.MODEL_ARCHIVE).is_file():
-        tags["deepfake.model_sha256"] = sha256_file(out / paths.MODEL_ARCHIVE)
-    run_id = store.client.create_run(store.experiment_id, run_name=step, tags=tags).info.run_id
+    tags.update(_model_tags(out))
+    tags.update(_evaluation_tags(out))
+    parent_name = store.client.get_run(parent).info.run_name
+    run_id = store.client.create_run(store.experiment_id, run_name=f"{parent_name}/{step}", tags=tags).info.run_id
     metrics = step_outputs.metrics(out)
     _batch(store, run_id, metrics=metrics, params={**settings, **params})
+    _log_dataset(store, run_id, out, step, params.get("data_dir") or settings.get("data_dir"))
     _to_parent(store, parent, step, settings, params, out)
     for path, folder in ([] if cached_from else step_outputs.files(out, step)):
         log_files = store.client.log_artifacts if path.is_dir() else store.client.log_artifact
@@ -216,8 +245,9 @@ def _log_step(step: str, out: Path, settings: dict[str, Any], params: dict[str, 
                               "parent_run_id": parent})
     if store.client.get_run(parent).data.tags.get("deepfake.managed_by") == "step":
         store.client.set_terminated(parent, "FINISHED")   # ended by each of its steps: none knows it is the last
-    return Logged(f"MLflow: step {step} logged as run {run_id} ({len(metrics)} metric values),\n"
-                  f"nested in pipeline run {parent}, at {store.uri}", run_id, parent)
+    see = f"compare the runs: {ui_command(store.uri)}" if _sqlite_file(store.uri) else f"at {store.uri}"
+    return Logged(f"MLflow: step {step} logged as run {parent_name}/{step} ({run_id}, {len(metrics)} metric "
+                  f"values),\nnested in pipeline run {parent_name} ({parent}); {see}", run_id, parent)
 
 
 @_never_fails
@@ -234,6 +264,7 @@ def _start(run_dir: Path, name: str, data: str, params: Mapping[str, Any]) -> st
     if store is None:
         return None
     run_id = _new_parent(store, name, run_dir, "runner", data)
+    write_json(run_dir / RECORD, {"tracking_uri": store.uri, "experiment_id": store.experiment_id, "run_id": run_id})
     _batch(store, run_id, params=params)
     return run_id
 
@@ -285,9 +316,11 @@ def _connect(uri: str) -> _Store:
     if experiment is None:
         db = _sqlite_file(uri)                                  # a server picks its own place
         root = (db.parent / ARTIFACTS_DIR / name).as_uri() if db is not None else None
-        return _Store(uri, client, client.create_experiment(name, artifact_location=root))
+        experiment = client.get_experiment(client.create_experiment(name, artifact_location=root))
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND[0] not in experiment.tags:               # a kind someone chose stays
+        client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return _Store(uri, client, experiment.experiment_id)
 
 
@@ -295,14 +328,30 @@ def _parent(store: _Store, run_dir: Path) -> str | None:
     """The pipeline run of the steps in ``run_dir`` (None: the run itself has tracking off)."""
     name = os.environ.get(RUN_NAME_ENV, "").strip()
     if name:
-        found = store.client.search_runs(
-            [store.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`deepfake.kind` = 'pipeline' and attributes.run_name = '{name}'")
-        return found[0].info.run_id if found else _new_parent(store, name, None, "step", None)
+        found = _find_pipeline(store, _equals("attributes.run_name", name))
+        return found or _new_parent(store, name, None, "step", None)
     record = step_outputs.read_json(run_dir / RECORD)
     if record.get("tracking_uri") == store.uri and (record.get("off") or record.get("run_id")):
         return record.get("run_id")
-    return _new_parent(store, run_dir.name, run_dir, "step", None)
+    # A notebook run by hand: the run of its run folder, found by its tag (nothing is written outside the step's
+    # folder), or a new one named after the folder as the runner would name it.
+    found = _find_pipeline(store, _equals(f"tags.`{RUN_DIR_TAG}`", str(run_dir)))
+    return found or _new_parent(store, run_dir.name, run_dir, "step", None)
+
+
+def _find_pipeline(store: _Store, condition: str | None) -> str | None:
+    if condition is None:
+        return None
+    found = store.client.search_runs([store.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                     filter_string=f"tags.`deepfake.kind` = 'pipeline' and {condition}")
+    return found[0].info.run_id if found else None
+
+
+def _equals(key: str, text: str) -> str | None:
+    """MLflow's search condition ``key = 'text'`` (its syntax has no escapes: a text holding both quotes
+    cannot be searched for)."""
+    quote = next((q for q in "'\"" if q not in text), None)
+    return None if quote is None else f"{key} = {quote}{text}{quote}"
 
 
 def _new_parent(store: _Store, name: str, run_dir: Path | None, managed_by: str, data: str | None) -> str:
@@ -310,11 +359,9 @@ def _new_parent(store: _Store, name: str, run_dir: Path | None, managed_by: str,
             **_git_tags(), **json.loads(os.environ.get(RUN_TAGS_ENV) or "{}")}
     if data:
         tags["deepfake.data"] = data
-    run_id = store.client.create_run(store.experiment_id, run_name=name, tags=tags).info.run_id
     if run_dir is not None:
-        write_json(run_dir / RECORD, {"tracking_uri": store.uri, "experiment_id": store.experiment_id,
-                                      "run_id": run_id})
-    return run_id
+        tags[RUN_DIR_TAG] = str(run_dir)
+    return store.client.create_run(store.experiment_id, run_name=name, tags=tags).info.run_id
 
 
 def _to_parent(store: _Store, parent: str, step: str, settings: Mapping[str, Any], params: Mapping[str, Any],
@@ -323,10 +370,58 @@ def _to_parent(store: _Store, parent: str, step: str, settings: Mapping[str, Any
     and the evaluation's headline metrics."""
     current = store.client.get_run(parent).data
     new = {f"{step}.{k}": v for k, v in settings.items() if step_outputs.key(f"{step}.{k}") not in current.params}
-    headline = step_outputs.numbers(step_outputs.read_json(out / paths.EVALUATION).get("metrics", {}))
-    _batch(store, parent, metrics=[(k, v, 0) for k, v in headline], params=new)
+    evaluation = step_outputs.read_json(out / paths.EVALUATION)
+    on = step_outputs.split_prefix(evaluation)
+    headline = [(on + k, v, 0) for k, v in step_outputs.numbers(evaluation.get("metrics", {}))]
+    _batch(store, parent, metrics=headline, params=new)
     if params.get("data_dir") and "deepfake.data" not in current.tags:
         store.client.set_tag(parent, "deepfake.data", str(params["data_dir"]))
+    if step == steps.EVALUATION_STEP:                  # the model the run's metrics belong to, and their split
+        for key, value in {**_model_tags(out), **_evaluation_tags(out)}.items():
+            store.client.set_tag(parent, key, value)
+    if not store.client.get_run(parent).inputs.dataset_inputs:
+        _log_dataset(store, parent, out, "pipeline", params.get("data_dir") or current.tags.get("deepfake.data"))
+
+
+def _model_tags(out: Path) -> dict[str, str]:
+    """The model a step made (training: ``model/``) or used (evaluation: ``evaluation.json``), by version and
+    sha256, so a run names it even after its path is overwritten."""
+    used = step_outputs.read_json(out / paths.EVALUATION).get("model") or {}
+    if used.get("sha256"):
+        found = {"model": used.get("path"), "model_version": used.get("version"), "model_sha256": used["sha256"],
+                 "model_archive_sha256": used.get("archive_sha256")}
+    else:
+        config = step_outputs.read_json(out / paths.MODEL_DIR / CONFIG_FILE)
+        if not config.get("weights_sha256"):
+            return {}
+        archive = out / paths.MODEL_ARCHIVE
+        found = {"model": str(out / paths.MODEL_DIR), "model_version": model_version(config, config["weights_sha256"]),
+                 "model_sha256": config["weights_sha256"],
+                 "model_archive_sha256": sha256_file(archive) if archive.is_file() else None}
+    return {f"deepfake.{k}": str(v) for k, v in found.items() if v}
+
+
+def _evaluation_tags(out: Path) -> dict[str, str]:
+    evaluation = step_outputs.read_json(out / paths.EVALUATION)
+    return {"deepfake.evaluated_on": evaluated_on(evaluation)} if evaluation else {}
+
+
+def _log_dataset(store: _Store, run_id: str, out: Path, context: str, data_dir: Any) -> None:
+    """The videos table the run used, as an MLflow dataset input: named after the data folder, its digest the
+    first 12 hex of the table's sha256 (the sha256 the manifests' sidecars record), its rows and columns."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    table = step_outputs.videos_manifest(out)
+    if table is None:
+        return
+    sidecar = step_outputs.read_json(table.with_suffix(".json"))
+    source = str(sidecar.get("data_dir") or data_dir or table.parent)
+    columns = [{"type": "long" if c == "label" else "string", "name": c} for c in sidecar.get("columns", [])]
+    dataset = Dataset(name=PurePath(source).name or source, digest=sha256_file(table)[:12],
+                      source_type="s3" if paths.is_s3(source) else "local", source=json.dumps({"uri": source}),
+                      schema=json.dumps({"mlflow_colspec": columns}),
+                      profile=json.dumps({"num_rows": sidecar.get("rows")}))
+    store.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag(DATASET_CONTEXT, context)])])
 
 
 def git_commit() -> tuple[str, bool] | None:

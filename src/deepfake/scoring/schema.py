@@ -17,6 +17,7 @@ from typing import Any
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, ManifestError
 from deepfake.core.files import read_json
+from deepfake.core.vocabulary import ALL_SPLITS
 from deepfake.scoring.rule import ScoringRule
 
 SCHEMA_VERSION = 2           # 2: scoring rule, training record, seen/unseen manipulations, calibration
@@ -126,6 +127,15 @@ def validate_evaluation(evaluation: Any, *, source: str = "evaluation") -> None:
             problems.append(f"binary_classification_metrics.{name} must be {{'value': number, ...}}")
     if problems:
         raise ManifestError(f"{source} does not follow the evaluation schema: " + "; ".join(problems))
+
+
+def evaluated_on(evaluation: Mapping[str, Any]) -> str:
+    """What an evaluation's metrics were measured on, in words (run summaries, MLflow tags)."""
+    split = str(evaluation.get("split", "test"))
+    if split == ALL_SPLITS:
+        return "every video"
+    fakes = " + the fakes of every split" if evaluation.get("fakes") == "all" else ""
+    return f"{split} split{fakes}"
 
 
 def _is_metric(value: Any) -> bool:

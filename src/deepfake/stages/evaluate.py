@@ -35,7 +35,7 @@ from deepfake import __version__
 from deepfake.core import paths
 from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, DataError
-from deepfake.core.files import write_json
+from deepfake.core.files import sha256_file, write_json
 from deepfake.core.vocabulary import ALL_SPLITS, STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.manifest import sources, write_manifest
 from deepfake.modeling.artifact import artifact_files, update_artifact
@@ -174,7 +174,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
         "schema_version": SCHEMA_VERSION,
         "kit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"version": _version(loaded), "path": _model_path(loaded, model_path)},
+        "model": _model_record(loaded, model_path),
         "split": config.split,
         "fakes": fakes,
         "aggregation": config.aggregation,
@@ -300,3 +300,12 @@ def _version(loaded: Any) -> str | None:
 def _model_path(loaded: Any, model_path: str | os.PathLike[str] | None) -> str | None:
     path = model_path if model_path is not None else getattr(loaded, "path", None)
     return None if path is None else str(path)
+
+
+def _model_record(loaded: Any, model_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Which model was evaluated: its version and weights' sha256 name it wherever its path goes (a later run
+    may overwrite the path); an archive's own sha256 is the one the model registry knows it by."""
+    path = _model_path(loaded, model_path)
+    archive = sha256_file(path) if path is not None and Path(path).is_file() else None
+    return {"version": _version(loaded), "path": path, "sha256": getattr(loaded, "sha256", None),
+            "archive_sha256": archive}
