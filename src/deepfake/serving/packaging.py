@@ -27,6 +27,7 @@ from deepfake.core import dependencies, imports
 from deepfake.core.errors import ModelError
 from deepfake.media.detectors import detector_package
 from deepfake.modeling.artifact import CONFIG_FILE, WEIGHTS_FILE
+from deepfake.modeling.network import DEFAULT_BACKBONE, get_backbone
 from deepfake.serving import handlers
 
 CODE_DIR = "code"
@@ -88,14 +89,16 @@ def requirements(config: dict) -> str:
     Derived, never listed: the third-party imports of the serving closure that
     are core dependencies of the kit (an extra's, like boto3 for S3 requests,
     comes with the image or is asked for by name), with the kit's version ranges,
-    less what the image provides; plus the package of the model's detector.
+    less what the image provides; plus the packages of the model's detector and backbone.
     """
     core = dependencies.core_distributions()
     used = dependencies.distributions_of(imports.third_party([SERVING_ENTRY]))
     names = [d for d in used if d in core and d not in dependencies.IMAGE_PACKAGES]
     detector = detector_package((config.get("extract") or {}).get("detector") or "mtcnn")
-    if detector and dependencies.normalize(detector) not in names:
-        names.append(dependencies.normalize(detector))
+    backbone = get_backbone(config.get("architecture") or DEFAULT_BACKBONE).package   # timm: an extra's
+    for package in (detector, backbone):
+        if package and dependencies.normalize(package) not in names:
+            names.append(dependencies.normalize(package))
     lines = ["# Installed by the SageMaker PyTorch serving container before it imports code/inference.py;",
              f"# torch and numpy come with the image ({', '.join(dependencies.IMAGE_CONSTRAINTS)} keeps its numpy).",
              *sorted(dependencies.requirement(n) for n in names), *dependencies.IMAGE_CONSTRAINTS]

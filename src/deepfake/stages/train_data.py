@@ -13,7 +13,7 @@ from deepfake.core.vocabulary import STATUS_OK, TRAINING_MODES
 from deepfake.data.augment import TrainAugment
 from deepfake.data.dataset import FaceDataset, PairDataset
 from deepfake.data.faces_table import crop_landmarks
-from deepfake.modeling.network import NORMALIZATION
+from deepfake.modeling.network import normalization
 
 if TYPE_CHECKING:
     from deepfake.stages.train import TrainConfig
@@ -66,10 +66,11 @@ def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extr
     ``device_augment``: training items carry their augmentation draws for the device to apply."""
     augment = TrainAugment() if config.augment else None
     cache = config.cache_crops
+    norm = normalization(config.backbone)     # the mean and std its ImageNet weights expect
     if config.mode == "dataset":
-        return (FaceDataset(splits["train"], config.image_size, NORMALIZATION, augment, seed=config.seed,
+        return (FaceDataset(splits["train"], config.image_size, norm, augment, seed=config.seed,
                             cache=cache, device_augment=device_augment),
-                FaceDataset(splits["val"], config.image_size, NORMALIZATION, cache=cache))
+                FaceDataset(splits["val"], config.image_size, norm, cache=cache))
     if not extract or "margin" not in extract:
         raise ConfigError(f"mode {config.mode!r} places landmarks in the crops with the extraction's margin: "
                           "pass extract_config (the settings faces.csv was extracted with)")
@@ -80,7 +81,7 @@ def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extr
         reals = rows[labels == 0].reset_index(drop=True)
         fakes = rows[labels == 1].reset_index(drop=True) if config.mode == "both" else None
         marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
-        datasets.append(PairDataset(reals, marks, config.image_size, NORMALIZATION, aug,
+        datasets.append(PairDataset(reals, marks, config.image_size, norm, aug,
                                     fakes_df=fakes if fakes is not None and len(fakes) else None,
                                     seed=config.seed if split == "train" else config.seed + 1, cache=cache,
                                     device_augment=device_augment and split == "train"))
