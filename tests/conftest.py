@@ -188,3 +188,12 @@ def b0_checkpoint(tmp_path_factory):
     sha = hashlib.sha256(raw.read_bytes()).hexdigest()
     path = raw.rename(folder / f"adv-efficientnet-b0-{sha[:8]}.pth")
     return path, sha, state
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory, face_photos):
+    """A served model with the evaluation that gated it (tests/monitoring_support.py): ~21 videos, real/fake."""
+    from monitoring_support import build_dataset, evaluate_model
+
+    work = tmp_path_factory.mktemp("monitored")
+    return evaluate_model(work, build_dataset(work / "data", face_photos, clip_frames))

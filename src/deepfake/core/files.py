@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -65,6 +66,19 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def json_ready(obj: Any) -> Any:
+    """A JSON-ready copy: numpy scalars to Python numbers, NaN and infinities to None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

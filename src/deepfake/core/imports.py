@@ -36,12 +36,13 @@ LAYERS: dict[str, int] = {
     "stages": 5,
     "reporting": 5,
     "serving": 5,
-    "orchestration": 6,
+    "monitoring": 6,      # reads serving's capture format and draws with reporting's figures
+    "orchestration": 7,
 }
 # A module-level name listing packages whose files (not code) a module reads: their distributions ship too.
 DATA_PACKAGES_NAME = "DATA_PACKAGES"
 # Modules at the package root: its version (imported by every layer) and `python -m deepfake`.
-ROOT_MODULES = {PACKAGE: -1, f"{PACKAGE}.__main__": 7}
+ROOT_MODULES = {PACKAGE: -1, f"{PACKAGE}.__main__": 8}
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:

@@ -11,7 +11,16 @@ from typing import Any
 
 from deepfake import __version__
 from deepfake.core.errors import DeepfakeError
-from deepfake.orchestration.commands import _demo_data, _extract, _predict, _registry, _run, _score, _serve
+from deepfake.orchestration.commands import (
+    _demo_data,
+    _extract,
+    _monitor,
+    _predict,
+    _registry,
+    _run,
+    _score,
+    _serve,
+)
 
 
 def _here(path: str) -> str:
@@ -27,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_commands(sub)
     _pipeline_commands(sub)
     _serving_commands(sub)
+    _monitoring_commands(sub)
     return parser
 
 
@@ -118,6 +128,30 @@ def _serving_commands(sub: Any) -> None:
                    help="the merged table; its parts (kept for a rerun to resume) go to <stem>.parts/")
     p.add_argument("--workers", type=int, default=2, help="videos scored at once (threads sharing one model)")
     p.set_defaults(func=_score)
+
+
+def _monitoring_commands(sub: Any) -> None:
+    p = sub.add_parser("monitor", help="compare an endpoint's captured traffic with the served model's evaluation",
+                       description="Read the captured requests of a time window, compare them with the evaluation "
+                                   "the model was gated on, write monitoring.json, monitoring.html and requests.csv; "
+                                   "exit 1 when a check is in violation (docs/monitoring.md).")
+    p.add_argument("--capture", required=True, metavar="DIR_OR_S3_PREFIX",
+                   help="a folder of `deepfake serve --capture`, or the endpoint's S3 capture prefix")
+    p.add_argument("--model", default=None, help="the served model: folder, model.tar.gz or s3:// URI "
+                   "(default: the registry's latest approved)")
+    p.add_argument("--group", default=None, help="registry group for the latest approved version")
+    p.add_argument("--evaluation", default=None, metavar="DIR_OR_S3_PREFIX",
+                   help="the evaluation that gated the model (default: found beside the model)")
+    p.add_argument("--since", default=None, metavar="TIME_OR_SPAN",
+                   help="window start: ISO 8601 time (UTC unless it says), or a span before --until: 90m, 24h, 7d "
+                        "(default 24h)")
+    p.add_argument("--until", default=None, metavar="TIME", help="window end, excluded (default: now)")
+    p.add_argument("--ground-truth", default=None, metavar="CSV_OR_PREFIX",
+                   help="labels that arrived later: CSV inference_id,label or SageMaker ground-truth .jsonl")
+    p.add_argument("--out", default="monitoring", type=_here, help="folder for monitoring.json, .html, requests.csv")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a limit of the checks, e.g. alpha=0.001 or fake_prevalence=0.02 (docs/monitoring.md)")
+    p.set_defaults(func=_monitor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

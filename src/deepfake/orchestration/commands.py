@@ -80,6 +80,11 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+
+    return monitor_command(args)
+
+
 def resolve_model(model: str | os.PathLike[str] | None, group: str | None = None) -> tuple[Path, str]:
     """The artifact to load and where it came from: ``model`` itself, or the registry's latest approved.
 
@@ -186,4 +191,45 @@ def registry_command(args: argparse.Namespace) -> int:
     mv = reg.approve(group, args.version, args.description) if args.action == "approve" \
         else reg.reject(group, args.version, args.description)
     print(f"{group} v{mv.version}: {mv.status}")
+    return 0
+
+
+def monitor_command(args: argparse.Namespace) -> int:
+    """``deepfake monitor``: exit 0 without a violation, 1 with one (a scheduler or CI acts on it)."""
+    from deepfake.core.errors import ConfigError
+    from deepfake.monitoring.checks import MonitorConfig
+    from deepfake.monitoring.monitor import monitor
+    from deepfake.monitoring.sources import parse_window
+    from deepfake.monitoring.storage import is_s3
+
+    try:
+        config = MonitorConfig.from_dict(dict(kv.split("=", 1) for kv in args.set))
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"--set takes KEY=VALUE; got {args.set}") from None
+    def here(location: str | None) -> str | None:
+        """A local path from where the user stands; an s3:// URI as it is."""
+        return location if location is None or is_s3(location) else str(Path(location).expanduser().resolve())
+
+    model, evaluation = here(args.model), here(args.evaluation)
+    if model is None:
+        version = LocalRegistry().latest_approved(args.group or DEFAULT_GROUP)
+        model = version.artifact
+        if evaluation is None and version.source.get("evaluation"):
+            evaluation = str(Path(version.source["evaluation"]).parent)
+    result = monitor(here(args.capture) or "", model, parse_window(args.since, args.until), args.out,
+                     evaluation=evaluation, ground_truth=here(args.ground_truth), config=config)
+    summary = result.summary
+    counts = summary["counts"]
+    print(f"window {summary['window']['since']} to {summary['window']['until']}: {counts['requests']} request(s), "
+          f"{counts['ok']} scored, {counts['no_face']} no face, {counts['error']} error(s), "
+          f"{counts['unreadable']} unreadable; model {summary['model']['version']}")
+    for check in summary["checks"]:
+        print(f"  {check['status']:<9} {check['name']:<20} {check['reason']}")
+    print(f"monitoring: {result.json_path}\nreport: {result.report_path}")
+    if result.violations:
+        print(f"{len(result.violations)} violation(s): {', '.join(v['check'] for v in result.violations)}",
+              file=sys.stderr)
+        return 1
     return 0

@@ -20,7 +20,6 @@ null) because the SageMaker quality gate reads ``metrics.video_auc`` with JsonGe
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,14 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from deepfake import __version__
 from deepfake.core import paths
 from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, DataError
-from deepfake.core.files import sha256_file, write_json
+from deepfake.core.files import json_ready, sha256_file, write_json
 from deepfake.core.vocabulary import ALL_SPLITS, STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.manifest import sources, write_manifest
 from deepfake.modeling.artifact import artifact_files, update_artifact
@@ -195,7 +193,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
         "binary_classification_metrics": sagemaker_model_quality(
             videos["label"], videos["p_fake"], config.threshold),
     }
-    evaluation = _finite(evaluation)
+    evaluation = json_ready(evaluation)
     validate_evaluation(evaluation)
     model_files = artifact_files(loaded.path) if getattr(loaded, "path", None) else []
     _write(out_dir, frames, videos, evaluation, config, inputs=[*sources(faces_df), *model_files])
@@ -277,19 +275,6 @@ def write_gated_model(model_path: str | os.PathLike[str], evaluation: Mapping[st
         "evaluation": {"split": evaluation["split"], "fakes": evaluation["fakes"],
                        "counts": dict(evaluation["counts"]), "created": evaluation["created"]},
     })
-
-
-def _finite(obj: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, NaN and infinities to None (JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _version(loaded: Any) -> str | None:

@@ -1,0 +1,1 @@
+"""Watching a deployed detector: its captured traffic against the evaluation it was gated on (docs/monitoring.md)."""
