@@ -318,17 +318,22 @@ def test_self_blend_needs_landmarks_and_says_how_to_get_them(real_faces, tmp_pat
     assert dataset_mode.best_epoch == 1                          # old manifests still train in dataset mode
 
 
-def test_warmup_then_cosine_schedule():
-    from deepfake.modeling.training import cosine_schedule
-
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=1.0)
-    schedule = cosine_schedule(optimizer, total_steps=10, warmup_steps=4)
+def schedule_rates(make_schedule, steps):
+    """The learning rate of each of ``steps`` steps under ``make_schedule(optimizer)``, from a base rate of 1."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = make_schedule(optimizer)
     rates = []
-    for _ in range(10):
+    for _ in range(steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.step()
+    return rates
+
+
+def test_warmup_then_cosine_schedule():
+    from deepfake.modeling.training import cosine_schedule
+
+    rates = schedule_rates(lambda opt: cosine_schedule(opt, total_steps=10, warmup_steps=4), 10)
     assert rates[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and rates[4] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(rates[4:], rates[5:], strict=False))
 
@@ -337,14 +342,7 @@ def test_sbi_schedule_is_constant_then_linear_by_epoch():
     """SBI's LinearDecayLR(100, 75), stepped once an epoch: epochs 0-75 at the full rate, then down by 1/25 an epoch."""
     from deepfake.modeling.training import constant_linear_schedule
 
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=1.0)
-    schedule = constant_linear_schedule(optimizer, epochs=100, steps_per_epoch=3)
-    rates = []
-    for _ in range(300):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    rates = schedule_rates(lambda opt: constant_linear_schedule(opt, epochs=100, steps_per_epoch=3), 300)
     by_epoch = [rates[3 * e:3 * e + 3] for e in range(100)]
     assert all(len(set(r)) == 1 for r in by_epoch)          # constant within an epoch
     assert [r[0] for r in by_epoch[:76]] == [1.0] * 76

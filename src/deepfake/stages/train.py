@@ -123,16 +123,15 @@ class TrainConfig(StageConfig):
             raise ConfigError(f"TrainConfig backbone_lr_mult={self.backbone_lr_mult!r} must be in [0, 1]")
         if self.weight_decay < 0:
             raise ConfigError(f"TrainConfig weight_decay={self.weight_decay!r} must not be negative")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"TrainConfig optimizer={self.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"TrainConfig lr_schedule={self.lr_schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
+        for name, choices in (("mode", MODES), ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
+                              ("augment_on", AUGMENT_ON), ("balance", BALANCE_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"TrainConfig {name}={getattr(self, name)!r} is unknown; use one of "
+                                  f"{', '.join(choices)}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"TrainConfig momentum={self.momentum!r} must be in [0, 1)")
         if not (self.sam_rho > 0 and math.isfinite(self.sam_rho)):
             raise ConfigError(f"TrainConfig sam_rho={self.sam_rho!r} must be a positive number")
-        if self.mode not in MODES:
-            raise ConfigError(f"TrainConfig mode={self.mode!r} is unknown; use one of {', '.join(MODES)}")
         try:
             blocks = get_backbone(self.backbone).blocks or 0
         except ConfigError as exc:
@@ -146,10 +145,6 @@ class TrainConfig(StageConfig):
         if self.mode != "dataset" and self.batch_size % 2:
             raise ConfigError(f"TrainConfig batch_size={self.batch_size} must be even in mode {self.mode!r}: "
                               "each batch is half reals, half fakes")
-        if self.augment_on not in AUGMENT_ON:
-            raise ConfigError(f"TrainConfig augment_on={self.augment_on!r} is unknown; use one of {', '.join(AUGMENT_ON)}")
-        if self.balance not in BALANCE_CHOICES:
-            raise ConfigError(f"TrainConfig balance={self.balance!r} is unknown; use one of {', '.join(BALANCE_CHOICES)}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"TrainConfig label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
