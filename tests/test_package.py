@@ -65,8 +65,7 @@ def test_a_timm_model_asks_for_timm():
     from deepfake.serving.packaging import requirements
 
     timm = requirements({"architecture": "timm/legacy_xception.tf_in1k", "extract": {}}).splitlines()
-    assert requirement("timm") in timm and requirement("timm") != "timm"
-    assert requirement("timm") not in requirements({"architecture": "efficientnet-b4", "extract": {}}).splitlines()
+    assert requirement("timm") in timm and requirement("timm") != "timm"      # the kit's range, from the extra
 
 
 def test_reproducible(model_dir, archive, tmp_path):

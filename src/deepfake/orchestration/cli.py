@@ -62,7 +62,9 @@ def _pipeline_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="run the four notebooks locally with papermill, gate and register")
     p.add_argument("--data", default="data/demo", type=_here, help="dataset folder")
     p.add_argument("--run-id", default=None, help="folder name under runs/ (default: a timestamp)")
-    p.add_argument("--profile", default="default", help="parameter profile: default, demo or tiny")
+    p.add_argument("--profile", default="default",
+                   help="parameter profile (run_settings.PROFILES): default, demo, sbi (the published SBI "
+                        "recipe, for a GPU) or tiny")
     p.add_argument("--set", action="append", default=[], metavar="STEP.PARAM=VALUE",
                    help="override a notebook parameter, e.g. train.epochs=3")
     p.add_argument("--force", action="store_true", help="rerun every step even if cached")
