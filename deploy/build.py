@@ -11,6 +11,12 @@ action reads (``{"Parameters": ..., "Tags": ...}``) and, with
 ``--export-cfn-params-tags``, the same as ``aws cloudformation`` parameter and
 tag lists. ``--export-model-package`` records what was picked.
 
+For a stage whose config sets ``EnableMonitoring`` it also uploads the
+monitoring job's code (``pipelines/deepfake/monitor_step.py`` and the part of
+the kit it runs, under its content hash) and fills in where the job finds the
+capture's model and evaluation: the package's ``ModelDataUrl`` and the prefix
+of the ``evaluation.json`` registered as its ``ModelMetrics``.
+
     python deploy/build.py --model-execution-role ARN --model-package-group-name GROUP \\
         --sagemaker-project-id ID --sagemaker-project-name NAME --s3-bucket BUCKET
 
@@ -41,6 +47,9 @@ REQUIRED_CONTENT_TYPE = "video/mp4"        # what the handler must accept (deepf
 REQUIRED_RESPONSE_TYPE = "application/json"
 PAGE_SIZE = 100                            # ListModelPackages page size (the API maximum)
 TAG_VALUE_MAX = 256                        # characters in an AWS tag value
+MONITORING_CODE_PREFIX = "monitoring"      # S3 prefix of the monitoring job's code bundles
+MONITORING_ENTRY = "monitor_step.py"       # the job's entry point, beside run_step.py in pipelines/deepfake/
+ENABLED = "true"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +87,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export-cfn-params-tags", action="store_true",
                    help="also write parameter and tag lists for `aws cloudformation create-stack`")
     p.add_argument("--page-size", type=int, default=PAGE_SIZE, help="ListModelPackages page size (1-100)")
+    p.add_argument("--monitoring-code-prefix", default=MONITORING_CODE_PREFIX,
+                   help="prefix in --s3-bucket for the monitoring job's code (code/<sha256>/ under it)")
     args = p.parse_args(argv)
     if not 1 <= args.page_size <= 100:
         p.error(f"--page-size {args.page_size} must be between 1 and 100")
@@ -96,8 +107,16 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
          args.export_staging_tags),
         ("prod", args.import_prod_config, args.export_prod_config, args.export_prod_params, args.export_prod_tags),
     )
-    for stage, source, config_out, params_out, tags_out in stages:
-        config = extend_config(args, record, _read_config(source, stage))
+    configs = {stage: _read_config(source, stage) for stage, source, *_ in stages}
+    code_uri = None
+    for stage, config in configs.items():
+        if monitoring_enabled(config):
+            check_monitorable(record, stage)
+    if any(monitoring_enabled(c) for c in configs.values()):
+        code_uri = upload_monitoring_code(boto3.client("s3"), args.s3_bucket, args.monitoring_code_prefix)
+        log.info("monitoring code: %s", code_uri)
+    for stage, _source, config_out, params_out, tags_out in stages:
+        config = extend_config(args, record, configs[stage], monitoring_code=code_uri)
         _write_json(config_out, config)
         if args.export_cfn_params_tags:
             _write_json(params_out, cfn_parameters(config))
@@ -155,10 +174,30 @@ def describe_package(sm: Any, arn: str) -> dict[str, Any]:
         "SupportedContentTypes": spec.get("SupportedContentTypes", []),
         "SupportedResponseMIMETypes": spec.get("SupportedResponseMIMETypes", []),
         "SupportedRealtimeInferenceInstanceTypes": spec.get("SupportedRealtimeInferenceInstanceTypes", []),
+        "EvaluationUri": evaluation_uri(desc),
     }
 
 
-def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_config: dict[str, Any]) -> dict[str, Any]:
+def evaluation_uri(desc: dict[str, Any]) -> str | None:
+    """The S3 prefix of the evaluation registered with the package (``ModelMetrics.ModelQuality.Statistics``:
+    its ``evaluation.json``, beside ``video_predictions.csv``), or None."""
+    uri = (((desc.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}).get("S3Uri")
+    return uri.rsplit("/", 1)[0] if uri and uri.startswith("s3://") and "/" in uri[5:] else None
+
+
+def monitoring_enabled(config: dict[str, Any]) -> bool:
+    return str(config["Parameters"].get("EnableMonitoring", "false")).lower() == ENABLED
+
+
+def upload_monitoring_code(s3: Any, bucket: str, prefix: str) -> str:
+    """Upload the monitoring job's code bundle (once per content) and return its S3 prefix."""
+    from pipelines.deepfake.bundle import build_script_bundle, upload_bundle
+
+    return upload_bundle(build_script_bundle(MONITORING_ENTRY), s3, bucket, prefix)
+
+
+def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_config: dict[str, Any],
+                  monitoring_code: str | None = None) -> dict[str, Any]:
     """A stage's config plus what this build decided: the package, role, project, S3 paths and tags."""
     stage = stage_config["Parameters"]["StageName"]
     params = {
@@ -168,6 +207,8 @@ def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_confi
         "DataCaptureUploadPath": f"s3://{args.s3_bucket}/datacapture-{stage}",
         "AsyncOutputPath": f"s3://{args.s3_bucket}/async-inference-{stage}",
     }
+    if monitoring_enabled(stage_config):
+        params.update(monitoring_parameters(args, package, stage, monitoring_code))
     tags = {
         "sagemaker:deployment-stage": stage,
         "sagemaker:project-id": args.sagemaker_project_id,
@@ -183,6 +224,30 @@ def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_confi
     return {
         "Parameters": {**stage_config["Parameters"], **params},
         "Tags": {**stage_config.get("Tags", {}), **tags},
+    }
+
+
+def check_monitorable(package: dict[str, Any], stage: str) -> None:
+    """DeployError unless the package names the evaluation its monitoring compares traffic with."""
+    if not package.get("EvaluationUri"):
+        raise DeployError(
+            f"model package {package['ModelPackageArn']} registers no evaluation (ModelMetrics.ModelQuality."
+            "Statistics, the evaluation.json the pipeline attaches): the monitoring job compares traffic with it; "
+            f"register the model through the pipeline, or set EnableMonitoring to false in the {stage} config")
+
+
+def monitoring_parameters(args: argparse.Namespace, package: dict[str, Any], stage: str,
+                          code_uri: str | None) -> dict[str, str]:
+    """Where the stage's monitoring job finds its code, image, model and evaluation, and writes its reports."""
+    check_monitorable(package, stage)
+    if not code_uri:
+        raise DeployError("the monitoring job's code was not uploaded")
+    return {
+        "MonitoringCodeUri": code_uri,
+        "MonitoringImageUri": package.get("Image") or "",
+        "MonitoringModelDataUrl": package.get("ModelDataUrl") or "",
+        "MonitoringEvaluationUri": package["EvaluationUri"],
+        "MonitoringOutputPath": f"s3://{args.s3_bucket}/monitoring-{stage}",
     }
 
 

@@ -197,3 +197,11 @@ def evaluated(tmp_path_factory, face_photos):
 
     work = tmp_path_factory.mktemp("monitored")
     return evaluate_model(work, build_dataset(work / "data", face_photos, clip_frames))
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory, evaluated, no_face_clip):
+    """`deepfake serve --capture` of the evaluated model, a baseline-like then a shifted window of traffic."""
+    from monitoring_support import run_loop
+
+    return run_loop(tmp_path_factory.mktemp("loop"), evaluated, no_face_clip)

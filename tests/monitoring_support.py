@@ -74,3 +74,67 @@ def evaluate_model(work: Path, data: Path) -> Evaluated:
     model = package_model(gated, out / "model.tar.gz")
     table = videos.assign(path=[str(data / p) for p in videos["path"]])[["video_id", "path", "label"]]
     return Evaluated(data=data, videos=table.reset_index(drop=True), model=model, evaluation=out)
+
+
+SHIFT = "0.4:45"                 # the shifted window's videos: 40 % of their size, x264 CRF 45
+BLANKS = 8                       # videos without a face added to the shifted window
+ENDPOINT = "deepfake-staging"    # the endpoint name the capture is filed under
+
+
+@dataclass(frozen=True)
+class Loop:
+    """`deepfake serve --capture` with two windows of traffic sent by `deepfake invoke`."""
+
+    evaluated: Evaluated
+    capture: Path
+    labels: Path                                       # inference_id,label of the baseline window
+    windows: dict[str, tuple[str, str]]                # name -> (since, until), ISO 8601
+    responses: dict[str, dict[str, dict]]              # name -> inference id -> the answer
+
+
+def run_loop(work: Path, evaluated: Evaluated, no_face_clip: Path) -> Loop:
+    """Serve the model capturing every request; send the evaluated videos (the baseline-like window), then
+    the same videos re-encoded much smaller and heavily compressed plus videos without a face (shifted)."""
+    import json
+    import shutil
+    import subprocess
+    import time
+    from datetime import datetime, timezone
+
+    from serving_support import deepfake_cli, serve
+
+    capture, labels = work / "capture", work / "labels.csv"
+    blanks = []
+    for i in range(BLANKS):
+        blanks.append(work / "blank" / f"blank-{i}.mp4")
+        blanks[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(no_face_clip, blanks[-1])
+
+    def now() -> str:
+        return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def next_second() -> str:
+        time.sleep(1.05 - (time.time() % 1.0))         # capture times are whole seconds: windows must not share one
+        return now()
+
+    def invoke(url: str, *args: str) -> dict[str, dict]:
+        proc = subprocess.run([*deepfake_cli(), "invoke", "--url", url, "--json", *args], capture_output=True,
+                              text=True, timeout=900)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"deepfake invoke failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        answers = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        return {a.pop("inference_id"): a for a in answers}
+
+    source = ("--data", str(evaluated.data), "--evaluation", str(evaluated.evaluation))
+    with serve(evaluated.model, log=work / "serve.log",
+               args=("--capture", str(capture), "--endpoint-name", ENDPOINT)) as url:
+        t0 = next_second()
+        baseline = invoke(url, *source, "--labels", str(labels))
+        t1 = next_second()
+        shifted = invoke(url, *source, "--reencode", SHIFT, "--id-prefix", "shifted-", *map(str, blanks))
+        t2 = next_second()
+    for answers in (baseline, shifted):
+        for answer in answers.values():
+            answer.pop("http_status")
+    return Loop(evaluated, capture, labels, {"baseline": (t0, t1), "shifted": (t1, t2)},
+                {"baseline": baseline, "shifted": shifted})

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from aws_server import ROLE_ARN, moto_server
 from serving_support import make_model, serve
 
@@ -27,6 +28,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 TEMPLATE = DEPLOY / "endpoint-config-template.yml"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
 PROJECT = "deepfake"
+BUCKET = "deepfake-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +37,28 @@ def aws(tmp_path_factory):
         yield server
 
 
-def register(sm, group, n, *, content_types=ACCEPTED_TYPES):
-    """``n`` model packages in ``group`` (created in order), all PendingManualApproval; returns their ARNs."""
+def register(sm, group, n, *, content_types=ACCEPTED_TYPES, evaluation=True, model_data=None):
+    """``n`` model packages in ``group`` (created in order), all PendingManualApproval; returns their ARNs.
+
+    Each records its evaluation as the pipeline does (``ModelMetrics``: the ``evaluation.json`` beside the
+    model's evaluate outputs) unless ``evaluation`` is False."""
     if not sm.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"]:
         sm.create_model_package_group(ModelPackageGroupName=group)
     arns = []
     for i in range(n):
+        prefix = f"s3://models/{group}/{i + 1}"
+        metrics = {"ModelMetrics": {"ModelQuality": {"Statistics": {
+            "ContentType": "application/json", "S3Uri": f"{prefix}/evaluate/evaluation.json"}}}} if evaluation else {}
         arns.append(sm.create_model_package(
             ModelPackageGroupName=group, ModelPackageDescription=f"model {i + 1}",
             ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={
-                "Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://models/{group}/{i + 1}/model.tar.gz",
+                "Containers": [{"Image": IMAGE, "ModelDataUrl": model_data or f"{prefix}/model.tar.gz",
                                 "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}}],
                 "SupportedContentTypes": list(content_types),
                 "SupportedResponseMIMETypes": ["application/json"],
                 "SupportedRealtimeInferenceInstanceTypes": ["ml.m5.large"],
-            })["ModelPackageArn"])
+            }, **metrics)["ModelPackageArn"])
         time.sleep(0.01)  # distinct creation times
     return arns
 
@@ -62,7 +70,7 @@ def set_status(sm, arn, status):
 def run_build(aws, out: Path, group: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(DEPLOY / "build.py"), "--model-execution-role", ROLE_ARN,
            "--model-package-group-name", group, "--sagemaker-project-id", "p-123",
-           "--sagemaker-project-name", PROJECT, "--s3-bucket", "deepfake-artifacts",
+           "--sagemaker-project-name", PROJECT, "--s3-bucket", BUCKET,
            "--export-staging-config", str(out / "staging-config-export.json"),
            "--export-staging-params", str(out / "staging-params-export.json"),
            "--export-staging-tags", str(out / "staging-tags-export.json"),
@@ -77,6 +85,7 @@ def run_build(aws, out: Path, group: str, *extra: str) -> subprocess.CompletedPr
 def built(aws, tmp_path_factory):
     """Seven packages, two approved, one rejected after approval, paginated two at a time."""
     sm = aws.client("sagemaker")
+    aws.client("s3").create_bucket(Bucket=BUCKET)        # the project's artifact bucket: the monitoring code goes there
     arns = register(sm, "deepfake-detector", 7)
     for i in (1, 3, 4):
         set_status(sm, arns[i], "Approved")
@@ -181,6 +190,7 @@ def staging_endpoint(aws, built):
     return deploy_stack(aws, "deepfake-staging", _read(out / "staging-config-export.json"))
 
 
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")   # the schedule and alarm: cfn-lint checks them
 def test_staging_stack(aws, built, staging_endpoint):
     _, arns = built
     sm = aws.client("sagemaker")
@@ -269,3 +279,195 @@ def test_staging_test_fails_the_stage(aws, built, staging_endpoint, local_endpoi
     assert first.returncode == 0 and wrong.returncode == 1
     assert _read(tmp_path / "d.json")["checks"][-1] == {
         "name": "label", "passed": False, "detail": _read(tmp_path / "d.json")["checks"][-1]["detail"]}
+
+
+# -- monitoring: the schedule, its job, its metrics and alarm --------------------------------------------------------
+
+def test_build_exports_the_monitoring_job_of_each_stage(aws, built):
+    """Both stages monitor: the job's code is uploaded once (content-addressed), and each stage's parameters
+    say where its capture's model, evaluation and reports are."""
+    out, arns = built
+    picked = _read(out / "model-package-export.json")
+    assert picked["EvaluationUri"] == "s3://models/deepfake-detector/4/evaluate"
+    codes = set()
+    for stage in ("staging", "prod"):
+        params = _read(out / f"{stage}-config-export.json")["Parameters"]
+        assert params["EnableMonitoring"] == "true"
+        assert params["MonitoringModelDataUrl"] == picked["ModelDataUrl"]
+        assert params["MonitoringEvaluationUri"] == picked["EvaluationUri"]
+        assert params["MonitoringImageUri"] == IMAGE
+        assert params["MonitoringOutputPath"] == f"s3://{BUCKET}/monitoring-{stage}"
+        codes.add(params["MonitoringCodeUri"])
+    (code,) = codes
+    assert code.startswith(f"s3://{BUCKET}/monitoring/code/") and code.endswith("/")
+    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=code[len(f"s3://{BUCKET}/"):])["Contents"]
+    names = {o["Key"].split("/code/")[1].split("/", 1)[1] for o in listed}
+    assert {"monitor_step.py", "run_step.py", "requirements.txt", "BUNDLE.json",
+            "kit/src/deepfake/monitoring/monitor.py", "kit/src/deepfake/serving/capture.py"} <= names
+    assert not any(n.startswith("kit/src/deepfake/stages/") for n in names)      # only what the job imports
+    requirements = next(o["Key"] for o in listed if o["Key"].endswith("requirements.txt"))
+    assert "scipy" in aws.client("s3").get_object(Bucket=BUCKET, Key=requirements)["Body"].read().decode()
+
+
+def test_build_refuses_to_monitor_a_model_without_its_evaluation(aws, tmp_path):
+    sm = aws.client("sagemaker")
+    (arn,) = register(sm, "no-evaluation", 1, evaluation=False)
+    set_status(sm, arn, "Approved")
+    result = run_build(aws, tmp_path, "no-evaluation")
+    assert result.returncode == 2
+    assert "registers no evaluation" in result.stderr and "EnableMonitoring to false" in result.stderr
+
+
+def test_monitoring_is_off_without_the_parameter(aws, built):
+    out, _ = built
+    config = _read(out / "staging-config-export.json")
+    config["Parameters"] = {k: v for k, v in config["Parameters"].items() if not k.startswith(("Monitoring",
+                                                                                              "EnableMonitoring"))}
+    deploy_stack(aws, "deepfake-unmonitored", config)
+    resources = aws.client("cloudformation").list_stack_resources(StackName="deepfake-unmonitored")
+    assert not [r for r in resources["StackResourceSummaries"] if r["LogicalResourceId"].startswith("Monitoring")]
+
+
+class _Cfn(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (``!Sub``, ``!Ref``, ...) as ``{"Fn::Sub": ...}``."""
+
+
+def _cfn_tag(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else "Condition" if suffix == "Condition" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        value = value.split(".", 1) if suffix == "GetAtt" else value
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_Cfn.add_multi_constructor("!", _cfn_tag)
+
+
+def template() -> dict:
+    return yaml.load(TEMPLATE.read_text(), Loader=_Cfn)  # noqa: S506 - a safe loader with CloudFormation's tags
+
+
+def sub(text: str, values: dict) -> str:
+    """``Fn::Sub`` of a string: every ``${Name}`` and ``${Resource.Attribute}`` from ``values``."""
+    import re
+
+    def one(match):
+        if match.group(1) not in values:
+            raise KeyError(f"${{{match.group(1)}}} has no value")
+        return str(values[match.group(1)])
+
+    return re.sub(r"\$\{([^}!]+)\}", one, text)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
+def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aws, loop, tmp_path):
+    """The staging stack of a pipeline-registered model; the schedule as the template defines it, created on
+    the emulator; its CreateProcessingJob request as EventBridge Scheduler sends it (validated by SageMaker's
+    API model); the job run here as SageMaker runs it, on the capture `deepfake serve` wrote, uploaded where
+    the endpoint's data capture writes; its reports in S3 and its metrics in CloudWatch, the ones the
+    template's alarm watches."""
+    from datetime import datetime, timedelta
+
+    from deepfake.monitoring.metrics import NAMESPACE, VIOLATIONS_METRIC
+    from deepfake.monitoring.schema import validate_monitoring
+    from deepfake.serving.capture import parse_time
+    from pipelines.local.jobs import COMPLETED, log_tail, run_job
+    from pipelines.local.s3 import Storage
+
+    sm, s3 = aws.client("sagemaker"), aws.client("s3")
+    s3.create_bucket(Bucket="pipeline-outputs")
+    evaluate = "s3://pipeline-outputs/runs/exec-1/evaluate"
+    s3.upload_file(str(loop.evaluated.model), "pipeline-outputs", "runs/exec-1/gated/model.tar.gz")
+    for name in ("evaluation.json", "video_predictions.csv"):
+        s3.upload_file(str(loop.evaluated.evaluation / name), "pipeline-outputs", f"runs/exec-1/evaluate/{name}")
+    sm.create_model_package_group(ModelPackageGroupName="monitored")
+    sm.create_model_package(
+        ModelPackageGroupName="monitored", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl":
+                                                "s3://pipeline-outputs/runs/exec-1/gated/model.tar.gz"}],
+                                "SupportedContentTypes": ["video/mp4"], "SupportedResponseMIMETypes": ["application/json"]},
+        ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                      "S3Uri": f"{evaluate}/evaluation.json"}}})["ModelPackageArn"]
+    assert run_build(aws, tmp_path, "monitored").returncode == 0
+    config = _read(tmp_path / "staging-config-export.json")
+    config["Parameters"]["MonitoringWindow"] = "2h"          # both windows of the loop, whatever the clock says
+    endpoint = deploy_stack(aws, "monitored-staging", config)
+    params = {**{k: v.get("Default", "") for k, v in template()["Parameters"].items()}, **config["Parameters"]}
+    cfn = aws.client("cloudformation").list_stack_resources(StackName="monitored-staging")["StackResourceSummaries"]
+    role = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in cfn}
+    iam = aws.client("iam")
+    values = {**params, "AWS::Partition": "aws", "AWS::Region": aws.region, "AWS::AccountId": "123456789012",
+              "Endpoint.EndpointName": endpoint,
+              "MonitoringJobRole.Arn": iam.get_role(RoleName=role["MonitoringJobRole"])["Role"]["Arn"],
+              "MonitoringSchedulerRole.Arn": iam.get_role(RoleName=role["MonitoringSchedulerRole"])["Role"]["Arn"]}
+
+    # the capture, where the endpoint's DataCaptureConfig writes it: <destination>/<endpoint>/AllTraffic/...
+    local = loop.capture / "deepfake-staging"
+    for path in local.rglob("*.jsonl"):
+        bucket, _, prefix = params["DataCaptureUploadPath"][5:].partition("/")
+        s3.upload_file(str(path), bucket, f"{prefix}/{endpoint}/{path.relative_to(local).as_posix()}")
+
+    # the schedule, created on the emulator as the template defines it
+    resources = template()["Resources"]
+    schedule = resources["MonitoringSchedule"]["Properties"]
+    target = schedule["Target"]
+    scheduler = aws.client("scheduler")
+    scheduler.create_schedule(
+        Name="monitored-staging-monitoring", ScheduleExpression=params["MonitoringScheduleExpression"],
+        ScheduleExpressionTimezone=schedule["ScheduleExpressionTimezone"], State=schedule["State"],
+        FlexibleTimeWindow=schedule["FlexibleTimeWindow"],
+        Target={"Arn": sub(target["Arn"]["Fn::Sub"], values), "RoleArn": values["MonitoringSchedulerRole.Arn"],
+                "RetryPolicy": target["RetryPolicy"], "Input": sub(target["Input"]["Fn::Sub"], values)})
+    created = scheduler.get_schedule(Name="monitored-staging-monitoring")
+    assert created["Target"]["Arn"] == "arn:aws:scheduler:::aws-sdk:sagemaker:createProcessingJob"
+    assert created["ScheduleExpression"] == "cron(10 * * * ? *)"
+
+    # an invocation: EventBridge Scheduler fills in its context attributes and calls CreateProcessingJob
+    last = parse_time(loop.windows["shifted"][1])
+    scheduled = (last.replace(minute=0, second=0) + timedelta(hours=1, minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    request = json.loads(created["Target"]["Input"].replace("<aws.scheduler.execution-id>", "d32c5kddcf5bb8c3")
+                         .replace("<aws.scheduler.scheduled-time>", scheduled))
+    sm.create_processing_job(**request)
+    job = sm.describe_processing_job(ProcessingJobName="dfmon-staging-d32c5kddcf5bb8c3")
+    assert job["AppSpecification"]["ContainerArguments"][:2] == [
+        "--capture", f"{params['DataCaptureUploadPath']}/{endpoint}/"]
+
+    # the job itself, run here as SageMaker runs a Processing job (code input downloaded, paths mapped)
+    result = run_job(request, folder=tmp_path / "job", storage=Storage(s3), env=aws.env,
+                     timeout_s=request["StoppingCondition"]["MaxRuntimeInSeconds"])
+    assert result.status == COMPLETED, result.failure_reason + log_tail(result.instances[0].log, 40)
+    assert result.instances[0].message.startswith("CompletedWithViolations: ")
+    hour = datetime.strptime(scheduled, "%Y-%m-%dT%H:%M:%SZ").strftime("%Y/%m/%d/%H")
+    out_bucket, _, out_prefix = params["MonitoringOutputPath"][5:].partition("/")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=out_bucket, Prefix=out_prefix)["Contents"]}
+    assert {f"{out_prefix}/{hour}/{n}" for n in ("monitoring.json", "monitoring.html", "requests.csv")} <= keys
+    summary = json.loads(s3.get_object(Bucket=out_bucket, Key=f"{out_prefix}/{hour}/monitoring.json")["Body"].read())
+    validate_monitoring(summary)
+    sent = sum(len(r) for r in loop.responses.values())
+    assert summary["counts"]["requests"] == sent and "no_face_rate" in {v["check"] for v in summary["violations"]}
+
+    # CloudWatch: the Violations metric of this endpoint, the one the template's alarm watches
+    alarm = resources["MonitoringViolationsAlarm"]["Properties"]
+    assert params["MonitoringMetricsNamespace"] == NAMESPACE and alarm["MetricName"] == VIOLATIONS_METRIC
+    (dimension,) = alarm["Dimensions"]
+    cw = aws.client("cloudwatch")
+    dims = [{"Name": dimension["Name"], "Value": endpoint}]
+    stats = cw.get_metric_statistics(Namespace=NAMESPACE, MetricName=VIOLATIONS_METRIC, Dimensions=dims,
+                                     StartTime=datetime.now() - timedelta(hours=1),
+                                     EndTime=datetime.now() + timedelta(hours=1), Period=3600,
+                                     Statistics=[alarm["Statistic"]])["Datapoints"]
+    assert [d[alarm["Statistic"]] for d in stats] == [float(len(summary["violations"]))]
+    assert float(len(summary["violations"])) >= float(alarm["Threshold"])     # the alarm would fire
+    cw.put_metric_alarm(AlarmName=sub(alarm["AlarmName"]["Fn::Sub"], values), Namespace=NAMESPACE,
+                        MetricName=alarm["MetricName"], Dimensions=dims, Statistic=alarm["Statistic"],
+                        Period=int(params["MonitoringAlarmPeriod"]), EvaluationPeriods=alarm["EvaluationPeriods"],
+                        DatapointsToAlarm=alarm["DatapointsToAlarm"], Threshold=float(alarm["Threshold"]),
+                        ComparisonOperator=alarm["ComparisonOperator"], TreatMissingData=alarm["TreatMissingData"])
+    assert cw.describe_alarms(AlarmNames=["deepfake-staging-monitoring-violations"])["MetricAlarms"]
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace=NAMESPACE, Dimensions=dims)["Metrics"]}
+    assert {"Requests", "NoFaceRate", "FakeShare", "CheckViolation", VIOLATIONS_METRIC} <= names

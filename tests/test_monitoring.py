@@ -295,3 +295,47 @@ def test_capture_model_and_evaluation_in_s3(evaluated, baseline_window, tmp_path
     assert result.summary["counts"] == local.summary["counts"]
     assert result.summary["baseline"]["source"] == "s3://bucket/pipeline/evaluate"
     assert [c["status"] for c in result.summary["checks"]] == [c["status"] for c in local.summary["checks"]]
+
+
+def test_cloudwatch_metrics_of_a_window():
+    from deepfake.monitoring.metrics import CHECK_METRIC, VIOLATIONS_METRIC, cloudwatch_metrics
+
+    summary = {"counts": {"requests": 40, "ok": 30, "no_face": 10, "error": 0, "called_fake": 3},
+               "rates": {"no_face_rate": 0.25, "error_rate": 0.0, "fake_share": 0.1},
+               "scores": {"p_fake": {"mean": 0.2}}, "faces": {"face_frame_share": None}, "latency_ms": None,
+               "ground_truth": None,
+               "checks": [{"name": "no_face_rate", "status": "violation"}, {"name": "auc", "status": "skipped"},
+                          {"name": "score_drift", "status": "ok", "ks_distance": 0.12}],
+               "violations": [{"check": "no_face_rate"}]}
+    when = datetime(2026, 12, 1, 13, 10, tzinfo=timezone.utc)
+    data = cloudwatch_metrics(summary, "deepfake-prod", when)
+    by = {(m["MetricName"], tuple(d["Value"] for d in m["Dimensions"])): m["Value"] for m in data}
+    assert by[(VIOLATIONS_METRIC, ("deepfake-prod",))] == 1.0 and by[("NoFaceRate", ("deepfake-prod",))] == 0.25
+    assert by[(CHECK_METRIC, ("deepfake-prod", "no_face_rate"))] == 1.0
+    assert by[(CHECK_METRIC, ("deepfake-prod", "score_drift"))] == 0.0
+    assert (CHECK_METRIC, ("deepfake-prod", "auc")) not in by and ("AUC", ("deepfake-prod",)) not in by
+    assert by[("ScoreDriftKSDistance", ("deepfake-prod",))] == 0.12
+    assert all(m["Timestamp"] == when for m in data)
+
+
+def test_the_job_reads_its_settings_string():
+    from pipelines.deepfake.monitor_step import settings
+
+    assert settings("") == {} and settings("alpha=0.001, fake_prevalence=0.02") == {
+        "alpha": "0.001", "fake_prevalence": "0.02"}
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        settings("alpha")
+    assert MonitorConfig.from_dict(settings("alpha=0.001")).alpha == 0.001
+
+
+def test_invoke_says_what_it_needs(tmp_path, capsys):
+    assert main(["invoke", "--url", "http://127.0.0.1:9", "--endpoint", "e", str(tmp_path / "a.mp4")]) == 2
+    assert "not both or neither" in capsys.readouterr().err
+    assert main(["invoke", "--data", str(tmp_path)]) == 2
+    assert "--data and --evaluation go together" in capsys.readouterr().err
+    assert main(["invoke"]) == 2 and "nothing to send" in capsys.readouterr().err
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    assert main(["invoke", "--url", "http://127.0.0.1:9", str(tmp_path / "a.mp4")]) == 2
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+    assert main(["invoke", "--reencode", "half", str(tmp_path / "a.mp4")]) == 2
+    assert "must be SCALE:CRF" in capsys.readouterr().err

@@ -276,3 +276,25 @@ def test_write_video_rejects_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="cannot write"):
         write_video(tmp_path / "a.txt", [frame], codec="mp4v")
     assert list(tmp_path.iterdir()) == []           # no half-written file left behind
+
+
+def test_probe_names_the_codec_and_size(face_clip):
+    info = probe(face_clip)
+    assert info.codec == "fmp4" and info.size_bytes == face_clip.stat().st_size
+
+
+def test_reencode_smaller_and_compressed(face_clip, tmp_path):
+    """What a transcoder does to an upload: the same frames, smaller, H.264 at a high constant rate factor."""
+    from deepfake.media.encode import reencode
+
+    small = reencode(face_clip, tmp_path / "small.mp4", scale=0.5, crf=45)
+    before, after = probe(face_clip), probe(small)
+    assert (after.width, after.height, after.codec) == (160, 120, "h264")
+    assert after.frame_count == before.frame_count and after.fps == before.fps
+    assert after.size_bytes < before.size_bytes / 3
+    with pytest.raises(ConfigError, match="crf=60"):
+        write_video(tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.uint8)], codec="h264", crf=60)
+    with pytest.raises(ConfigError, match="needs codec h264"):
+        write_video(tmp_path / "x.avi", [np.zeros((8, 8, 3), np.uint8)], codec="MJPG", crf=30)
+    with pytest.raises(ConfigError, match="scale=2"):
+        reencode(face_clip, tmp_path / "big.mp4", scale=2)

@@ -187,6 +187,12 @@ def current_host() -> str:
 def fail(message: str, code: int) -> int:
     """Log the failure and leave it as the job's exit message, which SageMaker shows as its reason."""
     log.error("%s", message)
+    exit_message(message)
+    return code
+
+
+def exit_message(message: str) -> None:
+    """Leave ``message`` as the job's exit message (``/opt/ml/output/message``), which SageMaker shows."""
     try:
         from deepfake.core import paths
 
@@ -199,7 +205,6 @@ def fail(message: str, code: int) -> int:
             target.write_bytes(message.encode("utf-8")[:EXIT_MESSAGE_LIMIT])
         except OSError as exc:
             log.warning("could not write the exit message to %s: %s", target, exc)
-    return code
 
 
 if __name__ == "__main__":

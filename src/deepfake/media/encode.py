@@ -23,14 +23,18 @@ PYAV_CODECS = {"h264": "libx264"}
 
 
 def write_video(path: str | os.PathLike[str], frames_rgb: Iterable[np.ndarray], fps: float = 25.0,
-                codec: str = "h264") -> Path:
+                codec: str = "h264", crf: int | None = None) -> Path:
     """Encode RGB frames to ``path``, atomically (a killed run leaves no half file).
 
     ``codec="h264"`` uses PyAV's libx264 (yuv420p, even sizes only, MP4 with the
-    index at the front so a truncated copy still decodes up to the cut); any
-    other value is a FourCC for ``cv2.VideoWriter`` (``mp4v``, ``MJPG``, ``XVID``).
+    index at the front so a truncated copy still decodes up to the cut), at
+    constant rate factor ``crf`` when given (0-51; x264's default 23, higher is
+    smaller and blockier); any other value is a FourCC for ``cv2.VideoWriter``
+    (``mp4v``, ``MJPG``, ``XVID``).
     """
     path = Path(path)
+    if crf is not None and (codec not in PYAV_CODECS or not 0 <= crf <= 51):
+        raise ConfigError(f"crf={crf} needs codec h264 and a value in 0-51 (x264's constant rate factor)")
     if fps <= 0:
         raise ConfigError(f"fps must be > 0 to write {path}; got {fps}")
     if codec not in PYAV_CODECS and len(codec) != 4:
@@ -47,7 +51,7 @@ def write_video(path: str | os.PathLike[str], frames_rgb: Iterable[np.ndarray], 
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         if codec in PYAV_CODECS:
-            _write_pyav(tmp, first, frames, fps, PYAV_CODECS[codec], path)
+            _write_pyav(tmp, first, frames, fps, PYAV_CODECS[codec], path, crf)
         else:
             _write_cv2(tmp, first, frames, fps, codec, path)
         os.replace(tmp, path)
@@ -57,7 +61,7 @@ def write_video(path: str | os.PathLike[str], frames_rgb: Iterable[np.ndarray], 
 
 
 def _write_pyav(tmp: Path, first: np.ndarray, rest: Iterator[np.ndarray], fps: float, codec: str,
-                path: Path) -> None:
+                path: Path, crf: int | None = None) -> None:
     import av
 
     options = {"movflags": "faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
@@ -65,6 +69,8 @@ def _write_pyav(tmp: Path, first: np.ndarray, rest: Iterator[np.ndarray], fps: f
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
+        if crf is not None:
+            stream.options = {"crf": str(int(crf))}
         for frame in _chain(first, rest, path):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -86,6 +92,23 @@ def _write_cv2(tmp: Path, first: np.ndarray, rest: Iterator[np.ndarray], fps: fl
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+
+
+def reencode(source: str | os.PathLike[str], target: str | os.PathLike[str], *, scale: float = 1.0,
+             crf: int = 23) -> Path:
+    """``source`` again as H.264 at ``scale`` of its size and constant rate factor ``crf``: what a platform's
+    transcoder does to uploads (a smaller, blockier copy of the same frames, at the same rate)."""
+    from deepfake.media.video import FrameReader
+
+    if not 0 < scale <= 1:
+        raise ConfigError(f"scale={scale} must lie in (0, 1]")
+    with FrameReader(source, n_frames=0, stride=1) as reader:
+        frames = [frame for _, frame in reader]
+        fps = reader.info.fps or 25.0
+    height, width = frames[0].shape[:2]
+    size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+    small = (cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames)
+    return write_video(target, small, fps=fps, codec="h264", crf=crf)
 
 
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray], path: Path) -> Iterator[np.ndarray]:

@@ -184,7 +184,8 @@ def _rate_check(name: str, k: int, n: int, p0: float | None, margin: float, alte
     check = _check(name, what=what, base=base, statistic="binomial", baseline=p0, n=n, margin=margin)
     need = config.min_requests if minimum is None else minimum
     if n < need:
-        check["reason"] = f"{n} request(s) in the window; the check needs {need}"
+        unit = "request(s) in the window" if minimum is None else f"{what.split(' called')[0]} (of {what})"
+        check["reason"] = f"{n} {unit}; the check needs {need}"
         return check
     rate = k / n
     check["value"] = rate

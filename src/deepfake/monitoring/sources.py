@@ -43,10 +43,22 @@ class Window:
         return {"since": _iso(self.since), "until": _iso(self.until)}
 
 
-def parse_window(since: str | None, until: str | None, now: datetime | None = None) -> Window:
+ALIGN = ("hour", "day")
+
+
+def parse_window(since: str | None, until: str | None, now: datetime | None = None,
+                 align: str | None = None) -> Window:
     """``--since`` / ``--until``: ISO 8601 times (UTC unless they say otherwise), ``now``, or for
-    ``--since`` a span before ``--until`` (``90m``, ``24h``, ``7d``). Defaults: the 24 hours before now."""
+    ``--since`` a span before ``--until`` (``90m``, ``24h``, ``7d``). Defaults: the 24 hours before now.
+
+    ``align`` (``hour``, ``day``) moves the end back to the start of its hour or day: a job started at
+    13:10 for the last complete hour gets ``[12:00, 13:00)``."""
     end = _point(until, now) if until else (now or datetime.now(timezone.utc))
+    if align is not None:
+        if align not in ALIGN:
+            raise ConfigError(f"align={align!r} must be one of {', '.join(ALIGN)}")
+        end = end.replace(minute=0, second=0, microsecond=0)
+        end = end.replace(hour=0) if align == "day" else end
     span = _duration(since if since is not None else DEFAULT_SPAN)
     start = end - span if span is not None else _point(since, now)  # type: ignore[arg-type]
     if start >= end:

@@ -14,6 +14,7 @@ from deepfake.core.errors import DeepfakeError
 from deepfake.orchestration.commands import (
     _demo_data,
     _extract,
+    _invoke,
     _monitor,
     _predict,
     _registry,
@@ -133,6 +134,23 @@ def _serving_commands(sub: Any) -> None:
 
 
 def _monitoring_commands(sub: Any) -> None:
+    p = sub.add_parser("invoke", help="send videos to an endpoint, each with an InferenceId (traffic to monitor)")
+    p.add_argument("inputs", nargs="*", metavar="VIDEO", help="video files (InferenceId: the file name's stem)")
+    p.add_argument("--data", default=None, type=_here, help="a dataset folder: send the videos --evaluation scored")
+    p.add_argument("--evaluation", default=None, type=_here,
+                   help="an evaluation folder (evaluation.json, video_predictions.csv): its videos, from --data, "
+                        "InferenceId: the video id")
+    p.add_argument("--url", default=None, help="a deepfake serve (default: http://127.0.0.1:8080 without --endpoint)")
+    p.add_argument("--endpoint", default=None, help="a SageMaker endpoint's name (boto3's sagemaker-runtime)")
+    p.add_argument("--labels", default=None, type=_here, metavar="CSV",
+                   help="also write inference_id,label of the dataset videos sent: ground truth for deepfake monitor")
+    p.add_argument("--reencode", default=None, metavar="SCALE:CRF",
+                   help="send each video re-encoded as H.264 at SCALE of its size and constant rate factor CRF "
+                        "(e.g. 0.4:45: much smaller, heavily compressed), as a platform's transcoder would")
+    p.add_argument("--id-prefix", default="", help="prefix of every InferenceId (a second pass of the same videos)")
+    p.add_argument("--json", action="store_true", help="print each answer as one JSON object")
+    p.set_defaults(func=_invoke)
+
     p = sub.add_parser("monitor", help="compare an endpoint's captured traffic with the served model's evaluation",
                        description="Read the captured requests of a time window, compare them with the evaluation "
                                    "the model was gated on, write monitoring.json, monitoring.html and requests.csv; "

@@ -80,6 +80,11 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _invoke(args: argparse.Namespace) -> int:
+
+    return invoke_command(args)
+
+
 def _monitor(args: argparse.Namespace) -> int:
 
     return monitor_command(args)
@@ -233,3 +238,79 @@ def monitor_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def invoke_command(args: argparse.Namespace) -> int:
+    """``deepfake invoke``: one line per video sent; exit 1 if an answer was an error (the rest were sent)."""
+    import tempfile
+
+    from deepfake.core.errors import ConfigError
+    from deepfake.core.vocabulary import VIDEO_TYPES
+    from deepfake.media.encode import reencode
+    from deepfake.serving.invoke import Target, invoke
+
+    target = Target(url=args.url or (None if args.endpoint else "http://127.0.0.1:8080"), endpoint=args.endpoint)
+    videos = invoke_inputs(args)
+    scale_crf = _scale_crf(args.reencode) if args.reencode else None
+    if args.labels:
+        labelled = [(f"{args.id_prefix}{ident}", label) for ident, _, label in videos if label is not None]
+        if not labelled:
+            raise ConfigError("--labels needs videos with labels: give --data and --evaluation")
+        Path(args.labels).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.labels).write_text("inference_id,label\n" + "".join(f"{i},{lab}\n" for i, lab in labelled))
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="deepfake-invoke-") as tmp:
+        for ident, path, _ in videos:
+            source = path
+            if scale_crf is not None:
+                source = reencode(path, Path(tmp) / f"{ident}.mp4", scale=scale_crf[0], crf=scale_crf[1])
+            kind = next((t for t, suffix in VIDEO_TYPES.items() if suffix == Path(source).suffix.lower()), "video/mp4")
+            status, answer = invoke(target, Path(source).read_bytes(), kind, f"{args.id_prefix}{ident}")
+            failed += status != 200
+            if args.json:
+                print(json.dumps({"inference_id": f"{args.id_prefix}{ident}", "http_status": status, **answer}))
+            else:
+                p = answer.get("p_fake")
+                print(f"{args.id_prefix}{ident}  {status}  {answer.get('status') or answer.get('error')}  "
+                      f"{answer.get('label') or '-'}  {'-' if p is None else format(p, '.4f')}")
+    print(f"{len(videos)} video(s) sent to {target.url or target.endpoint}"
+          + (f", labels in {args.labels}" if args.labels else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def invoke_inputs(args: argparse.Namespace) -> list[tuple[str, Path, int | None]]:
+    """``(inference id, file, label or None)`` of every video to send: the files given, then the videos of
+    ``--evaluation`` (scored or not) found in ``--data``'s catalog."""
+    from deepfake.core.errors import ConfigError
+
+    videos: list[tuple[str, Path, int | None]] = [(Path(v).stem, Path(v).expanduser().resolve(), None)
+                                                  for v in args.inputs]
+    if bool(args.data) != bool(args.evaluation):
+        raise ConfigError("--data and --evaluation go together: the dataset folder and the evaluation of its videos")
+    if args.evaluation:
+        from deepfake.data.catalogs import load_catalog
+        from deepfake.data.manifest import read_manifest
+        from deepfake.scoring.schema import read_evaluation
+
+        evaluation = read_evaluation(args.evaluation)
+        scored = read_manifest(Path(args.evaluation) / paths.VIDEO_PREDICTIONS, ["video_id"])
+        wanted = [*scored["video_id"].astype(str), *(str(u["video_id"]) for u in evaluation["unscored_videos"])]
+        catalog = load_catalog("auto", args.data).set_index("video_id")
+        missing = [v for v in wanted if v not in catalog.index]
+        if missing:
+            raise ConfigError(f"{len(missing)} evaluated video(s) are not in {args.data} (e.g. {missing[0]}); "
+                              "give the dataset folder the evaluation scored")
+        videos += [(v, Path(args.data) / str(catalog.at[v, "path"]), int(catalog.at[v, "label"])) for v in wanted]
+    if not videos:
+        raise ConfigError("nothing to send: give video files, or --data and --evaluation")
+    return videos
+
+
+def _scale_crf(text: str) -> tuple[float, int]:
+    from deepfake.core.errors import ConfigError
+
+    try:
+        scale, crf = text.split(":")
+        return float(scale), int(crf)
+    except ValueError:
+        raise ConfigError(f"--reencode {text!r} must be SCALE:CRF, e.g. 0.4:45") from None
