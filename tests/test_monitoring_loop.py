@@ -54,14 +54,22 @@ def assert_figures_are_the_answers(summary: dict, answers: dict[str, dict], fold
             assert rows.at[ident, "frames_scored"] == answer["frames_scored"]
 
 
-def test_a_baseline_like_window_has_no_violation(loop, tmp_path):
-    code, summary = run_monitor(loop, "baseline", tmp_path / "baseline", "--ground-truth", str(loop.labels),
-                                "--set", "min_labelled=5")
+@pytest.fixture(scope="module")
+def reports(loop, tmp_path_factory):
+    """`deepfake monitor` on each window (the baseline-like one with its labels): exit code, summary, folder."""
+    out = tmp_path_factory.mktemp("reports")
+    return {"baseline": (*run_monitor(loop, "baseline", out / "baseline", "--ground-truth", str(loop.labels),
+                                      "--set", "min_labelled=5"), out / "baseline"),
+            "shifted": (*run_monitor(loop, "shifted", out / "shifted"), out / "shifted")}
+
+
+def test_a_baseline_like_window_has_no_violation(loop, reports):
+    code, summary, folder = reports["baseline"]
     assert code == 0 and summary["violations"] == []
     assert {c["name"]: c["status"] for c in summary["checks"]} == {
         "model_version": "ok", "no_face_rate": "ok", "error_rate": "ok", "fake_share": "ok", "score_drift": "ok",
         "face_frame_share": "ok", "false_positive_rate": "ok", "catch_rate": "ok", "auc": "ok"}
-    assert_figures_are_the_answers(summary, loop.responses["baseline"], tmp_path / "baseline")
+    assert_figures_are_the_answers(summary, loop.responses["baseline"], folder)
     # the endpoint scores as the evaluation did: the same share called FAKE, the same scores of reals
     baseline = summary["baseline"]
     assert summary["rates"]["fake_share"] == pytest.approx(baseline["fake_share"])
@@ -74,10 +82,10 @@ def test_a_baseline_like_window_has_no_violation(loop, tmp_path):
     assert truth["auc"] == pytest.approx(baseline["auc"])
 
 
-def test_a_shifted_window_has_the_right_violations(loop, tmp_path):
-    code, summary = run_monitor(loop, "shifted", tmp_path / "shifted")
+def test_a_shifted_window_has_the_right_violations(loop, reports):
+    code, summary, folder = reports["shifted"]
     assert code == 1
-    assert_figures_are_the_answers(summary, loop.responses["shifted"], tmp_path / "shifted")
+    assert_figures_are_the_answers(summary, loop.responses["shifted"], folder)
     checks = {c["name"]: c for c in summary["checks"]}
     found = {v["check"] for v in summary["violations"]}
     # videos without a face, and faces lost to the re-encoding: far above the evaluation's no-face rate
@@ -95,7 +103,7 @@ def test_a_shifted_window_has_the_right_violations(loop, tmp_path):
         assert (check["status"] == "violation") == (check["p_value"] < alpha and effect > check["margin"]), check
     # what arrived changed: H.264 (`deepfake invoke --reencode` re-encodes every video it sends) at 40 % of the
     # size, far fewer bits per pixel than the baseline window's MPEG-4 Part 2 clips
-    _, before = run_monitor(loop, "baseline", tmp_path / "baseline")
+    before = reports["baseline"][1]
     inputs = summary["inputs"]
     assert inputs["codecs"] == {"h264": len(loop.responses["shifted"])} and before["inputs"]["codecs"] == {
         "fmp4": len(loop.responses["baseline"])}
@@ -103,14 +111,13 @@ def test_a_shifted_window_has_the_right_violations(loop, tmp_path):
     assert inputs["video_bytes"]["mean"] < before["inputs"]["video_bytes"]["mean"] / 4
 
 
-def test_the_reports_read_well_in_a_browser(loop, tmp_path):
+def test_the_reports_read_well_in_a_browser(reports, tmp_path):
     """Both windows' HTML reports open in headless Chromium and render their figures."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("no Chromium to render the reports (apt-get install -y chromium)")
     for window in ("baseline", "shifted"):
-        run_monitor(loop, window, tmp_path / window)
-        html = tmp_path / window / "monitoring.html"
+        html = reports[window][2] / "monitoring.html"
         png = tmp_path / f"{window}.png"
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         f"--screenshot={png}", "--window-size=1400,4600", html.as_uri()],
