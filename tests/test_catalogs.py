@@ -11,7 +11,14 @@ import pytest
 
 from deepfake.core.errors import CatalogError, DeepfakeError
 from deepfake.core.vocabulary import LABELS
-from deepfake.data.catalogs import available, dataset_root, detect_kind, load_catalog
+from deepfake.data.catalogs import (
+    available,
+    dataset_root,
+    describe_layout,
+    detect_kind,
+    layouts_in,
+    load_catalog,
+)
 from deepfake.data.catalogs.table import COLUMNS, unique_ids
 
 REAL, FAKE = LABELS["real"], LABELS["fake"]
@@ -178,6 +185,83 @@ def test_errors_share_the_kit_base_class():
 ])
 def test_unique_ids_widen_only_where_names_collide(paths, ids):
     assert unique_ids(paths) == ids
+
+
+# --- a dataset read whole or refused -----------------------------------------------------------
+
+def make_trees(root: Path) -> Path:
+    """The issue's folder of datasets: DFDC (two parts, one extracted a level deeper), FF++ and Celeb-DF."""
+    write_json(root / "dfdc/dfdc_train_part_0/metadata.json",
+               {"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE", "original": "a.mp4"}})
+    touch(root, "dfdc/dfdc_train_part_0/a.mp4", "dfdc/dfdc_train_part_0/b.mp4")
+    write_json(root / "dfdc/dfdc_train_part_1/dfdc_train_part_1/metadata.json",
+               {"c.mp4": {"label": "REAL"}, "d.mp4": {"label": "FAKE", "original": "c.mp4"}})
+    touch(root, "dfdc/dfdc_train_part_1/dfdc_train_part_1/c.mp4", "dfdc/dfdc_train_part_1/dfdc_train_part_1/d.mp4")
+    make_ff(root / "ffpp")
+    make_celebdf(root / "celebdf")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["auto", "dfdc", "celebdf"])
+def test_a_folder_of_datasets_is_refused_with_each_one_named(tmp_path, kind):
+    root = make_trees(tmp_path / "trees")
+    with pytest.raises(CatalogError) as err:
+        load_catalog(kind, root)
+    msg = str(err.value)
+    for folder, layout in (("dfdc", "dfdc"), ("ffpp", "faceforensics"), ("celebdf", "celebdf")):
+        assert f"{root / folder} ({layout})" in msg, msg
+    assert "deepfake run --data" in msg and "data_dir" in msg
+    assert [kind for kind, _ in sorted(layouts_in(root), key=lambda f: str(f[1]))] == \
+        ["celebdf", "dfdc", "faceforensics"]
+
+
+def test_each_dataset_of_the_folder_is_read_whole(tmp_path):
+    root = make_trees(tmp_path / "trees")
+    dfdc = load_catalog("auto", root / "dfdc")
+    assert sorted(dfdc["video_id"]) == ["a", "b", "c", "d"]                  # both parts, one nested deeper
+    layout = dfdc.attrs["layout"]
+    assert layout["kind"] == "dfdc" and layout["left_out"] == []
+    assert layout["folders"] == {"dfdc_train_part_0": {"real": 1, "fake": 1},
+                                 "dfdc_train_part_1/dfdc_train_part_1": {"real": 1, "fake": 1}}
+    lines = describe_layout(layout)
+    assert lines[0] == f"dataset: dfdc layout at {root / 'dfdc'}: 4 videos (2 real, 2 fake) in 2 folder(s)"
+    assert lines[2] == "  dfdc_train_part_1/dfdc_train_part_1/: 2 videos (1 real, 1 fake)"
+    assert len(load_catalog("auto", root / "ffpp")) == 15 and len(load_catalog("auto", root / "celebdf")) == 7
+
+
+def test_a_dataset_with_another_beside_it_is_refused_unless_the_layout_is_chosen(tmp_path):
+    root = make_dfdc(tmp_path / "dfdc")
+    make_celebdf(root / "extra_celebdf")
+    touch(root, "loose/clip.mp4")
+    with pytest.raises(CatalogError) as err:
+        load_catalog("auto", root)
+    msg = str(err.value)
+    assert "holds more than one dataset: read as dfdc" in msg and "it gives 6 videos" in msg
+    assert f"7 in {root / 'extra_celebdf'} (the celebdf layout)" in msg
+    assert f"1 in {root / 'loose'} (no known layout)" in msg
+    assert "catalog=dfdc (deepfake run --set explore.catalog=dfdc)" in msg
+    chosen = load_catalog("dfdc", root)                                      # chosen: read, the rest listed
+    assert len(chosen) == 6
+    (left,) = chosen.attrs["layout"]["left_out"]
+    assert left["videos"] == 8 and "catalog=dfdc was chosen" in left["why"]
+    assert "left out: 8 video file(s)" in describe_layout(chosen.attrs["layout"])[-1]
+
+
+def test_files_a_layout_leaves_out_in_its_own_folders_are_listed_not_refused(tmp_path):
+    root = make_dfdc(tmp_path / "dfdc")
+    touch(root, "dfdc_train_part_0/unlisted.mp4")
+    make_ff(root / "ff", "c23")
+    make_ff(root / "ff", "c40")
+    with pytest.raises(CatalogError, match=f"30 in {root / 'ff'} \\(the faceforensics layout\\)"):
+        load_catalog("auto", root)
+    (root / "ff").rename(tmp_path / "ff")
+    dfdc = load_catalog("auto", root)
+    (left,) = dfdc.attrs["layout"]["left_out"]
+    assert left == {"videos": 1, "why": "in a part folder but not in its metadata.json, so without a label",
+                    "examples": ["dfdc_train_part_0/unlisted.mp4"]}
+    ff = load_catalog("auto", tmp_path / "ff")
+    (left,) = ff.attrs["layout"]["left_out"]
+    assert left["videos"] == 15 and "compression" in left["why"]
 
 
 # --- DFDC --------------------------------------------------------------------------------------

@@ -383,3 +383,21 @@ def test_the_gated_model_carries_the_evaluated_rule(faces, tmp_path):
     assert (gated / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
     assert load_artifact(gated).version == loaded.version
     assert "`max` of frames" in (gated / "model_card.md").read_text()
+
+
+def test_the_evaluation_says_which_protocol_its_split_follows(tmp_path):
+    """The protocol record of videos.csv travels in faces.csv's sidecar into evaluation.json."""
+    from deepfake.data.splits import ensure_splits
+
+    faces = make_faces(tmp_path / "faces")
+    videos = faces.drop_duplicates("video_id")[["video_id", "label", "original_id", "split"]]
+    record = ensure_splits(videos).attrs["protocol"]
+    table = tmp_path / "faces" / paths.FACES_MANIFEST
+    write_manifest(read_manifest(table), table, extra={"protocol": record})
+    faces = read_faces(tmp_path / "faces")
+    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    assert ev["protocol"] == record and record["follows"] == "official"
+    assert read_evaluation(tmp_path / "eval")["protocol"]["splits"] == record["splits"]
+    assert evaluate(Brightness(), make_faces(tmp_path / "bare"), tmp_path / "eval2")["protocol"] is None
+    with pytest.raises(ManifestError, match="protocol must be null or an object"):
+        validate_evaluation({**ev, "protocol": "official"})

@@ -6,13 +6,21 @@ import pandas as pd
 import pytest
 
 from deepfake.core.errors import ConfigError, DataError
-from deepfake.stages.explore import ExploreConfig, check_trainable
+from deepfake.data.manifest import read_sidecar
+from deepfake.stages.explore import (
+    ExploreConfig,
+    build_videos_table,
+    check_trainable,
+    describe,
+    read_videos,
+    run_explore,
+)
 
 
 def table(rows):
     """``rows``: (split, label) per video."""
     return pd.DataFrame({"video_id": [f"v{i}" for i in range(len(rows))], "split": [s for s, _ in rows],
-                         "label": [label for _, label in rows]})
+                         "label": [label for _, label in rows], "original_id": [f"v{i}" for i in range(len(rows))]})
 
 
 BOTH = table([("train", 0), ("train", 1), ("val", 0), ("val", 1), ("test", 0), ("test", 1)])
@@ -45,3 +53,45 @@ def test_evaluate_mode_takes_any_labelled_videos():
         check_trainable(BOTH, "train")
     with pytest.raises(ConfigError, match="mode"):
         ExploreConfig(mode="train")
+
+
+def test_a_small_dataset_that_cannot_train_says_why_and_what_works(tmp_path):
+    """The issue's case: a small DFDC tree under the explore defaults. The error names the real cause (too few
+    originals for three splits) and fixes that work for it, not a missing class or val_fraction."""
+    from test_catalogs import make_dfdc
+
+    videos = build_videos_table(make_dfdc(tmp_path / "dfdc"), ExploreConfig())
+    assert videos.attrs["protocol"]["follows"] == "re-split"
+    with pytest.raises(DataError) as err:
+        check_trainable(videos, "self_blend")
+    msg = str(err.value)
+    assert "the 6 videos come from 2 original(s) (2 with a real video)" in msg and "whole originals" in msg
+    assert "add videos of more originals (train, val and test need at least one each" in msg and "mode 'evaluate'" in msg and "-p mode evaluate" in msg
+    assert "missing class" not in msg and "val_fraction" not in msg
+    assert "videos to evaluate" in check_trainable(videos, "evaluate")
+
+
+def test_an_official_split_that_leaves_nothing_to_train_names_the_dataset_split(tmp_path):
+    from test_catalogs import make_celebdf
+
+    listed = "".join(f"{1 if 'real' in p else 0} {p}\n" for p in (
+        "Celeb-real/id0_0000.mp4", "Celeb-real/id1_0001.mp4", "YouTube-real/00000.mp4", "YouTube-real/00001.mp4",
+        "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0001.mp4", "Celeb-synthesis/id9_id1_0005.mp4"))
+    videos = build_videos_table(make_celebdf(tmp_path / "celebdf", test_list=listed), ExploreConfig())
+    with pytest.raises(DataError) as err:
+        check_trainable(videos, "self_blend")
+    msg = str(err.value)
+    assert "split 'train' is empty" in msg and "names its own test split (7 of the 7 videos)" in msg
+    assert "the official protocol keeps exactly" in msg and "add videos of more originals (train and val" in msg
+
+
+def test_explore_prints_the_layout_and_the_protocol(tmp_path):
+    from test_catalogs import make_celebdf
+
+    root = make_celebdf(tmp_path / "celebdf", test_list="0 Celeb-synthesis/id0_id1_0000.mp4\n1 YouTube-real/00001.mp4\n")
+    exploration = run_explore(root, tmp_path / "out", ExploreConfig(probe_videos=0))
+    text = describe(exploration.profile)
+    assert text.splitlines()[0] == f"dataset: celebdf layout at {root}: 7 videos (4 real, 3 fake) in 3 folder(s)"
+    assert "  Celeb-real/: 2 videos (2 real, 0 fake)" in text and "splits follow the official protocol" in text
+    assert read_sidecar(tmp_path / "out" / "videos.csv")["protocol"] == exploration.profile["protocol"]
+    assert read_videos(tmp_path / "out").attrs["protocol"]["follows"] == "official"

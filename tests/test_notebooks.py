@@ -89,6 +89,10 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     evaluation = json.loads((run_dir / "evaluate" / paths.EVALUATION).read_text())
     validate_evaluation(evaluation)
     assert evaluation["training"]["mode"] == "self_blend" and evaluation["fakes"] == "all"
+    assert evaluation["protocol"]["follows"] == "official" and evaluation["protocol"]["moved"]["videos"] == 0
+    assert f"dataset: dfdc layout at {tiny_data}: 12 videos" in proc.stdout                 # what was read
+    assert "dfdc_train_part_0/: 12 videos (6 real, 6 fake)" in proc.stdout
+    assert "splits follow the official protocol: train " in proc.stdout                   # and how it was split
     report = (run_dir / "evaluate" / "04_evaluate.html").read_text()
     assert "load_artifact" not in report  # the evaluation report hides code
     assert "metrics (test split + the fakes of every split)" in proc.stdout and "registered model" in proc.stdout

@@ -9,7 +9,7 @@ import pytest
 from deepfake.core.errors import ConfigError, DataError, SplitLeakError
 from deepfake.data.catalogs import load_catalog
 from deepfake.data.manifest import read_manifest, write_manifest
-from deepfake.data.splits import check_leaks, ensure_splits, split_summary
+from deepfake.data.splits import check_leaks, describe_protocol, ensure_splits, split_summary
 
 
 def table(groups: list[tuple[str, int, int]], split: str = "") -> pd.DataFrame:
@@ -80,12 +80,20 @@ def test_same_seed_same_splits_whatever_the_row_order():
 def test_given_train_and_test_are_kept_and_the_rest_filled_by_group():
     df = table([("a", 1, 2), ("b", 1, 1), ("c", 1, 1), ("d", 1, 1), ("e", 1, 1), ("f", 1, 1)])
     df.loc[df["original_id"] == "a", "split"] = "train"
-    df.loc[df["video_id"] == "b", "split"] = "test"  # only the real: its fake follows
-    out = ensure_splits(df)
+    df.loc[df["video_id"] == "b", "split"] = "test"  # only the real
+    out = ensure_splits(df, protocol="grouped")     # grouped: its fake follows it into test
     assert set(out.loc[out["original_id"] == "a", "split"]) == {"train"}
     assert set(out.loc[out["original_id"] == "b", "split"]) == {"test"}
     assert (out["split"] != "").all()
     check_leaks(out)
+    record = out.attrs["protocol"]
+    assert record["follows"] == "grouped"
+    assert {"video_id": "b_f0", "from": "train", "to": "test"} in record["moved"]["examples"]
+    official = ensure_splits(df)                     # official: the test split stays exactly as given
+    assert list(official.loc[official["split"] == "test", "video_id"]) == ["b"]
+    assert official.loc[official["video_id"] == "b_f0", "split"].item() == "train"
+    shared = official.attrs["protocol"]["shared_originals"]
+    assert shared == {"originals": 1, "examples": [{"original_id": "b", "splits": ["test", "train"]}]}
 
 
 def test_a_published_test_set_alone_is_kept(tmp_path):
@@ -105,11 +113,15 @@ def test_train_only_splits_are_reassigned():
     assert (splits_of_groups(out) == 1).all()
 
 
-def test_given_splits_that_leak_are_refused():
+def test_given_splits_that_leak_are_refused_by_grouped_and_reported_by_official():
     df = table([("a", 1, 1), ("b", 1, 1)])
     df["split"] = ["train", "test", "test", "train"]
     with pytest.raises(SplitLeakError):
-        ensure_splits(df)
+        ensure_splits(df, protocol="grouped")
+    out = ensure_splits(df)
+    assert list(out["split"]) == list(df["split"])
+    assert out.attrs["protocol"]["shared_originals"]["originals"] == 2
+    assert "2 original(s) have videos in more than one split" in describe_protocol(out.attrs["protocol"])[-1]
 
 
 def test_check_leaks_names_the_original_and_its_splits():
@@ -173,3 +185,53 @@ def test_split_summary_counts_by_split_and_label():
     assert list(summary.index) == ["train", "(none)", "total"]
     assert summary.loc["train"].to_dict() == {"real": 1, "fake": 2, "total": 3, "originals": 1}
     assert summary.loc["total"].to_dict() == {"real": 2, "fake": 2, "total": 4, "originals": 2}
+
+
+def test_celebdf_test_list_is_the_test_split_exactly(tmp_path):
+    """The issue's case: the list names a fake and a YouTube real; the fake's source stays in train (official),
+    or joins test with its fake (grouped), and the record says what moved."""
+    from test_catalogs import make_celebdf
+
+    root = make_celebdf(tmp_path, test_list="0 Celeb-synthesis/id0_id1_0000.mp4\n1 YouTube-real/00001.mp4\n")
+    videos = load_catalog("auto", root)
+    official = ensure_splits(videos)
+    assert sorted(official.loc[official["split"] == "test", "path"]) == ["Celeb-synthesis/id0_id1_0000.mp4",
+                                                                         "YouTube-real/00001.mp4"]
+    record = official.attrs["protocol"]
+    assert record["follows"] == "official" and record["moved"]["videos"] == 0
+    assert record["shared_originals"]["examples"] == [{"original_id": "id0_0000", "splits": ["test", "train"]}]
+    lines = describe_protocol(record)
+    assert lines[0].startswith("splits follow the official protocol: train ") and "test 2 videos" in lines[0]
+    assert "kept exactly" in lines[1]
+    grouped = ensure_splits(videos, protocol="grouped")
+    assert (grouped["split"] == "test").sum() == 3
+    assert grouped.attrs["protocol"]["moved"]["examples"] == [{"video_id": "id0_0000", "from": "train", "to": "test"}]
+    assert "moved against the official protocol: 1 video(s) (train -> test: 1" in describe_protocol(
+        grouped.attrs["protocol"])[2]
+
+
+def test_a_train_only_dataset_is_re_split_and_says_so():
+    df = table([(f"g{i}", 1, 3) for i in range(20)], split="train")
+    out = ensure_splits(df, seed=2)
+    record = out.attrs["protocol"]
+    assert record["follows"] == "re-split" and record["given"] == {"train": 80}
+    assert record["moved"]["videos"] == record["splits"]["val"] + record["splits"]["test"] > 0
+    lines = describe_protocol(record)
+    assert lines[0].startswith("splits follow a re-split: train ")
+    assert "the dataset names no test split (train: 80 videos): every original was assigned afresh" in lines[1]
+    assert lines[2].startswith(f"  moved: {record['moved']['videos']} video(s) (train -> test: ")
+
+
+def test_official_val_is_carved_from_the_train_side_when_the_dataset_names_none():
+    df = table([(f"g{i}", 1, 1) for i in range(20)])
+    df.loc[df["original_id"].isin([f"g{i}" for i in range(4)]), "split"] = "test"
+    df.loc[df["original_id"].isin([f"g{i}" for i in range(4, 20)]), "split"] = "train"
+    out = ensure_splits(df)
+    assert (out.loc[df["split"] == "test", "split"] == "test").all()
+    assert set(out.loc[df["split"] == "train", "split"]) == {"train", "val"}
+    record = out.attrs["protocol"]
+    assert set(record["moved"]["by"]) == {"train->val"} and record["shared_originals"]["originals"] == 0
+    with_val = df.copy()
+    with_val.loc[with_val["original_id"].isin(["g4", "g5"]), "split"] = "val"
+    kept = ensure_splits(with_val)
+    assert list(kept["split"]) == list(with_val["split"]) and kept.attrs["protocol"]["moved"]["videos"] == 0

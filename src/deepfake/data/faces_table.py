@@ -21,8 +21,9 @@ from deepfake.core.errors import (
     ManifestError,
 )
 from deepfake.core.paths import FACES_MANIFEST, resolve
-from deepfake.data.manifest import with_sources
+from deepfake.data.manifest import read_sidecar, with_sources
 from deepfake.data.selfblend import REEXTRACT_HINT
+from deepfake.data.splits import PROTOCOL_ATTR
 from deepfake.media.crops import landmarks_in_crop
 
 # faces.csv columns (docs/architecture.md), in order.
@@ -59,6 +60,9 @@ def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
         df["abs_path"] = [os.path.normpath(os.path.join(base, p)) if p else "" for p in df["path"]]
         frames.append(df)
     faces = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    protocol = read_sidecar(tables[0]).get(PROTOCOL_ATTR)
+    if protocol:
+        faces.attrs[PROTOCOL_ATTR] = protocol            # what the splits follow (deepfake.data.splits)
     return with_sources(faces, tables)
 
 

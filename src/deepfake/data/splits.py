@@ -1,21 +1,31 @@
-"""Train/val/test splits grouped by original video, and the check that they do not leak.
+"""Train/val/test splits: the dataset's official protocol, or the kit's grouped one; and the leak check.
 
 A fake shares its face, background and motion with its source video, so a fake
-in test whose source is in train measures memory rather than detection. Every
-assignment here moves whole groups (all videos with one ``original_id``), and
-:func:`check_leaks` refuses a table where a group straddles splits.
+in test whose source is in train measures memory rather than detection. The kit
+keeps each original's videos (one ``original_id``) together wherever it assigns
+splits itself, and :func:`check_leaks` names every original that straddles splits.
 
-Which splits :func:`ensure_splits` keeps from the table:
+:func:`ensure_splits` follows one of two protocols (``PROTOCOLS``):
 
-- the given splits name ``train`` and ``test``: kept; groups without a split
-  are spread over train/val/test by the fractions;
-- they name ``test`` but no ``train`` (Celeb-DF's testing list): the test set
-  is kept as published and groups without a split go to train (and val, unless
-  the table names val too);
-- otherwise (none given, or only ``train`` as in DFDC's training parts): every
-  group is assigned afresh.
+- ``official`` (default): a dataset that names a test split (Celeb-DF's testing
+  list, FaceForensics++'s split files, a ``split`` column or field) keeps it
+  **exactly**, so figures compare with published ones. Videos the dataset leaves
+  unsplit go to the train side, following their original's given train or val
+  split where it has one; when the dataset names no val split, val is carved from
+  the train side's originals (``val_fraction : 1 - val_fraction - test_fraction``,
+  grouped). An original the dataset itself puts in more than one split (a Celeb-DF
+  real beside the listed fake made from it) stays so, and is reported.
+- ``grouped``: every original's videos in one split. Given splits are kept where
+  they name ``train`` and ``test`` (or ``test`` alone), a video the dataset leaves
+  unsplit joins its original's split (into test too), the rest are assigned by the
+  fractions; given splits that straddle an original are refused.
 
-Within a group, videos without a split follow the group's given split.
+Either way, a dataset that names no test split (none at all, or DFDC's training
+parts, where every video says ``train``) is re-split: every original assigned
+afresh. The table's ``attrs["protocol"]`` records what the split follows and why,
+what moved (against the given splits, and for ``grouped`` against the official
+protocol) and the originals shared between splits; :func:`describe_protocol` says it.
+
 Assignment is a greedy pass over groups (shuffled by ``seed``, larger first)
 that keeps each split's share of real and of fake videos near its fraction,
 then a repair step that gives each split both labels where the groups allow.
@@ -24,17 +34,23 @@ then a repair step that gives each split both labels where the groups allow.
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from deepfake.core.errors import ConfigError, DataError, SplitLeakError
-from deepfake.core.vocabulary import LABEL_NAMES, LABELS, SPLITS
+from deepfake.core.vocabulary import LABEL_NAMES, LABELS, SPLITS, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 REQUIRED = ("label", "original_id", "split")
 
-
+OFFICIAL, GROUPED = "official", "grouped"
+PROTOCOLS = (OFFICIAL, GROUPED)
+RESPLIT = "re-split"                 # what a split follows when the dataset names no test split
+PROTOCOL_ATTR = "protocol"           # DataFrame.attrs key (and videos.csv sidecar key) of the record
+_EXAMPLES = 10                       # moved videos and shared originals named in the record
 
 
 _REPAIR_ORDER = ("train", "test", "val")  # who gets a missing label first when groups are scarce
@@ -60,9 +76,12 @@ def _fractions(val_fraction: float, test_fraction: float) -> dict[str, float]:
 
 
 def ensure_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.2,
-                  seed: int = 0) -> pd.DataFrame:
-    """A copy of ``df`` whose every row has a split, grouped by ``original_id`` (rules in the module doc)."""
+                  seed: int = 0, protocol: str = OFFICIAL) -> pd.DataFrame:
+    """A copy of ``df`` whose every row has a split, by ``protocol`` (rules in the module doc); its
+    ``attrs["protocol"]`` records what the split follows."""
     _check(df)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
     fractions = _fractions(val_fraction, test_fraction)
     split = _split_column(df)
     bad = sorted(set(split) - set(SPLITS) - {""})
@@ -74,43 +93,144 @@ def ensure_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
         raise DataError(f"labels must be 0 (real) or 1 (fake); found {sorted(set(df['label'].astype(str)))}")
     groups = df["original_id"].astype(str).to_numpy()
     labels = labels.astype(int).to_numpy()
+    given = split.to_numpy(dtype=object)
+    rng = np.random.default_rng(seed)
 
-    given = set(split) - {""}
-    empty = split == ""
-    if {"train", "test"} <= given:
-        open_splits = [s for s in SPLITS if fractions[s] > 0]
-    elif "test" in given and empty.any():
-        open_splits = ["train"] + (["val"] if "val" not in given and fractions["val"] > 0 else [])
+    if TEST not in set(given):
+        values, follows = _grouped(given, groups, labels, fractions, rng), RESPLIT
+        names = sorted(set(given) - {""})
+        reason = (f"the dataset names no test split ({_counted(given)}): every original was assigned afresh, "
+                  f"grouped by original (val_fraction {val_fraction}, test_fraction {test_fraction}, seed {seed})"
+                  if names else
+                  f"the dataset gives no splits: every original was assigned, grouped by original "
+                  f"(val_fraction {val_fraction}, test_fraction {test_fraction}, seed {seed})")
+        official = values
     else:
-        if given:
-            log.info("split column names only %s: assigning every group afresh", ", ".join(sorted(given)))
-        split = pd.Series("", index=df.index)
-        given = set()
-        open_splits = [s for s in SPLITS if fractions[s] > 0]
-
-    values = split.to_numpy(dtype=object).copy()
-    if given:  # videos without a split follow their group's given split
-        group_split = pd.Series(values[~empty.to_numpy()], index=groups[~empty.to_numpy()])
-        group_split = group_split[~group_split.index.duplicated()]
-        follow = empty.to_numpy() & np.isin(groups, group_split.index.to_numpy())
-        values[follow] = group_split.reindex(groups[follow]).to_numpy()
-
-    pool = values == ""
-    if pool.any():
-        names = np.array(sorted(set(groups[pool])), dtype=object)
-        index = {g: i for i, g in enumerate(names)}
-        counts = np.zeros((len(names), len(LABELS)), dtype=np.int64)
-        np.add.at(counts, ([index[g] for g in groups[pool]], labels[pool]), 1)
-        weights = np.array([fractions[s] for s in open_splits])
-        chosen = _assign(counts, weights / weights.sum(), np.random.default_rng(seed),
-                         repair_order=[open_splits.index(s) for s in _REPAIR_ORDER if s in open_splits])
-        chosen_split = {g: open_splits[c] for g, c in zip(names, chosen, strict=True)}
-        values[pool] = [chosen_split[g] for g in groups[pool]]
+        official = _official(given, groups, labels, fractions, np.random.default_rng(seed))
+        if protocol == OFFICIAL:
+            values, follows = official, OFFICIAL
+            reason = "the dataset's own test split, kept exactly; " + (
+                "its val split kept" if VAL in set(given) else
+                f"val carved from the train side's originals (val_fraction {val_fraction}, seed {seed})")
+        else:
+            values, follows = _grouped(given, groups, labels, fractions, rng), GROUPED
+            reason = ("each original's videos in one split: given splits kept, a video the dataset leaves "
+                      f"unsplit joins its original's split, the rest assigned (seed {seed})")
 
     out = df.copy()
     out["split"] = values.astype(str)
-    check_leaks(out)
+    if follows != OFFICIAL:
+        check_leaks(out)
+    out.attrs[PROTOCOL_ATTR] = _record(out, given, official, protocol, follows, reason)
     return out
+
+
+def _counted(values: np.ndarray) -> str:
+    counts = Counter(str(v) or "none" for v in values)
+    return ", ".join(f"{name}: {counts[name]} videos" for name in (*SPLITS, "none") if counts.get(name))
+
+
+def _official(given: np.ndarray, groups: np.ndarray, labels: np.ndarray, fractions: dict[str, float],
+              rng: np.random.Generator) -> np.ndarray:
+    """The official protocol: given splits kept, unsplit videos to the train side, val carved when not given."""
+    values = given.copy()
+    test_groups = set(groups[values == TEST])
+    side = pd.Series(values[np.isin(values, [TRAIN, VAL])], index=groups[np.isin(values, [TRAIN, VAL])])
+    side = side[~side.index.duplicated()]                          # a group's given train or val split
+    follow = (values == "") & np.isin(groups, side.index.to_numpy())
+    values[follow] = side.reindex(groups[follow]).to_numpy()
+    if VAL not in set(given) and fractions[VAL] > 0:
+        pool = np.isin(values, ["", TRAIN]) & ~np.isin(groups, list(test_groups))
+        values[pool] = _assign_groups(groups[pool], labels[pool], [TRAIN, VAL], fractions, rng)
+    values[values == ""] = TRAIN                  # unsplit videos of an original with a listed test video
+    return values
+
+
+def _grouped(given: np.ndarray, groups: np.ndarray, labels: np.ndarray, fractions: dict[str, float],
+             rng: np.random.Generator) -> np.ndarray:
+    """The grouped protocol (and the re-split of a dataset that names no test split)."""
+    present = set(given) - {""}
+    empty = given == ""
+    values = given.copy()
+    if {TRAIN, TEST} <= present:
+        open_splits = [s for s in SPLITS if fractions[s] > 0]
+    elif TEST in present and empty.any():
+        open_splits = [TRAIN] + ([VAL] if VAL not in present and fractions[VAL] > 0 else [])
+    else:
+        values = np.full(len(given), "", dtype=object)
+        present = set()
+        open_splits = [s for s in SPLITS if fractions[s] > 0]
+    if present:  # videos without a split follow their group's given split
+        group_split = pd.Series(values[~empty], index=groups[~empty])
+        group_split = group_split[~group_split.index.duplicated()]
+        follow = empty & np.isin(groups, group_split.index.to_numpy())
+        values[follow] = group_split.reindex(groups[follow]).to_numpy()
+    pool = values == ""
+    if pool.any():
+        values[pool] = _assign_groups(groups[pool], labels[pool], open_splits, fractions, rng)
+    return values
+
+
+def _assign_groups(groups: np.ndarray, labels: np.ndarray, open_splits: list[str], fractions: dict[str, float],
+                   rng: np.random.Generator) -> np.ndarray:
+    """A split from ``open_splits`` for each row, whole groups at a time, near the fractions per label."""
+    names = np.array(sorted(set(groups)), dtype=object)
+    index = {g: i for i, g in enumerate(names)}
+    counts = np.zeros((len(names), len(LABELS)), dtype=np.int64)
+    np.add.at(counts, ([index[g] for g in groups], labels), 1)
+    weights = np.array([fractions[s] for s in open_splits])
+    chosen = _assign(counts, weights / weights.sum(), rng,
+                     repair_order=[open_splits.index(s) for s in _REPAIR_ORDER if s in open_splits])
+    chosen_split = {g: open_splits[c] for g, c in zip(names, chosen, strict=True)}
+    return np.array([chosen_split[g] for g in groups], dtype=object)
+
+
+def _record(out: pd.DataFrame, given: np.ndarray, official: np.ndarray, protocol: str, follows: str,
+            reason: str) -> dict[str, Any]:
+    """What the split follows, what moved and which originals the splits share (JSON-ready)."""
+    final = out["split"].to_numpy(dtype=object)
+    reference = np.where(given != "", given, official)       # the given split, else the official protocol's
+    moved = np.flatnonzero(final != reference)
+    ids = out["video_id"].astype(str).to_numpy() if "video_id" in out.columns else out.index.astype(str).to_numpy()
+    spread = out.assign(_s=final).groupby("original_id")["_s"].agg(lambda s: sorted(set(s)))
+    shared = spread[spread.map(len) > 1]
+    return {
+        "protocol": protocol,
+        "follows": follows,
+        "reason": reason,
+        "given": {name: int(n) for name, n in Counter(str(v) or "none" for v in given).items()},
+        "splits": {s: int((final == s).sum()) for s in SPLITS},
+        "moved": {"videos": int(len(moved)),
+                  "by": {f"{a or 'none'}->{b}": int(n)
+                         for (a, b), n in sorted(Counter(zip(reference[moved], final[moved], strict=True)).items())},
+                  "examples": [{"video_id": ids[i], "from": reference[i] or "none", "to": final[i]}
+                               for i in moved[:_EXAMPLES]]},
+        "shared_originals": {"originals": int(len(shared)),
+                             "examples": [{"original_id": str(g), "splits": list(s)}
+                                          for g, s in shared.head(_EXAMPLES).items()]},
+    }
+
+
+def describe_protocol(record: dict[str, Any]) -> list[str]:
+    """Lines that say which protocol the split follows, why, what moved and what the splits share."""
+    follows = record["follows"]
+    title = {OFFICIAL: "the official protocol", GROUPED: "the grouped protocol (protocol=grouped)",
+             RESPLIT: "a re-split"}[follows]
+    counts = ", ".join(f"{s} {record['splits'][s]}" for s in SPLITS)
+    lines = [f"splits follow {title}: {counts} videos", f"  {record['reason']}"]
+    moved = record["moved"]
+    if moved["videos"]:
+        against = " against the official protocol" if follows == GROUPED else ""
+        by = ", ".join(f"{k.replace('->', ' -> ')}: {n}" for k, n in moved["by"].items())
+        lines.append(f"  moved{against}: {moved['videos']} video(s) ({by}; e.g. "
+                     + ", ".join(f"{m['video_id']} {m['from']} -> {m['to']}" for m in moved["examples"][:3]) + ")")
+    shared = record["shared_originals"]
+    if shared["originals"]:
+        lines.append(f"  {shared['originals']} original(s) have videos in more than one split, as the dataset's "
+                     "own split has them (e.g. "
+                     + ", ".join(f"{e['original_id']}: {'+'.join(e['splits'])}" for e in shared["examples"][:3])
+                     + "); protocol=grouped keeps each original in one split instead")
+    return lines
 
 
 def _assign(counts: np.ndarray, fractions: np.ndarray, rng: np.random.Generator,

@@ -32,11 +32,12 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from deepfake.data.catalogs import load_catalog
+    from deepfake.data.catalogs import LAYOUT_ATTR, describe_layout, load_catalog
     from deepfake.media.extraction import ExtractConfig
     from deepfake.stages.extract import extract_faces
 
     videos = load_catalog(args.catalog, args.data)
+    print("\n".join(describe_layout(videos.attrs[LAYOUT_ATTR])))
     config = ExtractConfig.from_dict(dict(kv.split("=", 1) for kv in args.set))
     faces = extract_faces(videos, args.data, args.out, config)
     print(f"{len(faces)} rows written to {args.out}")

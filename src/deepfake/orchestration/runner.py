@@ -26,7 +26,8 @@ from typing import Any
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DataError, NotebookError, QualityGateError
 from deepfake.core.files import sha256_file, write_json
-from deepfake.orchestration import steps, tracking
+from deepfake.data.splits import describe_protocol
+from deepfake.orchestration import step_outputs, steps, tracking
 from deepfake.orchestration.cache import (
     STEP_RECORD,
     _find_cached,
@@ -40,6 +41,7 @@ from deepfake.orchestration.notebook import run_notebook
 from deepfake.orchestration.registry import DEFAULT_GROUP
 from deepfake.orchestration.run_settings import PROFILES, existing_model, parse_overrides, step_parameters
 from deepfake.scoring.schema import evaluated_on, read_evaluation
+from deepfake.stages.explore import describe
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,10 @@ def _run_steps(todo: list[steps.Step], params_by_step: Mapping[str, dict[str, An
                 tracking.log_step(step.name, outcome.out_dir, cached_from=str(outcome.cached_from))
             how = "reused from cache" if outcome.cached else "done"
             _say(f"[{i}/{len(todo)}] {step.name}: {how} in {outcome.seconds:.1f}s")
+            profile = step_outputs.read_json(outcome.out_dir / paths.DATA_PROFILE)
+            if profile:                             # what the data step read, and how it split it
+                for line in describe(profile).splitlines():
+                    _say(f"    {line}")
     finally:
         if handler is not None:
             logging.getLogger("papermill").removeHandler(handler)
@@ -206,6 +212,9 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
 
 def print_metrics(evaluation: Mapping[str, Any]) -> None:
     metrics = evaluation.get("metrics", {})
+    if evaluation.get("protocol"):
+        for line in describe_protocol(evaluation["protocol"])[:1]:
+            _say(line)
     _say(f"metrics ({evaluated_on(evaluation)}):")
     for level in ("video", "frame"):
         row = {k[len(level) + 1:]: v for k, v in metrics.items() if k.startswith(level + "_")}

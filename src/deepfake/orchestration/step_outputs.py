@@ -26,7 +26,9 @@ MODEL_FILES = ("config.json", "model_card.md")    # of model/: its settings and 
 
 def metrics(out: Path) -> list[tuple[str, float, int]]:
     """(key, value, step) of every number a step's outputs hold; per-epoch values have the epoch as step."""
-    found = [(k, v, 0) for k, v in numbers(read_json(out / paths.DATA_PROFILE))]
+    profile = read_json(out / paths.DATA_PROFILE)
+    found = [(k, v, 0) for k, v in numbers({k: v for k, v in profile.items() if k != "layout"})]   # per folder:
+    # as many as the dataset has folders; the report and data_profile.json (an output kept with the run) list them
     sidecar = read_json(out / Path(paths.FACES_MANIFEST).with_suffix(".json"))
     found += [(k, v, 0) for k, v in numbers({k: v for k, v in sidecar.items() if k not in ("config", "inputs")})]
     if (out / paths.HISTORY).is_file():

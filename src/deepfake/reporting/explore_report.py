@@ -105,3 +105,31 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     """Duration, size, frame rate and frame count of the probed videos: count, mean, spread, quartiles."""
     columns = [c for c in ("duration_s", "width", "height", "fps", "frame_count") if c in probes.columns]
     return readable(probes[columns].describe().rename_axis("statistic"))
+
+
+def dataset_table(profile: dict) -> pd.DataFrame:
+    """What was read and how it was split (``data_profile.json``'s layout and protocol), one named row each."""
+    from deepfake.data.splits import RESPLIT
+
+    layout, record = profile.get("layout") or {}, profile.get("protocol") or {}
+    rows = []
+    if layout:
+        rows += [("layout", f"{layout['kind']}: {layout['description']}"), ("dataset folder", layout["root"])]
+        rows += [(f"videos in {folder}/", f"{c['real'] + c['fake']} ({c['real']} real, {c['fake']} fake)")
+                 for folder, c in list(layout["folders"].items())[:20]]
+        rows += [("left out", f"{g['videos']} video file(s) {g['why']}, e.g. {', '.join(g['examples'][:3])}")
+                 for g in layout.get("left_out", [])]
+    if record:
+        follows = {RESPLIT: "re-split (the dataset names no test split)"}.get(record["follows"], record["follows"])
+        given = ", ".join(f"{k} {v}" for k, v in record["given"].items())
+        rows += [("split protocol", f"{follows} (asked: {record['protocol']})"), ("why", record["reason"]),
+                 ("splits as the dataset gives them", given),
+                 ("splits used", ", ".join(f"{k} {v}" for k, v in record["splits"].items()))]
+        moved = record["moved"]
+        rows.append(("videos moved", "none" if not moved["videos"] else f"{moved['videos']}: " + ", ".join(
+            f"{k.replace('->', ' -> ')} {n}" for k, n in moved["by"].items())))
+        shared = record["shared_originals"]
+        rows.append(("originals in more than one split", "none" if not shared["originals"] else
+                     f"{shared['originals']}, as the dataset's split has them (e.g. " + ", ".join(
+                         f"{e['original_id']}: {' + '.join(e['splits'])}" for e in shared["examples"][:3]) + ")"))
+    return readable(pd.DataFrame(rows, columns=["", "value"]).set_index(""))

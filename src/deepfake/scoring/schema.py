@@ -86,6 +86,9 @@ def validate_evaluation(evaluation: Any, *, source: str = "evaluation") -> None:
     for key in ("version", "path"):
         if key not in evaluation["model"]:
             problems.append(f"model lacks {key!r}")
+    protocol = evaluation.get("protocol")
+    if protocol is not None and not (isinstance(protocol, Mapping) and {"follows", "reason", "moved"} <= set(protocol)):
+        problems.append("protocol must be null or an object with follows, reason and moved")
     if evaluation["fakes"] not in ("split", "all"):
         problems.append(f"fakes must be 'split' or 'all'; got {evaluation['fakes']!r}")
     try:

@@ -36,6 +36,7 @@ from deepfake.core.errors import ConfigError, DataError
 from deepfake.core.files import json_ready, sha256_file, write_json
 from deepfake.core.vocabulary import ALL_SPLITS, STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.manifest import sources, write_manifest
+from deepfake.data.splits import PROTOCOL_ATTR
 from deepfake.modeling.artifact import artifact_files, update_artifact
 from deepfake.scoring.aggregate import STRATEGIES, available
 from deepfake.scoring.metrics import (
@@ -174,6 +175,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": _model_record(loaded, model_path),
         "split": config.split,
+        "protocol": faces_df.attrs.get(PROTOCOL_ATTR),   # which protocol the splits follow, what moved
         "fakes": fakes,
         "aggregation": config.aggregation,
         "threshold": float(config.threshold),

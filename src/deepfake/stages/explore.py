@@ -19,7 +19,9 @@ from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, DataError, VideoDecodeError
 from deepfake.core.files import write_json
 from deepfake.core.vocabulary import SPLITS, TRAINING_MODES, label_name
-from deepfake.data.manifest import read_manifest, sources, with_sources, write_manifest
+from deepfake.data.catalogs import LAYOUT_ATTR, describe_layout
+from deepfake.data.manifest import read_manifest, read_sidecar, sources, with_sources, write_manifest
+from deepfake.data.splits import OFFICIAL, PROTOCOL_ATTR, PROTOCOLS, describe_protocol
 
 # What the data is checked for: a training mode of deepfake.stages.train (the fakes' source), or "evaluate"
 # (no training: an existing model scores every video).
@@ -29,8 +31,9 @@ CHECK_MODES = (*TRAINING_MODES, "evaluate")
 @dataclass(frozen=True)
 class ExploreConfig(StageConfig):
     catalog: str = "auto"          # dataset layout: auto, dfdc, faceforensics, celebdf, csv, folders
-    val_fraction: float = 0.15     # share of originals for validation, when the data defines no splits
-    test_fraction: float = 0.2     # share of originals for the test split, likewise
+    protocol: str = "official"     # splits: official (the dataset's own, kept exactly) or grouped (each original in one)
+    val_fraction: float = 0.15     # share of originals for validation where the kit assigns it
+    test_fraction: float = 0.2     # share of originals for test where the data names no test split
     seed: int = 0                  # seed of the split assignment
     probe_videos: int = 200        # videos probed for duration, size and fps (0 = all)
     mode: str = "self_blend"       # checked for: self_blend, dataset, both (training modes) or evaluate
@@ -38,6 +41,8 @@ class ExploreConfig(StageConfig):
     def __post_init__(self) -> None:
         if self.mode not in CHECK_MODES:
             raise ConfigError(f"mode={self.mode!r} is unknown; use one of {', '.join(CHECK_MODES)}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol={self.protocol!r} is unknown; use one of {', '.join(PROTOCOLS)}")
         if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(f"val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
@@ -53,17 +58,27 @@ class Exploration:
     profile: dict[str, Any]   # what data_profile.json holds
 
 
+DATASET_RECORDS = (LAYOUT_ATTR, PROTOCOL_ATTR)   # what videos.csv's sidecar says of the table (faces.csv's after it)
+
+
 def build_videos_table(data_dir: str | os.PathLike[str], config: ExploreConfig) -> pd.DataFrame:
-    """Catalog -> splits grouped by original -> leak check."""
+    """Catalog (read whole or refused) -> splits by the protocol; ``attrs`` keep the layout and protocol records."""
     from deepfake.data.catalogs import load_catalog
-    from deepfake.data.splits import check_leaks, ensure_splits
+    from deepfake.data.splits import ensure_splits
 
     videos = load_catalog(config.catalog, paths.resolve(data_dir))
-    inputs = sources(videos)
+    inputs, layout = sources(videos), videos.attrs[LAYOUT_ATTR]
     videos = ensure_splits(videos, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                           seed=config.seed)
-    check_leaks(videos)
-    return with_sources(videos.reset_index(drop=True), inputs)
+                           seed=config.seed, protocol=config.protocol).reset_index(drop=True)
+    videos.attrs.update({LAYOUT_ATTR: layout, PROTOCOL_ATTR: videos.attrs[PROTOCOL_ATTR]})
+    return with_sources(videos, inputs)
+
+
+def describe(profile: dict[str, Any]) -> str:
+    """What was read and how it was split, in lines a run prints: the layout and its videos per source
+    folder, then the protocol the splits follow, why, and what moved."""
+    lines = describe_layout(profile["layout"]) if profile.get("layout") else []
+    return "\n".join(lines + (describe_protocol(profile["protocol"]) if profile.get("protocol") else []))
 
 
 def probe_videos(videos: pd.DataFrame, data_dir: str | os.PathLike[str], limit: int = 200,
@@ -102,6 +117,7 @@ def data_profile(videos: pd.DataFrame, probes: pd.DataFrame) -> dict[str, Any]:
     resolutions = (ok["width"].astype(int).astype(str) + "x" + ok["height"].astype(int).astype(str)) \
         if not ok.empty else pd.Series(dtype=str)
     return {
+        **{key: videos.attrs.get(key) for key in DATASET_RECORDS},
         "videos": int(len(videos)),
         "originals": int(videos["original_id"].nunique()),
         "by_label": {label_name(k): v for k, v in counts("label").items()},
@@ -121,7 +137,8 @@ def data_profile(videos: pd.DataFrame, probes: pd.DataFrame) -> dict[str, Any]:
 
 
 def check_trainable(videos: pd.DataFrame, mode: str = "dataset") -> str:
-    """Raise DataError naming what is missing when the data cannot serve ``mode``; else say why it can.
+    """Raise DataError naming what is missing, why, and what fixes it for this data when it cannot serve
+    ``mode``; else say why it can.
 
     ``dataset``: both classes in train and test, no empty split. ``self_blend``
     and ``both``: real videos in train and val (the fakes of self-blending are
@@ -137,7 +154,7 @@ def check_trainable(videos: pd.DataFrame, mode: str = "dataset") -> str:
         missing = "" if reals and fakes else (" (only " + ("real" if reals else "fake") + " videos: AUC is "
                                               "undefined, the report shows false alarms or misses only)")
         return f"{reals} real and {fakes} fake videos to evaluate with an existing model{missing}"
-    problems = []
+    problems, short = [], []
     needs_fakes = mode == "dataset"
     for split in SPLITS:
         part = videos[videos["split"] == split]
@@ -147,12 +164,14 @@ def check_trainable(videos: pd.DataFrame, mode: str = "dataset") -> str:
             problems.append(f"split '{split}' has no real videos, which mode {mode!r} learns from")
         elif needs_fakes and split != "val" and part["label"].nunique() < 2:
             problems.append(f"split '{split}' has only {'fake' if part['label'].iloc[0] == 1 else 'real'} videos")
+        else:
+            continue
+        short.append(split)
     if needs_fakes and not (reals and fakes):
         problems.insert(0, f"no {'real' if not reals else 'fake'} videos at all")
     if problems:
         raise DataError(f"the data cannot train (mode {mode!r}) and evaluate a model: " + "; ".join(problems)
-                        + ". Add videos of the missing class or change val_fraction/test_fraction"
-                        + (", or train with mode 'self_blend', which needs real videos only." if needs_fakes else "."))
+                        + ". " + _explain(videos, short, mode, reals, fakes))
     if mode == "dataset":
         return f"mode 'dataset': {reals} real and {fakes} fake videos, both classes in train and test"
     why = (f"mode {mode!r} trains on real faces and their self-blends, so {reals} real videos are enough to "
@@ -163,6 +182,36 @@ def check_trainable(videos: pd.DataFrame, mode: str = "dataset") -> str:
                                                      "they test generalisation")
 
 
+def _explain(videos: pd.DataFrame, short: list[str], mode: str, reals: int, fakes: int) -> str:
+    """Why the splits in ``short`` lack what ``mode`` needs, and the fixes that work for this data."""
+    record = videos.attrs.get(PROTOCOL_ATTR) or {}
+    official = record.get("follows") == OFFICIAL and record.get("given", {}).get("test")
+    pool = videos[videos["split"] != "test"] if official else videos
+    originals = pool["original_id"].nunique()
+    with_real = pool.loc[pool["label"] == 0, "original_id"].nunique()
+    wanted = 2 if official else len(SPLITS)                           # train and val, or all three
+    if official:
+        why = (f"the dataset names its own test split ({int((videos['split'] == 'test').sum())} of the "
+               f"{len(videos)} videos), which the official protocol keeps exactly; train and val share the "
+               f"{len(pool)} videos it leaves, from {originals} original(s) ({with_real} with a real video)")
+    else:
+        why = (f"the {len(videos)} videos come from {originals} original(s) ({with_real} with a real video), and "
+               "the kit gives each split whole originals (a fake goes with its source)")
+    fixes = []
+    if mode == "dataset" and reals:
+        fixes.append("train with mode 'self_blend', which needs real videos only")
+    if (with_real if mode != "dataset" else originals) < wanted or (mode == "dataset" and not fakes):
+        needed = ", ".join(SPLITS[:wanted - 1]) + f" and {SPLITS[wanted - 1]}"
+        fixes.append(f"add videos of more originals ({needed} need at least one each"
+                     + (", with a real video" if mode != "dataset" else "") + ")")
+    else:
+        fixes.append("change val_fraction/test_fraction or seed (the kit assigns "
+                     + ("val from the train side" if official else "the splits") + " by them)")
+    fixes.append("or, to score this data with a model trained elsewhere, check it with mode 'evaluate' "
+                 "(deepfake run --model MODEL --data DIR does; papermill: -p mode evaluate), which needs no split")
+    return f"Why: {why}. Fix: " + "; ".join(fixes) + "."
+
+
 def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                 config: ExploreConfig) -> Exploration:
     """Writes videos.csv, probes.csv and data_profile.json; the notebook calls check_trainable last."""
@@ -171,7 +220,8 @@ def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[
     probes = probe_videos(videos, data_dir, config.probe_videos, config.seed)
     profile = data_profile(videos, probes)
     write_manifest(videos, out / paths.VIDEOS_MANIFEST, config=config.to_dict(), inputs=sources(videos),
-                   extra={"data_dir": str(paths.resolve(data_dir))})
+                   extra={"data_dir": str(paths.resolve(data_dir)),
+                          **{key: videos.attrs.get(key) for key in DATASET_RECORDS}})
     write_manifest(probes, out / "probes.csv", config=config.to_dict())
     write_json(out / paths.DATA_PROFILE, profile)
     return Exploration(videos, probes, profile)
@@ -182,6 +232,8 @@ def read_videos(videos_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
     path = Path(paths.resolve(videos_dir)) / paths.VIDEOS_MANIFEST
     table = read_manifest(path, required=("video_id", "path", "label", "original_id", "manipulation", "split"))
+    sidecar = read_sidecar(path)
+    table.attrs.update({key: sidecar[key] for key in DATASET_RECORDS if sidecar.get(key)})
     return with_sources(table, [path])
 
 

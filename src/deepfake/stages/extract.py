@@ -46,6 +46,7 @@ from deepfake.core.resources import decoder_threads, threads_per_worker
 from deepfake.core.vocabulary import STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.faces_table import FACES_COLUMNS, META_COLUMNS, PART_COLUMNS, _format_box, format_landmarks
 from deepfake.data.manifest import sources, write_manifest
+from deepfake.data.splits import PROTOCOL_ATTR
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
 
@@ -107,6 +108,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
         "faces": int(counts.get(STATUS_OK, 0)),
         "no_face_videos": int(counts.get(STATUS_NO_FACE, 0)),
         "decode_error_videos": int(counts.get(STATUS_DECODE_ERROR, 0)),
+        PROTOCOL_ATTR: videos_df.attrs.get(PROTOCOL_ATTR),   # what the splits follow, for the evaluation to say
     })
     return df
 

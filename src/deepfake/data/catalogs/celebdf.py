@@ -97,5 +97,6 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
 CATALOG = Catalog(
     name="celebdf", load=load, detect=detect,
     index_files=lambda root: [root / TEST_LIST] if (root / TEST_LIST).is_file() else [],
+    owns=lambda root, rel: rel.split("/", 1)[0] in FOLDERS,
     layout=f"{', '.join(f'{f}/' for f in FOLDERS)} (Celeb-DF)",
 )

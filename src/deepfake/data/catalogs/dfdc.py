@@ -37,13 +37,30 @@ _METHOD_KEYS = ("method", "manipulation")  # used when a metadata file does name
 
 
 def metadata_files(root: Path) -> list[Path]:
-    """The root's own metadata.json, else those one or two folder levels down."""
+    """The root's own metadata.json (the root is one part), else its parts': one folder level down, or two
+    where the part was extracted into a folder of its own (``part_0/part_0/``: the outer folder has the part's
+    name or holds no other folder). A folder of datasets (``dfdc/part_0/``) is not a DFDC root."""
     if (root / METADATA).is_file():
         return [root / METADATA]
     if not root.is_dir():
         return []
-    found = list(root.glob(f"*/{METADATA}")) + list(root.glob(f"*/*/{METADATA}"))
+    found = list(root.glob(f"*/{METADATA}"))
+    found += [p for p in root.glob(f"*/*/{METADATA}") if _wraps(p.parent.parent, p.parent)]
     return sorted(p for p in found if p.is_file() and not _hidden(p.relative_to(root)))
+
+
+def _wraps(outer: Path, part: Path) -> bool:
+    """Whether ``outer`` is only the folder a part was extracted into."""
+    if (outer / METADATA).is_file():
+        return False
+    if outer.name == part.name:
+        return True
+    return [d for d in outer.iterdir() if d.is_dir() and not d.name.startswith(".")] == [part]
+
+
+def owns(root: Path, rel: str) -> bool:
+    """A video in a part's folder belongs to the layout (one not in its metadata.json has no label)."""
+    return ((root / rel).parent / METADATA).is_file()
 
 
 def _hidden(rel: Path) -> bool:
@@ -76,7 +93,7 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
     """The videos table of a DFDC folder; files listed but absent raise unless ``allow_missing``."""
     files = metadata_files(root)
     if not files:
-        raise CatalogError(f"no {METADATA} in {root}, its subfolders or theirs; "
+        raise CatalogError(f"no {METADATA} in {root} or its part folders; "
                            "a DFDC part is a folder of videos with a metadata.json beside them")
     entries = []  # (part folder, file name, metadata entry, metadata path)
     for meta in files:
@@ -112,6 +129,7 @@ def load(root: Path, *, allow_missing: bool = False) -> pd.DataFrame:
 
 
 CATALOG = Catalog(
-    name="dfdc", load=load, detect=detect, index_files=metadata_files,
-    layout=f"{METADATA} in the folder, in its subfolders or in theirs (DFDC parts)",
+    name="dfdc", load=load, detect=detect, index_files=metadata_files, owns=owns,
+    layout=f"{METADATA} in the folder or in each part folder under it (DFDC parts)",
+    left_out="in a part folder but not in its metadata.json, so without a label",
 )

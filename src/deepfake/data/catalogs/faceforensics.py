@@ -152,5 +152,7 @@ def load(root: Path, *, compression: str = DEFAULT_COMPRESSION) -> pd.DataFrame:
 CATALOG = Catalog(
     name="faceforensics", load=load, detect=detect,
     index_files=lambda root: sorted(find_split_files(root).values()),
+    owns=lambda root, rel: rel.split("/", 1)[0] in (ORIGINALS, MANIPULATED),
     layout=f"{ORIGINALS}/ or {MANIPULATED}/ (FaceForensics++)",
+    left_out="another compression level (option compression) or not a <sequence>/<comp>/videos file (masks)",
 )

@@ -197,8 +197,17 @@ def load_folders(root: Path) -> pd.DataFrame:
 CSV_CATALOG = Catalog(
     name="csv", load=load_csv, detect=detect_csv, index_files=lambda root: [f for f in [csv_file(root)] if f],
     layout=f"a .csv file given as the root, or {LABELS_CSV} in the folder (columns path,label)",
+    left_out="not listed in the CSV",          # a CSV is a chosen list: every video under its folder is its to skip
 )
+
+
+def _owns_folder(root: Path, rel: str) -> bool:
+    parts = rel.split("/")
+    return parts[0] in (REAL_DIR, FAKE_DIR) or (len(parts) > 2 and parts[0] in SPLITS
+                                                and parts[1] in (REAL_DIR, FAKE_DIR))
+
+
 FOLDERS_CATALOG = Catalog(
-    name="folders", load=load_folders, detect=detect_folders,
+    name="folders", load=load_folders, detect=detect_folders, owns=_owns_folder,
     layout=f"{REAL_DIR}/ and {FAKE_DIR}/ folders, or them under {'/, '.join(SPLITS)}/",
 )

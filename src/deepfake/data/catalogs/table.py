@@ -42,6 +42,10 @@ class Catalog:
     detect: Callable[[Path], bool]              # does this folder (or file) have the layout?
     layout: str                                 # what detect looks for, shown when auto finds nothing
     index_files: Callable[[Path], list[Path]] = lambda root: []   # the files that list the videos, if any
+    # Whether a video file (a path relative to the root) lies where this layout keeps its videos: one the table
+    # leaves out there is the layout's own choice (``left_out`` says why); one elsewhere is another dataset.
+    owns: Callable[[Path, str], bool] = lambda root, rel: True
+    left_out: str = "not listed by the layout"
 
 
 def is_video(path: Path) -> bool:
