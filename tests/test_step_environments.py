@@ -88,3 +88,37 @@ def test_every_step_runs_in_an_environment_of_only_its_own_requirements(tmp_path
         assert proc.returncode == 0, f"step {step.name} failed in its own environment:\n{proc.stdout[-4000:]}"
     evaluation = json.loads((run_dir / steps.EVALUATION_STEP / "evaluation.json").read_text())
     assert evaluation["counts"]["videos_scored"] > 0
+
+
+@pytest.mark.skipif(UV is None, reason="uv is not installed (the dev extra brings it)")
+def test_the_monitoring_job_runs_in_an_environment_of_only_its_own_requirements(loop, tmp_path):
+    """The scheduled monitoring job's bundle (deploy/build.py uploads it) in a clean environment of the image's
+    packages (torch, numpy<2, and boto3, which the AWS images carry) plus its requirements.txt: monitor_step.py
+    reads the capture of `deepfake serve` and writes its report."""
+    from pipelines.deepfake.bundle import build_script_bundle
+
+    code = tmp_path / "code"
+    for name, data in build_script_bundle("monitor_step.py").files.items():
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        (code / name).write_bytes(data)
+    venv = tmp_path / "venv"
+    subprocess.run([UV, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
+    constraints = tmp_path / "image-constraints.txt"
+    constraints.write_text("\n".join(IMAGE) + "\n")
+    _uv(*IMAGE, requirement("boto3"), "-c", str(constraints), venv=venv)
+    _uv("-r", str(code / REQUIREMENTS), "-c", str(constraints), venv=venv)
+    _uv("--no-deps", str(code / KIT_DIR), venv=venv)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({"DEEPFAKE_SAGEMAKER_ROOT": str(tmp_path / "ml"), "PYTHONNOUSERSITE": "1"})
+    until = loop.windows["shifted"][1]
+    proc = subprocess.run([str(venv / "bin" / "python"), str(code / "monitor_step.py"), "--no-install",
+                           "--capture", str(loop.capture), "--model", str(loop.evaluated.model),
+                           "--evaluation", str(loop.evaluated.evaluation), "--until", until, "--since", "1h",
+                           "--align", "none", "--out-dir", str(tmp_path / "out"), "--endpoint-name", "local",
+                           "--settings", "min_requests=5"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    (report,) = (tmp_path / "out").rglob("monitoring.json")
+    summary = json.loads(report.read_text())
+    assert summary["counts"]["requests"] == sum(len(r) for r in loop.responses.values())
+    assert (tmp_path / "ml" / "output" / "message").read_text().startswith("CompletedWithViolations: ")
