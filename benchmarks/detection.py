@@ -22,13 +22,17 @@ import numpy as np
 
 from benchmarks.report import RATIO_AT_LEAST, Row, Target
 from benchmarks.timing import say
+from deepfake.data.catalogs import load_catalog
+from deepfake.demo.build import build_demo_dataset
 from deepfake.demo.face_sources import multi_face_photo, real_face_photos, real_face_videos, scene_photos
-from deepfake.media.detectors import Detection, FaceDetector, detect_faces, get_detector
-from deepfake.media.extraction import ExtractConfig
+from deepfake.media.detectors import Detection, FaceDetector, detect_faces, detect_faces_batch, get_detector
+from deepfake.media.extraction import ExtractConfig, build_detector
 from deepfake.media.video import sample_frames
 
 RECALL_TARGET = Target(RATIO_AT_LEAST, 1.0)   # ours finds every face the reference finds
 MATCH_IOU = 0.5
+CANDIDATE = "mtcnn-track"                      # the selectable detector compared with the default (issue 18)
+LANDMARK_SCALE = 0.1                           # eye distances: what the landmark row is shown against (information)
 
 
 class ReferenceMtcnn(FaceDetector):
@@ -80,6 +84,64 @@ def bench_recall(clip: tuple[str, Path], frames: int) -> list[Row]:
                         "reference MTCNN", RECALL_TARGET, note=note,
                         samples={"extra_faces": [extra], "seconds_ours": [round(seconds["ours"], 3)],
                                  "seconds_reference": [round(seconds["reference"], 3)]}))
+    return rows
+
+
+def bench_candidate(clip: tuple[str, Path], frames: int, work: Path, videos: int, clip_frames: int | None
+                    ) -> list[Row]:
+    """Recall and landmarks of CANDIDATE against the default detector, frame by frame, on every source.
+
+    Videos go through the candidate as extraction runs it (the frames of one video in order, one
+    :meth:`~deepfake.media.detectors.FaceDetector.sequence` per video); photos one by one. A face of
+    the default (confidence >= min_score) counts as found when a candidate face overlaps it (IoU >= 0.5);
+    landmark agreement is the mean distance between their five points over the default's eye distance.
+    """
+    base = ExtractConfig(frames_per_video=frames)
+    default, candidate = build_detector(base), build_detector(base.replace(detector=CANDIDATE))
+    say(f"[6] demo data for the recall of {CANDIDATE}: {videos} videos")
+    demo = build_demo_dataset(work / f"detection-demo-{videos}-{clip_frames or 'full'}", n_videos=videos, seed=0,
+                              clip_frames=clip_frames, progress=False)
+    table = load_catalog("auto", demo)
+    name, path = clip
+    sources = [(f"benchmark clip {name}, {frames} frames", [sample_frames(path, frames).frames]),
+               (f"demo data real videos ({int((table['label'] == 0).sum())}), {frames} frames each",
+                [sample_frames(demo / p, frames).frames for p in table.loc[table["label"] == 0, "path"]]),
+               (f"demo data fake videos ({int((table['label'] == 1).sum())}), {frames} frames each",
+                [sample_frames(demo / p, frames).frames for p in table.loc[table["label"] == 1, "path"]]),
+               ("real photos in the installed packages (35-45 px faces among them)",
+                [[rgb] for _, rgb in real_face_photos() + scene_photos()] + [[multi_face_photo()]])]
+    rows, errors = [], []
+    for source, videos in sources:
+        say(f"[6] {CANDIDATE} vs {base.detector}, {source}")
+        found = matched = 0
+        for video in videos:
+            want = detect_faces_batch(default, video, base.detect_long_side)
+            sequence = candidate.sequence()
+            have = [detect_faces_batch(candidate, [frame], base.detect_long_side, sequence=sequence)[0]
+                    for frame in video]
+            for w_frame, h_frame in zip(want, have, strict=True):
+                w_faces = [d for d in w_frame if d.score >= base.min_score]
+                h_faces = [d for d in h_frame if d.score >= base.min_score]
+                found += len(w_faces)
+                for w in w_faces:
+                    best = max(h_faces, key=lambda h, w=w: _iou(h.box, w.box), default=None)
+                    if best is None or _iou(best.box, w.box) < MATCH_IOU:
+                        continue
+                    matched += 1
+                    if w.landmarks and best.landmarks:
+                        a, b = np.asarray(w.landmarks), np.asarray(best.landmarks)
+                        errors.append(float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(a[0] - a[1])))
+        rows.append(Row(6, f"faces found by {CANDIDATE} (selectable), {source}", "faces", matched, found,
+                        f"{base.detector} (default)", RECALL_TARGET,
+                        note=f"{sum(len(v) for v in videos)} images"))
+    errors_a = np.asarray(errors)
+    rows.append(Row(6, f"landmark distance {CANDIDATE} to {base.detector}, every matched face", "eye distances",
+                    float(errors_a.mean()) if len(errors_a) else None, LANDMARK_SCALE,
+                    "a tenth of the eye distance", None,
+                    note=(f"{len(errors_a)} faces; median {np.median(errors_a):.3f}, p95 {np.percentile(errors_a, 95):.3f}, "
+                          f"max {errors_a.max():.3f} (mean of the 5 points / the default's eye distance)")
+                    if len(errors_a) else "no face matched",
+                    samples={"landmark_error": [round(e, 4) for e in errors]}))
     return rows
 
 

@@ -29,21 +29,32 @@ SCALING_WORKERS = (2, 4, 8)                   # worker counts compared with 1, u
 SCALING_PER_WORKER = 0.7                      # on a host with more than 2 cores: N workers >= 0.7 N x 1 worker
 
 
+CANDIDATE_DETECTORS = ("mtcnn-track",)       # selectable detectors timed beside the default (issue 18)
+
+
 def bench_extraction(clips: Sequence[tuple[str, Path]], frames: int, reps: int) -> list[Row]:
-    """Item 1: per clip, seconds of face extraction vs the decode-only pass (median of ``reps``, interleaved)."""
+    """Item 1: per clip, seconds of face extraction vs the decode-only pass (median of ``reps``, interleaved).
+
+    The default detector and each of CANDIDATE_DETECTORS are timed in the same turns as decoding.
+    """
     config = ExtractConfig(frames_per_video=frames)
-    detector = build_detector(config)  # built once, as extraction and serving do
+    configs = [config] + [config.replace(detector=name) for name in CANDIDATE_DETECTORS]
+    detectors = [build_detector(c) for c in configs]  # built once, as extraction and serving do
     rows = []
     for name, path in clips:
-        say(f"[1] extraction vs decode-only, {name}: {reps} runs each")
-        (decode_s, extract_s), (_, result) = interleave(
-            [partial(sample_frames, path, frames), partial(extract_video_faces, path, detector, config)], reps)
-        with_face = len({f.frame_idx for f in result.faces})
+        say(f"[1] extraction vs decode-only, {name}: {reps} runs each, detectors {', '.join(c.detector for c in configs)}")
+        seconds, results = interleave(
+            [partial(sample_frames, path, frames)]
+            + [partial(extract_video_faces, path, d, c) for d, c in zip(detectors, configs, strict=True)], reps)
+        decode_s = seconds[0]
         searched = min(frames, probe(path).frame_count)
-        rows.append(Row(1, f"face extraction, {frames} frames, {name}", "s", p50(extract_s), p50(decode_s),
-                        "decode-only", EXTRACT_TARGET,
-                        note=f"faces in {with_face}/{searched} frames, {config.detector}",
-                        samples={"extract_s": rounded(extract_s), "decode_only_s": rounded(decode_s)}))
+        for c, extract_s, result in zip(configs, seconds[1:], results[1:], strict=True):
+            with_face = len({f.frame_idx for f in result.faces})
+            which = "" if c.detector == config.detector else f", detector {c.detector} (selectable)"
+            rows.append(Row(1, f"face extraction, {frames} frames, {name}{which}", "s", p50(extract_s), p50(decode_s),
+                            "decode-only", EXTRACT_TARGET,
+                            note=f"faces in {with_face}/{searched} frames, {c.detector}",
+                            samples={"extract_s": rounded(extract_s), "decode_only_s": rounded(decode_s)}))
     return rows
 
 

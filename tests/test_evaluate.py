@@ -20,6 +20,7 @@ from deepfake.core.files import sha256_file
 from deepfake.data.dataset import read_rgb
 from deepfake.data.faces_table import FACES_COLUMNS, read_faces
 from deepfake.data.manifest import read_manifest, read_sidecar, write_manifest
+from deepfake.media.extraction import ExtractConfig
 from deepfake.scoring import metrics
 from deepfake.scoring.aggregate import available
 from deepfake.scoring.rule import ScoringRule
@@ -401,3 +402,13 @@ def test_the_evaluation_says_which_protocol_its_split_follows(tmp_path):
     assert evaluate(Brightness(), make_faces(tmp_path / "bare"), tmp_path / "eval2")["protocol"] is None
     with pytest.raises(ManifestError, match="protocol must be null or an object"):
         validate_evaluation({**ev, "protocol": "official"})
+
+
+def test_faces_detected_otherwise_than_the_training_faces_are_refused(faces, tmp_path):
+    scorer = Brightness()
+    scorer.config["extract"] = ExtractConfig().to_dict()
+    other = ExtractConfig(detector="mtcnn-track").to_dict()
+    with pytest.raises(ConfigError, match="detector: model 'mtcnn', faces 'mtcnn-track'"):
+        evaluate(scorer, faces, tmp_path / "eval", extraction=other)
+    assert not (tmp_path / "eval" / paths.EVALUATION).exists()
+    evaluate(scorer, faces, tmp_path / "eval", extraction=ExtractConfig(workers=2).to_dict())

@@ -150,3 +150,32 @@ def test_batched_downscaled_detection_equals_one_by_one(photos):
     assert detect_faces_batch(detector, frames, 480) == [detect_faces(detector, f, 480) for f in frames]
     mixed = [frames[0], photos[1]]                     # two sizes: detected one by one
     assert detect_faces_batch(detector, mixed, 480) == [detect_faces(detector, f, 480) for f in mixed]
+
+
+def test_mtcnn_track_follows_the_faces_of_a_video_with_mtcnn_s_boxes_and_landmarks(face_clip, multi_face_clip):
+    """The tracking detector finds a face in every frame where MTCNN does, at MTCNN's place (IoU, landmarks
+    within a fifth of the eye distance on average), runs the full cascade on frames 0, full_every, ... (identical
+    there), and starts afresh on each video: two videos in turn give what each gives alone."""
+    from deepfake.media.video import sample_frames
+
+    config = ExtractConfig(frames_per_video=12, detector="mtcnn-track", detect_long_side=0, min_face=20)
+    full = build_detector(config.replace(detector="mtcnn"))
+    track = get_detector("mtcnn-track", min_face_size=20, full_every=4)
+    for clip in (face_clip, multi_face_clip):
+        frames = sample_frames(clip, 12).frames
+        expected = full.detect_batch(frames)
+        sequence = track.sequence()
+        got = [sequence([f])[0] for f in frames]
+        assert got[0] == expected[0] and got[4] == expected[4]
+        for want, have in zip(expected, got, strict=True):
+            assert len(have) == len(want)
+            for w in want:
+                h = max(have, key=lambda d: iou(d.box, w.box))
+                assert iou(h.box, w.box) > 0.6
+                eyes = np.hypot(*np.subtract(w.landmarks[0], w.landmarks[1]))
+                assert np.hypot(*np.subtract(h.landmarks, w.landmarks).T).mean() < 0.2 * eyes
+    again = track.sequence()
+    assert [again([f])[0] for f in frames[:2]] == [full.detect_batch([f])[0] for f in frames[:1]] + got[1:2]
+    assert track.detect(frames[3]) == full.detect(frames[3])            # one image: the full cascade
+    with pytest.raises(DetectorError, match="full_every"):
+        get_detector("mtcnn-track", full_every=0)

@@ -136,6 +136,14 @@ def test_model_without_extract_settings_is_refused(model_dir):
         Predictor(loaded)
 
 
+def test_a_model_that_does_not_name_its_detector_is_refused(model_dir):
+    """Serving detects as training did: a config.json without the detector would get today's default."""
+    loaded = load_artifact(model_dir)
+    loaded.config = {**loaded.config, "extract": {k: v for k, v in loaded.config["extract"].items() if k != "detector"}}
+    with pytest.raises(ModelError, match="does not record its extraction's detector"):
+        Predictor(loaded)
+
+
 def test_a_model_loaded_in_the_background_scores_the_same(model_dir, face_clip, face_result):
     background = Predictor.from_path(model_dir, background=True)
     assert background.version == face_result["model_version"]        # from the files, before torch

@@ -66,6 +66,19 @@ def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
     return with_sources(faces, tables)
 
 
+def extraction_settings(faces_dir: str | os.PathLike[str]) -> dict:
+    """The ExtractConfig that made a faces folder (from its manifest sidecar): what the model records."""
+    root = resolve(faces_dir)
+    tables = [root / FACES_MANIFEST] if (root / FACES_MANIFEST).is_file() \
+        else sorted(root.glob(f"shard-*/{FACES_MANIFEST}"))
+    configs = [read_sidecar(t).get("config", {}) for t in tables]
+    if not configs:
+        raise ManifestError(f"no {FACES_MANIFEST} in {root}; run face extraction first")
+    if any(c != configs[0] for c in configs[1:]):
+        raise ManifestError(f"the shards of {root} were extracted with different settings")
+    return configs[0]
+
+
 def _read_faces_csv(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False,

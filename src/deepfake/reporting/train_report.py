@@ -58,22 +58,6 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
     return readable(table)
 
 
-def extraction_settings(faces_dir: str | os.PathLike[str]) -> dict:
-    """The ExtractConfig that made a faces folder (from its manifest sidecar), for the model artifact."""
-    from deepfake.core.errors import ManifestError
-    from deepfake.data.manifest import read_sidecar
-
-    root = paths.resolve(faces_dir)
-    tables = [root / paths.FACES_MANIFEST] if (root / paths.FACES_MANIFEST).is_file() \
-        else sorted(root.glob(f"shard-*/{paths.FACES_MANIFEST}"))
-    configs = [read_sidecar(t).get("config", {}) for t in tables]
-    if not configs:
-        raise ManifestError(f"no {paths.FACES_MANIFEST} in {root}; run face extraction first")
-    if any(c != configs[0] for c in configs[1:]):
-        raise ManifestError(f"the shards of {root} were extracted with different settings")
-    return configs[0]
-
-
 def training_counts(faces: pd.DataFrame) -> pd.DataFrame:
     """Face crops and videos per split and label: what the model trains and validates on."""
     ok = faces[faces["status"] == STATUS_OK].assign(label=lambda d: d["label"].map(LABEL_NAMES))

@@ -42,6 +42,7 @@ from deepfake.media.extraction import (
     ExtractConfig,
     Face,
     build_detector,
+    check_detection,
     decode_crop,
     detect_batch,
     encode_crop,
@@ -90,6 +91,11 @@ class Predictor:
             )
         # `workers` only parallelises extraction over many videos; a request is one video.
         self.extract_config = ExtractConfig.from_dict({**config["extract"], "workers": 1})
+        # a video is searched with the detector the model was trained on, never today's default
+        try:
+            check_detection(config["extract"], self.extract_config.to_dict(), source, "serving")
+        except ConfigError as exc:
+            raise ModelError(str(exc)) from exc
         self.rule = rule or ScoringRule.from_model_config(config)
         self._local = threading.local()
 

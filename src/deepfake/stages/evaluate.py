@@ -37,6 +37,7 @@ from deepfake.core.files import json_ready, sha256_file, write_json
 from deepfake.core.vocabulary import ALL_SPLITS, STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.manifest import sources, write_manifest
 from deepfake.data.splits import PROTOCOL_ATTR
+from deepfake.media.extraction import check_detection
 from deepfake.modeling.artifact import artifact_files, update_artifact
 from deepfake.scoring.aggregate import STRATEGIES, available
 from deepfake.scoring.metrics import (
@@ -146,14 +147,18 @@ def evaluation_rule(loaded: Any, config: EvalConfig) -> ScoringRule:
 
 
 def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathLike[str],
-             config: EvalConfig | None = None, *, model_path: str | os.PathLike[str] | None = None
-             ) -> dict[str, Any]:
+             config: EvalConfig | None = None, *, model_path: str | os.PathLike[str] | None = None,
+             extraction: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Score the selected videos, write the prediction tables and ``evaluation.json``; returns the evaluation.
 
     ``loaded`` is a ``deepfake.modeling.artifact.LoadedModel``; ``faces_df`` comes from
     ``deepfake.data.faces_table.read_faces``. ``model_path`` defaults to ``loaded.path`` when it has one.
+    ``extraction``: the settings the faces were extracted with (``deepfake.data.faces_table.extraction_settings``);
+    faces detected otherwise than the model's training faces are refused.
     """
     config = config or EvalConfig()
+    if extraction is not None and isinstance(getattr(loaded, "config", None), Mapping):
+        check_detection(loaded.config.get("extract") or {}, extraction, _model_path(loaded, model_path), "faces_dir")
     _require(faces_df, FACES_COLUMNS, hint="pass the table of deepfake.data.faces_table.read_faces")
     training = training_record(loaded)
     fakes = fakes_source(config, training)
