@@ -101,3 +101,23 @@ def test_deepfake_score_command(archive, model_dir, tmp_path):
     missing = subprocess.run([*cmd[:5], str(tmp_path / "nowhere"), *cmd[6:]], capture_output=True, text=True,
                              timeout=300)
     assert missing.returncode == 2 and "archive folder" in missing.stderr and "does not exist" in missing.stderr
+
+
+def test_two_scorings_into_one_out_at_once_the_second_refuses_and_changes_nothing(archive, model_dir, tmp_path):
+    """A `deepfake score --out p.csv` holds p.parts/ while it writes; a second one into the same table exits 2
+    naming it and writes nothing."""
+    from test_locks import holder_process
+
+    out = tmp_path / "p.csv"
+    holder = holder_process(batch.parts_dir_for(out))         # as a running `deepfake score --out p.csv` does
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deepfake.orchestration.cli", "score", "--data", str(archive),
+                               "--model", str(model_dir), "--out", str(out)], capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"batch scoring into {out} is in use by pid {holder.pid} on host" in proc.stderr
+    assert "wait for it to finish, or give this one another --out" in proc.stderr
+    assert not out.exists() and not list(batch.parts_dir_for(out).glob(batch.PART_GLOB))

@@ -175,3 +175,15 @@ def test_s3_prefix_local_names():
     assert local_name("runs/x/explore/output", "runs/x/explore/output/videos.csv") == "videos.csv"
     assert local_name("data/", "data/part_0/a.mp4") == "part_0/a.mp4"
     assert local_name("models/m.tar.gz", "models/m.tar.gz") == "m.tar.gz"
+
+
+def test_a_step_is_cached_when_it_succeeds_with_its_outputs_saved_first(tmp_path):
+    """pipeline-local's moto server keeps S3 in memory: the objects a step wrote are saved (persist) before
+    the record that points at them, so an execution killed later still leaves its finished steps reusable."""
+    from pipelines.local.cache import StepCache
+
+    seen = []
+    cache = StepCache(tmp_path / "cache", persist=lambda: seen.append(cache.lookup("p", "extract", "k", None)))
+    cache.store("p", "extract", "k", {"execution_id": "e1", "properties": {}})
+    assert seen == [None]                                   # saved before the record existed
+    assert cache.lookup("p", "extract", "k", None)["execution_id"] == "e1"

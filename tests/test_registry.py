@@ -61,3 +61,20 @@ def test_a_version_is_found_by_the_sha256_of_its_artifact(tmp_path, artifact):
     assert reg.find("g", sha256_file(artifact)) is None
     v1 = reg.register("g", artifact, {})
     assert reg.find("g", sha256_file(artifact)) == v1 and reg.find("other", v1.sha256) is None
+
+
+def test_registrations_at_once_never_collide(tmp_path, artifact):
+    """Four processes register at once, two models twice each: two versions, one per model."""
+    import subprocess
+    import sys
+
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(b"another model")
+    code = ("import sys\nfrom deepfake.orchestration.registry import LocalRegistry\n"
+            "LocalRegistry(sys.argv[1]).register_new('g', sys.argv[2], {'auc': 0.9})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "reg"), str(a)])
+             for a in (artifact, other, artifact, other)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    versions = LocalRegistry(tmp_path / "reg").list("g")
+    assert [v.version for v in versions] == [1, 2]
+    assert len({v.sha256 for v in versions}) == 2

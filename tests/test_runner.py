@@ -6,7 +6,13 @@ in seconds.
 """
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,8 @@ from notebook_factory import make_notebook
 from test_evaluate import Brightness, make_faces
 
 import deepfake
+from deepfake.core.errors import LockedError
+from deepfake.core.locks import LOCK_FILE
 from deepfake.orchestration import cache, runner, steps
 from deepfake.orchestration.cli import main
 from deepfake.orchestration.registry import LocalRegistry
@@ -25,7 +33,8 @@ LOG = "import pathlib\npathlib.Path(output_dir).mkdir(parents=True, exist_ok=Tru
       "open(log_file, 'a').write('{name}\\n')\n"
 BODIES = {
     "explore": "pathlib.Path(output_dir, 'videos.csv').write_text('ok')",
-    "extract": "pathlib.Path(output_dir, 'faces.csv').write_text(str(frames_per_video))",
+    "extract": "import time\nwhile hold and not pathlib.Path(hold).exists(): time.sleep(0.05)\n"
+               "pathlib.Path(output_dir, 'faces.csv').write_text(str(frames_per_video))",
     "train": "pathlib.Path(output_dir, 'model.tar.gz').write_bytes(b'weights %d' % epochs)",
     "evaluate": "import json\nif fail: raise RuntimeError('evaluation exploded')\n"
                 "evaluation = json.loads(pathlib.Path(template).read_text())\n"
@@ -40,7 +49,7 @@ KIT_IMPORTS = {
     "train": "from deepfake.stages import train as _stage",
     "evaluate": "from deepfake.reporting import evaluate_report as _report\nfrom deepfake.stages import evaluate as _stage",
 }
-EXTRA = {"extract": "\nframes_per_video: int = 16  # frames", "train": "\nepochs: int = 6  # epochs",
+EXTRA = {"extract": "\nframes_per_video: int = 16  # frames\nhold: str = ''  # wait for this file to exist (a slow step)", "train": "\nepochs: int = 6  # epochs",
          "evaluate": "\nauc: float = 0.95  # fake metric\nfail: bool = False  # fail on purpose"
                      "\ntemplate: str = ''  # a valid evaluation.json to start from"}
 
@@ -180,3 +189,120 @@ def test_a_step_reruns_only_when_the_code_it_imports_changes(env):
     edit(tmp / "code/deepfake/media/crops.py", "def square_crop(")
     assert run("r3") == 0
     assert executed()[5:] == ["extract", "train", "evaluate"]
+
+
+def test_an_evaluation_only_run_refuses_another_detector_than_the_model_s(model_dir, tmp_path):
+    """`deepfake run --model M --set extract.detector=...`: the model would be evaluated on faces found
+    otherwise than its training faces; the model's own settings are taken as they are."""
+    from deepfake.core.errors import ConfigError
+    from deepfake.orchestration.run_settings import step_parameters
+
+    external = {steps.TRAIN_STEP: model_dir}
+    with pytest.raises(ConfigError, match="extract.detector=mtcnn-track: the model was trained on faces found with"):
+        step_parameters(tmp_path / "data", tmp_path / "run", "default", {"extract": {"detector": "mtcnn-track"}},
+                        external=external)
+    params = step_parameters(tmp_path / "data", tmp_path / "run", "default", {"extract": {"detector": "mtcnn"}},
+                             external=external)
+    assert params["extract"]["detector"] == "mtcnn"
+
+
+def _wait_for(condition, what, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_two_runs_of_one_id_at_once_one_runs_and_the_other_refuses_changing_nothing(env):
+    run, executed, tmp = env
+    go = tmp / "go"
+    codes = []
+    first = threading.Thread(target=lambda: codes.append(run("r1", f"extract.hold={go}")))
+    first.start()
+    try:
+        _wait_for(lambda: "extract" in executed(), "the first run's extract step")
+        before = _files(tmp / "runs/r1")
+        with pytest.raises(LockedError, match=r"^run r1 \(.*runs/r1\) is in use by pid \d+ on host .+ since .+; "
+                                              "wait for it to finish, or start this run with another --run-id$"):
+            run("r1", "train.epochs=2")
+        assert _files(tmp / "runs/r1") == before
+    finally:
+        go.touch()
+        first.join()
+    assert codes == [0] and executed() == ["explore", "extract", "train", "evaluate"]
+    assert run("r2", f"extract.hold={go}") == 0          # a single run of the same settings (reused from r1)
+    ignore = {"run.json"}                                # names its run id and folder
+    assert {k for k in _files(tmp / "runs/r1") if k not in ignore} == {k for k in _files(tmp / "runs/r2")
+                                                                      if k not in ignore}
+    assert not list((tmp / "runs").rglob(LOCK_FILE))
+
+
+def _cli_run(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "deepfake", "run", "--data", str(tmp / "data"), "--run-id", "r1", "--no-register",
+               "--set", f"extract.hold={tmp / 'go'}", "--set", f"evaluate.template={tmp / 'evaluation.json'}", *extra]
+    variables = {**os.environ, "DEEPFAKE_NOTEBOOKS": str(tmp / "notebooks"), "DEEPFAKE_RUNS": str(tmp / "runs"),
+                 "DEEPFAKE_REGISTRY": str(tmp / "registry"), **(env or {})}
+    return subprocess.Popen(command, env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_ctrl_c_and_kill_keep_what_was_done_end_the_mlflow_run_and_the_same_command_resumes(env):
+    """Ctrl-C reaches the whole process group (the runner and its kernel): exit 130, a word on what was kept
+    and how to resume, no kernel noise in the terminal, the MLflow run KILLED. SIGKILL leaves the lock and a
+    RUNNING MLflow run behind: the next run of the id takes the lock over with a line saying so, ends that
+    MLflow run as KILLED and reuses the finished steps."""
+    from mlflow.tracking import MlflowClient
+
+    _, executed, tmp = env
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    tracked = {"MLFLOW_TRACKING_URI": store}
+
+    def pipeline_runs():
+        client = MlflowClient(tracking_uri=store)
+        experiment = client.get_experiment_by_name("deepfake-detector")
+        found = client.search_runs([experiment.experiment_id], "tags.`deepfake.kind` = 'pipeline'",
+                                   order_by=["attributes.start_time ASC"])
+        return [r.info.status for r in found]
+
+    proc = _cli_run(tmp, env=tracked)
+    _wait_for(lambda: "extract" in executed(), "the extract step")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "run r1 interrupted (Ctrl-C) during step extract: kept finished steps explore, and what step extract " \
+           "had finished" in out
+    assert "run the same command again to resume from there" in out
+    assert "IPKernelApp" not in out and "without encryption" not in out and "Traceback" not in out
+    assert pipeline_runs() == ["KILLED"]
+
+    proc = _cli_run(tmp, env=tracked)
+    _wait_for(lambda: executed().count("extract") == 2, "the second run's extract step")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert pipeline_runs() == ["KILLED", "RUNNING"]
+
+    (tmp / "go").touch()
+    proc = _cli_run(tmp, env=tracked)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "taking over the lock of pid" in out and "that process is gone" in out
+    assert pipeline_runs() == ["KILLED", "KILLED", "FINISHED"]
+    assert executed() == ["explore", "extract", "extract", "extract", "train", "evaluate"]   # explore reused
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(env, capsys):
+    run, executed, tmp = env
+
+    def stop_when_extracting():
+        _wait_for(lambda: "extract" in executed(), "the extract step")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_extracting, daemon=True).start()
+    assert run("r1", f"extract.hold={tmp / 'go'}") == 128 + signal.SIGTERM
+    assert "run r1 stopped by SIGTERM during step extract: kept finished steps explore" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL                    # the runner's handler is gone
+    assert not (tmp / "runs/r1" / LOCK_FILE).exists()

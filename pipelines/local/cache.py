@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,11 @@ def parse_duration(text: str | None) -> timedelta | None:
 class StepCache:
     """Finished steps by cache key, one JSON record each, under ``folder/<pipeline>/<step>/``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, persist: Callable[[], object] | None = None) -> None:
+        # persist: keeps what a step wrote where the next command finds it (the local moto server's S3
+        # lives in memory: its objects are saved before the record that points at them)
         self.folder = folder
+        self.persist = persist
 
     def lookup(self, pipeline: str, step: str, key: str, expire_after: str | None) -> dict[str, Any] | None:
         path = self._path(pipeline, step, key)
@@ -67,6 +70,10 @@ class StepCache:
         return record
 
     def store(self, pipeline: str, step: str, key: str, record: Mapping[str, Any]) -> None:
+        """Record a step as soon as it succeeds (not when its execution ends): a killed execution's rerun
+        reuses the steps it finished, as SageMaker's step cache does."""
+        if self.persist is not None:
+            self.persist()
         write_json(self._path(pipeline, step, key), {**record, "finished": datetime.now(timezone.utc).isoformat()})
 
     def _path(self, pipeline: str, step: str, key: str) -> Path:

@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             for note in definition.notes:
                 print(f"note: {note}")
             execution = execute(definition, pipeline=name, parameters=parameters, aws=aws, storage=storage,
-                                folder=state / "executions", cache=None if args.no_cache else StepCache(state / "cache"),
+                                folder=state / "executions", cache=None if args.no_cache else StepCache(
+                                    state / "cache", persist=partial(snapshot, storage, state / "s3") if aws.local else None),
                                 stop_after=args.stop_after)
             print(report(execution))
             code = 0 if execution.status in (SUCCEEDED, STOPPED) else 1

@@ -77,6 +77,10 @@ class RegistryError(DeepfakeError):
     """A model registry operation is impossible (unknown version, nothing approved, ...)."""
 
 
+class LockedError(DeepfakeError):
+    """A folder is being written by another process (a run, a step, a batch scoring): nothing was changed."""
+
+
 class QualityGateError(DeepfakeError):
     """An evaluation metric did not reach its threshold."""
 

@@ -19,10 +19,12 @@ from typing import Any
 
 from deepfake.core.config import coerce_value
 from deepfake.core.errors import ConfigError, NotebookError
+from deepfake.core.locks import FolderLock
 from deepfake.orchestration import tracking
 
 log = logging.getLogger(__name__)
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+KERNEL_LOG = "kernel.log"   # in the step's folder: what its kernel wrote to stderr (kept only when not empty)
 # nbconvert's stylesheet breaks printed lines inside words ("they t / est"): break between words, and
 # inside one only when it is longer than the line (a path).
 READABLE_OUTPUT = "<style>.jp-OutputArea-output pre { word-break: normal; overflow-wrap: anywhere; }</style>\n"
@@ -90,22 +92,37 @@ def run_notebook(
     log_output: bool = False,
     cwd: str | os.PathLike[str] | None = None,
 ) -> NotebookResult:
-    """Execute ``notebook`` into ``out_dir`` with papermill and render its HTML report."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    """Execute ``notebook`` into ``out_dir`` with papermill and render its HTML report.
+
+    The folder is locked meanwhile (:class:`~deepfake.core.locks.FolderLock`): a second process writing the
+    same step's folder is refused. The kernel talks to papermill over IPC (Unix sockets), not TCP, and
+    what it writes to its own stderr goes to ``out_dir/kernel.log`` (removed when empty).
+    """
 
     notebook = Path(notebook)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     params = check_parameters(notebook, parameters)
+    with FolderLock(out_dir, what=f"step {step}'s output folder {out_dir}",
+                    hint="wait for that process to finish, or write this step to another folder"):
+        return _execute(notebook, out_dir, params, step=step, hide_code=hide_code, kernel_name=kernel_name,
+                        log_output=log_output, cwd=cwd)
+
+
+def _execute(notebook: Path, out_dir: Path, params: dict[str, Any], *, step: str, hide_code: bool,
+             kernel_name: str, log_output: bool, cwd: str | os.PathLike[str] | None) -> NotebookResult:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     executed = out_dir / notebook.name
+    kernel_log = out_dir / KERNEL_LOG
     started = time.time()
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed), parameters=params, kernel_name=kernel_name,
-            language="python", progress_bar=False, log_output=log_output,
-            cwd=str(cwd or notebook.parent),
-        )
+        with open(kernel_log, "ab") as log_file:
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=params, kernel_name=kernel_name,
+                language="python", progress_bar=False, log_output=log_output,
+                cwd=str(cwd or notebook.parent), kernel_manager_class=_kernel_manager(log_file.fileno()),
+            )
     except PapermillExecutionError as exc:
         html = _render_quietly(executed, hide_code=False)
         raise NotebookError(
@@ -114,10 +131,29 @@ def run_notebook(
             + (f"\n  report: {html}" if html else ""),
             step=step, executed_path=executed, cell=exc.exec_count, ename=exc.ename,
         ) from None
+    finally:
+        if kernel_log.is_file() and not kernel_log.stat().st_size:
+            kernel_log.unlink()
     html = render_html(executed, hide_code=hide_code)
     if "output_dir" in params:                       # the step's MLflow run, when its notebook logged one
         tracking.log_report(params["output_dir"], executed, html, since=started)
     return NotebookResult(executed=executed, html=html)
+
+
+def _kernel_manager(stderr: int) -> type:
+    """Jupyter's kernel manager for a step's kernel: on the IPC transport (Unix sockets reachable by this
+    user only, where TCP on localhost is open to every local user; ipykernel's warning "Kernel is running
+    over TCP without encryption" is gone with it), its own stderr (warnings, C libraries' messages, a
+    traceback when Ctrl-C stops it) written to ``stderr``, the step's kernel log, not the user's terminal."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class StepKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": stderr})
+
+    return StepKernelManager
 
 
 def render_html(executed: str | os.PathLike[str], *, hide_code: bool = False) -> Path:

@@ -52,20 +52,37 @@ class LocalRegistry:
                  status: str = PENDING, description: str = "",
                  source: Mapping[str, Any] | None = None) -> ModelVersion:
         _check_status(status)
-        artifact = Path(artifact)
-        if not artifact.is_file():
-            raise RegistryError(f"cannot register {artifact}: no such file (expected a model.tar.gz)")
+        artifact = _artifact(artifact)
         with self._locked(group) as gdir:
-            version = 1 + max((v.version for v in self._read_all(gdir, group)), default=0)
-            vdir = gdir / f"v{version:04d}"
-            vdir.mkdir(parents=True)
-            kept = vdir / artifact.name
-            shutil.copy2(artifact, kept)
-            mv = ModelVersion(group=group, version=version, status=status, artifact=str(kept),
-                              sha256=sha256_file(kept), metrics=dict(metrics),
-                              created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              description=description, source=dict(source or {}))
-            write_json(vdir / "version.json", asdict(mv))
+            return self._add(gdir, group, artifact, metrics, status, description, source)
+
+    def register_new(self, group: str, artifact: str | Path, metrics: Mapping[str, Any], *,
+                     status: str = PENDING, description: str = "",
+                     source: Mapping[str, Any] | None = None) -> tuple[ModelVersion, bool]:
+        """:meth:`register` unless a version of ``group`` already holds this artifact (same sha256): then that
+        version and False. Looked up and registered under the group's lock, so two runs registering one
+        model at once make one version, and two models two versions."""
+        _check_status(status)
+        artifact = _artifact(artifact)
+        with self._locked(group) as gdir:
+            existing = self.find(group, sha256_file(artifact))
+            if existing is not None:
+                return existing, False
+            return self._add(gdir, group, artifact, metrics, status, description, source), True
+
+    def _add(self, gdir: Path, group: str, artifact: Path, metrics: Mapping[str, Any], status: str,
+             description: str, source: Mapping[str, Any] | None) -> ModelVersion:
+        """The next version of ``group`` (the caller holds its lock)."""
+        version = 1 + max((v.version for v in self._read_all(gdir, group)), default=0)
+        vdir = gdir / f"v{version:04d}"
+        vdir.mkdir(parents=True)
+        kept = vdir / artifact.name
+        shutil.copy2(artifact, kept)
+        mv = ModelVersion(group=group, version=version, status=status, artifact=str(kept),
+                          sha256=sha256_file(kept), metrics=dict(metrics),
+                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          description=description, source=dict(source or {}))
+        write_json(vdir / "version.json", asdict(mv))
         return mv
 
     def list(self, group: str = DEFAULT_GROUP) -> list[ModelVersion]:
@@ -118,6 +135,7 @@ class LocalRegistry:
 
     @contextmanager
     def _locked(self, group: str) -> Iterator[Path]:
+        """The group's folder under its lock (flock: another process waits until it is released)."""
         if not group or "/" in group or group.startswith("."):
             raise RegistryError(f"invalid model package group name {group!r}")
         gdir = self.root / group
@@ -128,6 +146,13 @@ class LocalRegistry:
                 yield gdir
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _artifact(path: str | Path) -> Path:
+    artifact = Path(path)
+    if not artifact.is_file():
+        raise RegistryError(f"cannot register {artifact}: no such file (expected a model.tar.gz)")
+    return artifact
 
 
 def _check_status(status: str) -> None:

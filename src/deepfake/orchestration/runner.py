@@ -15,9 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +28,8 @@ from typing import Any
 
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DataError, NotebookError, QualityGateError
-from deepfake.core.files import sha256_file, write_json
+from deepfake.core.files import write_json
+from deepfake.core.locks import LOCK_FILE, FolderLock
 from deepfake.data.splits import describe_protocol
 from deepfake.orchestration import step_outputs, steps, tracking
 from deepfake.orchestration.cache import (
@@ -82,25 +86,71 @@ def run_pipeline(
     external = {steps.TRAIN_STEP: existing_model(model)} if model else {}
     run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(runs_root) if runs_root else paths.runs_dir()) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides), external=external)
-    todo = [s for s in steps.STEPS if s.name not in external]
-    what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
-    _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
-    keys = {name: _model_fingerprint(path) for name, path in external.items()}
-    tracking.start_pipeline(run_dir, run_id, data=data,
-                            params={"profile": profile, "overrides": " ".join(overrides), "model": str(model or "")})
+    with FolderLock(run_dir, what=f"run {run_id} ({run_dir})",
+                    hint="wait for it to finish, or start this run with another --run-id"), _sigterm_interrupts():
+        params_by_step = step_parameters(data, run_dir, profile, parse_overrides(overrides), external=external)
+        todo = [s for s in steps.STEPS if s.name not in external]
+        what = f"evaluating model {external[steps.TRAIN_STEP]}" if external else f"profile {profile}"
+        _say(f"run {run_id}: {len(todo)} steps, data {data}, {what}, folder {run_dir}")
+        keys = {name: _model_fingerprint(path) for name, path in external.items()}
+        tracking.start_pipeline(run_dir, run_id, data=data,
+                                params={"profile": profile, "overrides": " ".join(overrides),
+                                        "model": str(model or "")})
+        done: list[StepOutcome] = []
+        try:
+            outcomes = _run_steps(todo, params_by_step, run_dir, data, keys, force=force, stream=stream, done=done)
+        except NotebookError as exc:
+            if exc.ename != "KeyboardInterrupt":
+                _say(f"FAILED {exc}")
+                tracking.finish_pipeline(run_dir, failed=True)
+                return 1
+            return _interrupted(run_dir, run_id, done, todo, signal.SIGINT)
+        except KeyboardInterrupt as stop:
+            return _interrupted(run_dir, run_id, done, todo, getattr(stop, "signum", signal.SIGINT))
+        except BaseException:
+            tracking.finish_pipeline(run_dir, failed=True)
+            raise
+        return _conclude(run_dir, run_id, profile, outcomes, evaluation_only=bool(external),
+                         register=register, group=group, threshold=threshold)
+
+
+class _Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's stop) stops the run as Ctrl-C does: steps kept, MLflow run KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stopped(signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
     try:
-        outcomes = _run_steps(todo, params_by_step, run_dir, data, keys, force=force, stream=stream)
-    except NotebookError as exc:
-        _say(f"FAILED {exc}")
-        tracking.finish_pipeline(run_dir, failed=True)
-        return 1
-    except BaseException:
-        tracking.finish_pipeline(run_dir, failed=True)
-        raise
-    return _conclude(run_dir, run_id, profile, outcomes, evaluation_only=bool(external),
-                     register=register, group=group, threshold=threshold)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _interrupted(run_dir: Path, run_id: str, done: list[StepOutcome], todo: list[steps.Step], signum: int) -> int:
+    """Say what a stopped run kept and how to resume; the MLflow run ends as KILLED. Exit 128 + signal."""
+    tracking.finish_pipeline(run_dir, killed=True)
+    finished = [o.step.name for o in done]
+    stopped = next((s.name for s in todo if s.name not in finished), None)
+    how = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    kept = f"finished steps {', '.join(finished)}" if finished else "no finished step"
+    during = f" during step {stopped}" if stopped else ""
+    parts = f", and what step {stopped} had finished (e.g. extraction's videos)" if stopped else ""
+    _say(f"run {run_id} {how}{during}: kept {kept}{parts} in {run_dir}; "
+         "run the same command again to resume from there")
+    return 128 + signum
 
 
 def _conclude(run_dir: Path, run_id: str, profile: str, outcomes: list[StepOutcome], *, evaluation_only: bool,
@@ -127,10 +177,12 @@ def _conclude(run_dir: Path, run_id: str, profile: str, outcomes: list[StepOutco
 
 
 def _run_steps(todo: list[steps.Step], params_by_step: Mapping[str, dict[str, Any]], run_dir: Path, data: Path,
-               keys: dict[str, str], *, force: bool, stream: bool) -> list[StepOutcome]:
-    """Run (or reuse) each step in order; a failing notebook raises NotebookError."""
+               keys: dict[str, str], *, force: bool, stream: bool, done: list[StepOutcome] | None = None
+               ) -> list[StepOutcome]:
+    """Run (or reuse) each step in order; a failing notebook raises NotebookError. ``done`` gets each
+    finished step as it finishes (what an interrupted run kept)."""
     handler = _stream_notebook_output() if stream else None
-    outcomes: list[StepOutcome] = []
+    outcomes: list[StepOutcome] = done if done is not None else []
     try:
         for i, step in enumerate(todo, 1):
             _say(f"[{i}/{len(todo)}] {step.name}: {step.title} ...")
@@ -198,16 +250,11 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
                                "model not registered")
     artifact = run_dir / steps.MODEL_STEP / paths.MODEL_ARCHIVE
     _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
-    registry = LocalRegistry()
-    existing = registry.find(group, sha256_file(artifact)) if artifact.is_file() else None
-    if existing is not None:
-        return existing, False
-    mv = registry.register(
+    return LocalRegistry().register_new(
         group, artifact, evaluation["metrics"],
         source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),
                 "report": str(run_dir / "evaluate" / "04_evaluate.html"), **tracking.run_ids(run_dir)},
     )
-    return mv, True
 
 
 def print_metrics(evaluation: Mapping[str, Any]) -> None:
@@ -247,7 +294,8 @@ def _run_step(step: steps.Step, params: dict[str, Any], run_dir: Path, data: Pat
             if cached.resolve() != out_dir.resolve():
                 if out_dir.exists():
                     shutil.rmtree(out_dir)
-                shutil.copytree(cached, out_dir, copy_function=_link_or_copy)
+                shutil.copytree(cached, out_dir, copy_function=_link_or_copy,
+                                ignore=shutil.ignore_patterns(LOCK_FILE))
                 _retarget(out_dir, params)
             return StepOutcome(step, out_dir, True, time.perf_counter() - started, _html(out_dir, notebook),
                                cached_from=cached)

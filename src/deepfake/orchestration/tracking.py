@@ -148,24 +148,32 @@ def log_report(output_dir: str | os.PathLike[str], *files: str | os.PathLike[str
 
 
 def start_pipeline(run_dir: Path, name: str, *, data: str | os.PathLike[str], params: Mapping[str, Any]) -> None:
-    """The runner's pipeline run, recorded in ``run_dir`` for its steps (or the reason tracking is off)."""
+    """The runner's pipeline run, recorded in ``run_dir`` for its steps (or the reason tracking is off).
+
+    The caller holds the run folder's lock, so a run an earlier process left RUNNING there (killed,
+    its machine restarted) has no owner any more: it ends as KILLED first.
+    """
+    earlier = step_outputs.read_json(run_dir / RECORD)
+    if earlier.get("run_id") and tracking_uri() == earlier.get("tracking_uri"):
+        _close_abandoned(earlier["run_id"])
     (run_dir / RECORD).unlink(missing_ok=True)
     uri = tracking_uri()
     if uri is not None and _start(run_dir, name, str(data), params) is None:
         write_json(run_dir / RECORD, {"tracking_uri": uri, "off": _off[0] if _off else "unknown"})
 
 
-def finish_pipeline(run_dir: Path, *, failed: bool = False, gate: str | None = None,
+def finish_pipeline(run_dir: Path, *, failed: bool = False, killed: bool = False, gate: str | None = None,
                     registered: Mapping[str, Any] | None = None) -> str | None:
-    """End the runner's pipeline run, tagged with the gate's verdict (``gate``: why it failed) and the
-    registered version (also on the run of the step whose model it is). Returns a line saying how to
-    compare the runs, or None without tracking."""
+    """End the runner's pipeline run (FINISHED, FAILED, or KILLED when it was stopped), tagged with the
+    gate's verdict (``gate``: why it failed) and the registered version (also on the run of the step whose
+    model it is). Returns a line saying how to compare the runs, or None without tracking."""
     record = step_outputs.read_json(run_dir / RECORD)
     tags = {"deepfake.gate": gate or "passed"} if gate or registered else {}
     if registered:
         again = " (already registered)" if registered.get("existing") else ""
         tags["deepfake.registered"] = f"{registered['group']} v{registered['version']}{again}"
-    if not record.get("run_id") or _finish(record, step_outputs.read_json(run_dir / steps.MODEL_STEP / RECORD), failed,
+    status = "KILLED" if killed else "FAILED" if failed else "FINISHED"
+    if not record.get("run_id") or _finish(record, step_outputs.read_json(run_dir / steps.MODEL_STEP / RECORD), status,
                                             tags) is None:
         return None
     uri = record["tracking_uri"]
@@ -270,7 +278,7 @@ def _start(run_dir: Path, name: str, data: str, params: Mapping[str, Any]) -> st
 
 
 @_never_fails
-def _finish(record: Mapping[str, Any], step_record: Mapping[str, Any], failed: bool,
+def _finish(record: Mapping[str, Any], step_record: Mapping[str, Any], status: str,
             tags: Mapping[str, str]) -> bool | None:
     store = _store()
     if store is None or record.get("tracking_uri") != store.uri:
@@ -279,8 +287,17 @@ def _finish(record: Mapping[str, Any], step_record: Mapping[str, Any], failed: b
         store.client.set_tag(record["run_id"], key, value)
         if step_record.get("parent_run_id") == record["run_id"]:
             store.client.set_tag(step_record["run_id"], key, value)
-    store.client.set_terminated(record["run_id"], "FAILED" if failed else "FINISHED")
+    store.client.set_terminated(record["run_id"], status)
     return True
+
+
+@_never_fails
+def _close_abandoned(run_id: str) -> None:
+    store = _store()
+    if store is not None and store.client.get_run(run_id).info.status == "RUNNING":
+        store.client.set_terminated(run_id, "KILLED")
+        log.warning("MLflow run %s, left RUNNING by an earlier run of this folder that was stopped, "
+                    "is ended as KILLED", run_id)
 
 
 # -- the store and the pipeline's run -------------------------------------------------------------

@@ -38,6 +38,7 @@ import pandas as pd
 
 from deepfake.core.errors import DeepfakeError, VideoDecodeError
 from deepfake.core.files import atomic_write_text
+from deepfake.core.locks import FolderLock
 from deepfake.core.progress import Progress
 from deepfake.core.vocabulary import (
     FAKE,
@@ -255,10 +256,12 @@ def score_folder(folder: str | os.PathLike[str], predictor: Predictor, out_csv: 
     started = time.perf_counter()
     keys = archive_videos(folder)
     parts = parts_dir_for(out_csv)
-    counts = score_videos(folder, predictor, parts, keys=keys, workers=workers, progress=progress)
-    table = merge_predictions(read_parts(parts), predictor.version, keys)
-    summary = summarize(table, model_version=predictor.version, missing=set(keys) - set(table["video_key"]),
-                        extra={"this_run": asdict(counts), "seconds": round(time.perf_counter() - started, 1)})
-    write_predictions(table, out_csv, summary, config={"archive": str(Path(folder).resolve()),
-                                                       "workers": workers, **predictor.describe()})
+    with FolderLock(parts, what=f"batch scoring into {out_csv}",
+                    hint="wait for it to finish, or give this one another --out"):
+        counts = score_videos(folder, predictor, parts, keys=keys, workers=workers, progress=progress)
+        table = merge_predictions(read_parts(parts), predictor.version, keys)
+        summary = summarize(table, model_version=predictor.version, missing=set(keys) - set(table["video_key"]),
+                            extra={"this_run": asdict(counts), "seconds": round(time.perf_counter() - started, 1)})
+        write_predictions(table, out_csv, summary, config={"archive": str(Path(folder).resolve()),
+                                                           "workers": workers, **predictor.describe()})
     return table, summary
