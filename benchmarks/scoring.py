@@ -39,7 +39,7 @@ from benchmarks.timing import interleave, p50, p95, rounded, say, timed
 from deepfake.core.errors import DeepfakeError
 from deepfake.media.extraction import ExtractConfig
 from deepfake.media.video import sample_frames
-from deepfake.modeling.artifact import save_artifact
+from deepfake.modeling.artifact import read_artifact_config, save_artifact, update_artifact
 from deepfake.modeling.pretrained import pretrained_model
 from deepfake.stages.train import TrainConfig
 
@@ -87,30 +87,59 @@ def bench_scoring(clips: Sequence[tuple[str, Path]], model_dir: Path, frames: in
     return rows
 
 
+STARTUP = {  # what `deepfake predict` pays before its first frame, each measured alone in a fresh process
+    "the Python interpreter": "pass",
+    "importing the CLI (deepfake.orchestration.cli: numpy, OpenCV, the predictor)": "import deepfake.orchestration.cli",
+    "importing torch (on a thread of its own, while the first frames decode)": "import torch",
+}
+CANDIDATE_DETECTOR = "mtcnn-track"   # a model trained on this selectable detector's faces, timed beside (issue 18)
+
+
 def _bench_cli(clips: Sequence[tuple[str, Path]], model_dir: Path, decode: dict[str, list[float]], runs: int,
                headline: str | None) -> list[Row]:
+    """`deepfake predict` per clip; on the headline clip also the start-up's parts and a model of the
+    candidate detector, all in the same turns (a change of load hits them alike)."""
     rows = []
+    tracked = update_artifact(model_dir, model_dir.with_name(f"{model_dir.name}-{CANDIDATE_DETECTOR}"),
+                              {"extract": {**read_artifact_config(model_dir)["extract"],
+                                           "detector": CANDIDATE_DETECTOR}})
     for name, path in clips:
         say(f"[2] deepfake predict (fresh process), {name}: {runs} run(s)")
-        seconds = []
-        result: dict[str, Any] = {}
-        for _ in range(runs):
-            took, proc = timed(lambda p=path: subprocess.run(
-                [*_deepfake(), "predict", str(p), "--model", str(model_dir), "--json"],
-                capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S))
-            if proc.returncode != 0:
-                raise DeepfakeError(f"deepfake predict {path} failed with exit code {proc.returncode}: "
-                                    f"{proc.stderr.strip()[-600:]}")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            seconds.append(took)
-        note = f"{_scored(result)}; includes Python start, imports, model load"
-        rows.append(Row(2, f"score one video, deepfake predict CLI, {name}", "s", p50(seconds), p50(decode[name]),
-                        "decode-only", CLI_TARGET if name == headline else None, note=note,
-                        samples={"cli_s": rounded(seconds)}))
+        fns = [partial(_predict_cli, path, model_dir)]
         if name == headline:
-            rows.append(Row(2, f"score one {name} video, deepfake predict CLI", "s", p50(seconds),
-                            DFDC_SECONDS_PER_VIDEO, DFDC_LABEL, ABSOLUTE_TARGET))
+            fns += [partial(_predict_cli, path, tracked)] + [partial(_python, code) for code in STARTUP.values()]
+        seconds, results = interleave(fns, runs, warmup=0)
+        cli_s = seconds[0]
+        note = f"{_scored(results[0])}; includes Python start, imports, model load"
+        rows.append(Row(2, f"score one video, deepfake predict CLI, {name}", "s", p50(cli_s), p50(decode[name]),
+                        "decode-only", CLI_TARGET if name == headline else None, note=note,
+                        samples={"cli_s": rounded(cli_s)}))
+        if name != headline:
+            continue
+        rows.append(Row(2, f"score one {name} video, deepfake predict CLI", "s", p50(cli_s),
+                        DFDC_SECONDS_PER_VIDEO, DFDC_LABEL, ABSOLUTE_TARGET))
+        rows.append(Row(2, f"score one {name} video, deepfake predict CLI, a model of detector {CANDIDATE_DETECTOR} "
+                        "(selectable)", "s", p50(seconds[1]), p50(decode[name]), "decode-only", CLI_TARGET,
+                        note=_scored(results[1]), samples={"cli_s": rounded(seconds[1])}))
+        for part, part_s in zip(STARTUP, seconds[2:], strict=True):
+            rows.append(Row(2, f"deepfake predict start-up: {part}", "s", p50(part_s), p50(cli_s),
+                            "the whole command", None, note="a fresh process doing only this",
+                            samples={"seconds": rounded(part_s)}))
     return rows
+
+
+def _predict_cli(video: Path, model: Path) -> dict[str, Any]:
+    """`deepfake predict VIDEO --model MODEL --json` in a fresh process: its JSON result."""
+    proc = subprocess.run([*_deepfake(), "predict", str(video), "--model", str(model), "--json"],
+                          capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise DeepfakeError(f"deepfake predict {video} failed with exit code {proc.returncode}: "
+                            f"{proc.stderr.strip()[-600:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _python(code: str) -> None:
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=REQUEST_TIMEOUT_S)
 
 
 def _bench_endpoint(clips: Sequence[tuple[str, Path]], model_dir: Path, decode: dict[str, list[float]],
