@@ -10,11 +10,17 @@ import pytest
 from aws_server import moto_server
 from serving_support import make_model
 
-from deepfake.core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedContentTypeError
+from deepfake.core.errors import (
+    ConfigError,
+    ForbiddenInputError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedContentTypeError,
+)
 from deepfake.serving.handlers import input_fn, model_fn, output_fn, predict_fn
 from deepfake.serving.packaging import package_model
 from deepfake.serving.predictor import Predictor
-from deepfake.serving.requests import MAX_PAYLOAD_ENV, ImageRequest, S3Request, VideoRequest
+from deepfake.serving.requests import MAX_PAYLOAD_ENV, S3_PREFIXES_ENV, ImageRequest, S3Request, VideoRequest
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,8 @@ def test_no_face_video_answers_without_probability(model, no_face_clip):
     assert result["status"] == "no_face" and result["p_fake"] is None and result["label"] is None
 
 
-def test_json_request_is_parsed_from_bytes_or_text():
+def test_json_request_is_parsed_from_bytes_or_text(monkeypatch):
+    monkeypatch.setenv(S3_PREFIXES_ENV, "s3://bucket/videos/")
     # The SageMaker toolkit hands application/json bodies over as str.
     for body in ('{"s3_uri": "s3://bucket/videos/a.mp4"}', b'{"s3_uri": "s3://bucket/videos/a.mp4"}'):
         assert input_fn(body, "application/json") == S3Request("s3://bucket/videos/a.mp4", "bucket", "videos/a.mp4")
@@ -118,6 +125,30 @@ def test_bad_requests(body, content_type, error, status, match):
     with pytest.raises(error, match=match) as info:
         input_fn(body, content_type)
     assert info.value.status == status
+
+
+@pytest.mark.parametrize(("prefixes", "uri", "match"), [
+    (None, "s3://bucket/videos/a.mp4", "reads no S3 input"),                       # unset: no S3 input at all
+    ("", "s3://bucket/videos/a.mp4", "reads no S3 input"),
+    ("s3://bucket/videos", "s3://bucket/videos-private/a.mp4", "outside the S3 prefixes"),  # a prefix is a folder
+    ("s3://bucket/videos/, s3://other/in/", "s3://secrets/keys/a.mp4", "s3://bucket/videos/, s3://other/in/"),
+])
+def test_an_s3_uri_outside_the_allowed_prefixes_is_refused_with_403(monkeypatch, prefixes, uri, match):
+    if prefixes is None:
+        monkeypatch.delenv(S3_PREFIXES_ENV, raising=False)
+    else:
+        monkeypatch.setenv(S3_PREFIXES_ENV, prefixes)
+    with pytest.raises(ForbiddenInputError, match=match) as info:
+        input_fn(json.dumps({"s3_uri": uri}), "application/json")
+    assert info.value.status == 403 and "S3InputPrefixes" in str(info.value)
+    monkeypatch.setenv(S3_PREFIXES_ENV, f"s3://{uri.split('/')[2]}/")                 # the whole bucket allowed
+    assert isinstance(input_fn(json.dumps({"s3_uri": uri}), "application/json"), S3Request)
+
+
+def test_a_malformed_prefix_list_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv(S3_PREFIXES_ENV, "bucket/videos/")
+    with pytest.raises(ConfigError, match="bucket/videos/"):
+        input_fn(b'{"s3_uri": "s3://bucket/videos/a.mp4"}', "application/json")
 
 
 def test_payload_limit(monkeypatch):
@@ -159,7 +190,8 @@ def test_errors_become_toolkit_errors_inside_the_sagemaker_toolkit(monkeypatch):
 
 
 @pytest.mark.aws
-def test_s3_video(model, face_clip, face_result, tmp_path):
+def test_s3_video(model, face_clip, face_result, tmp_path, monkeypatch):
+    monkeypatch.setenv(S3_PREFIXES_ENV, "s3://videos/in")
     with moto_server(tmp_path) as aws, aws.environment():
         s3 = aws.client("s3")
         s3.create_bucket(Bucket="videos")

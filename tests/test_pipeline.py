@@ -303,6 +303,42 @@ def test_registration_arguments(definition):
         step_output_ref(steps.EVALUATION_STEP, "report"), report]}}
 
 
+IMAGES = {"processing_image_uri": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/deepfake-kit@sha256:{'a' * 64}",
+          "training_image_uri": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/deepfake-kit@sha256:{'b' * 64}",
+          "inference_image_uri": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/deepfake-kit@sha256:{'c' * 64}"}
+
+
+@pytest.mark.aws
+def test_the_kits_images_run_the_steps_and_serve_the_registered_model_by_digest(aws, definition):
+    from pipelines.deepfake.pipeline import get_pipeline
+
+    built = json.loads(get_pipeline(**KWARGS, **IMAGES, upload_code=False).definition())
+    by_name = all_steps(built)
+    for step in steps.STEPS:
+        want = IMAGES["training_image_uri" if step.gpu else "processing_image_uri"]
+        assert by_name[step.name]["Arguments"]["AppSpecification"]["ImageUri"] == want
+    register = by_name["register"]["Arguments"]
+    assert register["InferenceSpecification"]["Containers"][0]["Image"] == IMAGES["inference_image_uri"]
+    metadata = register["CustomerMetadataProperties"]
+    assert (metadata["ProcessingImage"], metadata["TrainingImage"]) == (IMAGES["processing_image_uri"],
+                                                                        IMAGES["training_image_uri"])
+    # without them: the AWS images, named by tag in the metadata too
+    default = all_steps(definition)["register"]["Arguments"]["CustomerMetadataProperties"]
+    assert "pytorch-training:2.5.1-cpu-py311" in default["ProcessingImage"]
+    assert "pytorch-training:2.5.1-gpu-py311" in default["TrainingImage"]
+
+
+@pytest.mark.aws
+def test_display_names_follow_the_schema_and_the_titles_stay_in_the_descriptions(definition):
+    import re
+
+    for name, step in all_steps(definition).items():
+        assert re.fullmatch(r"[A-Za-z0-9\-_]{1,64}", step["DisplayName"]), (name, step["DisplayName"])
+    explore = all_steps(definition)[steps.STEPS[0].name]
+    assert explore["DisplayName"] == steps.STEPS[0].title.replace(" ", "-")
+    assert explore["Description"].startswith(steps.STEPS[0].title)
+
+
 # -- code paths, console scripts ---------------------------------------------------------------
 
 def test_code_hash_follows_content_only():
@@ -427,6 +463,9 @@ def test_get_pipeline_definition_needs_no_aws_at_all(tmp_path):
     ("run-pipeline", ["--role-arn", "", "--kwargs", "{}"], "missing role"),
     ("run-pipeline", ["--role-arn", "MyRole", "--kwargs", '{"default_bucket": "my-bucket"}'], "is not an IAM role ARN"),
     ("run-pipeline", ["--role-arn", ROLE_ARN, "--tags", '{"Key": "a"}'], "--tags must be a JSON list"),
+    ("get-pipeline-definition", ["--role-arn", ROLE_ARN, "--kwargs",
+                                 '{"default_bucket": "b", "processing_image_uri": "deepfake-kit:latest"}'],
+     "image URI 'deepfake-kit:latest' is not an ECR image"),
     ("get-pipeline-definition", ["--kwargs", '{"default_bucket": "b"}'], "missing role"),
     ("get-pipeline-definition", ["--role-arn", ROLE_ARN], "default_bucket is required"),
 ])

@@ -162,12 +162,12 @@ def test_the_container_command_runs_here(tmp_path):
     root = tmp_path / "algo-1"
     script = root / "processing" / "input" / "code" / "run.py"
     script.parent.mkdir(parents=True)
-    script.write_text('parser.add_argument("--no-install")\n')
+    script.write_text('print("a job")\n')
     base = str(paths.SAGEMAKER_ROOT)
     args = {"AppSpecification": {"ContainerEntrypoint": ["python3", f"{base}/processing/input/code/run.py"],
                                  "ContainerArguments": ["--out", f"{base}/processing/output/x", f"--y={base}/config",
                                                         "/opt/mlx", "plain"]}}
-    assert command(args, root) == [sys.executable, str(script), "--no-install", "--out",
+    assert command(args, root) == [sys.executable, str(script), "--out",
                                    f"{root}/processing/output/x", f"--y={root}/config", "/opt/mlx", "plain"]
 
 

@@ -174,3 +174,67 @@ def test_tracking_names_the_pipeline_run_after_the_execution_read_from_the_job(t
         "deepfake.data": "s3://b/deepfake/data/", "deepfake.code_sha256": "c0de", tracking.GIT_COMMIT: "f00d"}
     run_step.track("", Path(report), data)
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking.OFF
+
+
+def bundle_dir(tmp_path, files):
+    """A code input laid out as bundle.py lays it: the lock and kit/src/deepfake/<files>."""
+    code = tmp_path / "code"
+    (code / "requirements.lock").parent.mkdir(parents=True, exist_ok=True)
+    (code / "requirements.lock").write_text("pandas==3.0.6\n")
+    for name, text in files.items():
+        path = code / "kit" / "src" / "deepfake" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return code
+
+
+def test_an_image_holding_the_same_lock_and_kit_files_installs_nothing_and_says_so(tmp_path):
+    code = bundle_dir(tmp_path, {"__init__.py": "__version__ = '9'\n", "core/paths.py": "X = 1\n"})
+    image = tmp_path / "image"                      # the installed package: more modules than the step ships
+    for name, text in {"__init__.py": "__version__ = '9'\n", "core/paths.py": "X = 1\n", "extra.py": ""}.items():
+        (image / name).parent.mkdir(parents=True, exist_ok=True)
+        (image / name).write_text(text)
+    manifest = tmp_path / "image.json"
+    manifest.write_text(json.dumps(run_step.image_manifest(code / "requirements.lock", image, "9")))
+
+    plan = run_step.install_plan(code, manifest)
+    assert (plan.requirements, plan.kit) == (False, False)
+    assert "nothing to install" in plan.reason and "kit 9" in plan.reason
+
+    (code / "kit" / "src" / "deepfake" / "core" / "paths.py").write_text("X = 2\n")        # the code moved on
+    plan = run_step.install_plan(code, manifest)
+    assert (plan.requirements, plan.kit) == (False, True)
+    assert "core/paths.py" in plan.reason and "shipped kit only" in plan.reason
+
+    (code / "requirements.lock").write_text("pandas==3.0.7\n")                            # the runtime moved on
+    plan = run_step.install_plan(code, manifest)
+    assert (plan.requirements, plan.kit) == (True, True) and "requirements lock" in plan.reason
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"kit_version": "9"}'])
+def test_without_a_readable_image_manifest_a_step_installs_everything(tmp_path, content):
+    code = bundle_dir(tmp_path, {"__init__.py": ""})
+    manifest = tmp_path / "image.json"
+    if content is not None:
+        manifest.write_text(content)
+    plan = run_step.install_plan(code, manifest)
+    assert (plan.requirements, plan.kit) == (True, True)
+    assert str(manifest) in plan.reason and ("none" in plan.reason if content is None else "unreadable" in plan.reason)
+
+
+@pytest.mark.slow
+def test_the_bundle_ships_the_requirements_lock_and_the_lock_is_current():
+    from pipelines.deepfake.bundle import LOCK
+    from pipelines.deepfake.image import check_lock, lock_path, locked
+
+    check_lock()                                    # resolved from the requirements the steps derive today
+    bundle = build_bundle(steps.step(SHARDED).notebook)
+    assert bundle.files[LOCK] == lock_path().read_bytes()
+    pins = locked()
+    assert "torch" not in pins and "numpy" not in pins          # the image's own
+    for line in bundle.files["requirements.txt"].decode().splitlines():
+        if line and not line.startswith("#"):
+            from packaging.requirements import Requirement
+
+            req = Requirement(line)
+            assert req.specifier.contains(pins[req.name.lower()], prereleases=True), line

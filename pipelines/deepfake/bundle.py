@@ -11,7 +11,9 @@ reruns the evaluation, not the extraction and the training.
 
 The requirements are derived too: the kit's own requirements (pyproject.toml)
 of the third-party packages that code imports, plus the notebook kernel, less
-the image's torch and numpy.
+the image's torch and numpy; the bundle ships the requirements lock
+(``infra/image/requirements.lock``, :mod:`pipelines.deepfake.image`) that pins them
+and everything they pull, so a step installs the versions CI tests.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from deepfake.core.errors import PipelineError
 from deepfake.orchestration.tracking import git_commit
 
 # Part of the hash: bump it when the layout below changes.
-BUNDLE_FORMAT = "2"
+BUNDLE_FORMAT = "3"
 ENTRY_POINT = "run_step.py"
 REQUIREMENTS = "requirements.txt"
+LOCK = "requirements.lock"           # the pins of every requirement (run_step.py's constraints)
 KIT_DIR = "kit"                      # pip-installable copy of the kit inside the bundle
 MARKER = "BUNDLE.json"               # written last: a prefix holding it is complete
 # Executes the notebooks: not imported by the kit's code, so not found in its import graph.
@@ -58,12 +61,13 @@ def build_bundle(notebook: str, backbone: str | None = None) -> CodeBundle:
     networks also installs what ``backbone`` needs beyond the kit's core (timm for ``timm/<model>``)."""
     entry = _read(HERE / ENTRY_POINT)
     nb_path = paths.notebooks_dir() / notebook
-    modules = imports.notebook_modules(_existing(nb_path)) | imports.imports_of_code(entry.decode("utf-8"))
+    modules = notebook_step_modules(notebook)
     package = Path(deepfake.__file__).resolve().parent
     extra = backbone_packages(modules, backbone)
     files: dict[str, bytes] = {
         ENTRY_POINT: entry,
         REQUIREMENTS: step_requirements(modules, extra).encode("utf-8"),
+        LOCK: _read(_lock()),
         f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
         f"{KIT_DIR}/README.md": README,
         f"{KIT_DIR}/src/deepfake/py.typed": _read(package / "py.typed"),
@@ -78,13 +82,12 @@ def build_script_bundle(entry: str) -> CodeBundle:
     """A script step's code (no notebook): ``entry`` beside this folder's ``run_step.py`` (whose
     install and exit-message helpers it uses), the kit modules both import, and their requirements."""
     scripts = {name: _read(HERE / name) for name in dict.fromkeys((entry, ENTRY_POINT))}
-    modules: set[str] = set()
-    for code in scripts.values():
-        modules |= imports.imports_of_code(code.decode("utf-8"))
+    modules = script_step_modules(entry)
     package = Path(deepfake.__file__).resolve().parent
     files: dict[str, bytes] = {
         **scripts,
         REQUIREMENTS: step_requirements(modules).encode("utf-8"),
+        LOCK: _read(_lock()),
         f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
         f"{KIT_DIR}/README.md": README,
         f"{KIT_DIR}/src/deepfake/py.typed": _read(package / "py.typed"),
@@ -102,6 +105,20 @@ def backbone_packages(modules: Iterable[str], backbone: str | None) -> list[str]
     from deepfake.modeling.network import get_backbone
 
     return [get_backbone(backbone).package]
+
+
+def notebook_step_modules(notebook: str) -> set[str]:
+    """The kit modules a notebook step imports: its notebook's and ``run_step.py``'s."""
+    entry = _read(HERE / ENTRY_POINT).decode("utf-8")
+    return imports.notebook_modules(_existing(paths.notebooks_dir() / notebook)) | imports.imports_of_code(entry)
+
+
+def script_step_modules(entry: str) -> set[str]:
+    """The kit modules a script step imports: ``entry``'s and ``run_step.py``'s."""
+    modules: set[str] = set()
+    for name in dict.fromkeys((entry, ENTRY_POINT)):
+        modules |= imports.imports_of_code(_read(HERE / name).decode("utf-8"))
+    return modules
 
 
 def step_requirements(modules: Iterable[str], extra: Iterable[str] = ()) -> str:
@@ -169,6 +186,16 @@ def _pyproject() -> Path:
         raise PipelineError(
             f"cannot find the kit's pyproject.toml at {path}; run from the checkout or set DEEPFAKE_HOME to it"
         )
+    return path
+
+
+def _lock() -> Path:
+    from pipelines.deepfake.image import lock_path
+
+    path = lock_path()
+    if not path.is_file():
+        raise PipelineError(f"cannot find the requirements lock at {path}; run from the checkout "
+                            "(or set DEEPFAKE_HOME to it), or `make lock` to make it")
     return path
 
 

@@ -63,6 +63,11 @@ REPORT_CHANNEL = "report"
 ENTRY_POINT = "run_step.py"
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+# An ECR image: by digest (repository@sha256:...) as the kit's CodeBuild passes it, or by tag.
+_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(@sha256:[0-9a-f]{64}|:[\w.-]+)$")
+# A step's DisplayName in the pipeline definition schema (aws-sagemaker-mlops/...-JSON-schema: StepName).
+_DISPLAY_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+DISPLAY_NAME_MAX = 64
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 
@@ -99,6 +104,9 @@ def get_pipeline(
     volume_size_gb: int = VOLUME_SIZE_GB,
     upload_code: bool = True,
     profile: str = "default",
+    processing_image_uri: str | None = None,
+    training_image_uri: str | None = None,
+    inference_image_uri: str | None = None,
     sagemaker_session: Any = None,
 ) -> Any:
     """The deepfake pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``).
@@ -109,12 +117,17 @@ def get_pipeline(
     the instance-type pipeline parameters default to them. ``profile`` bakes a parameter
     profile of ``deepfake run`` (``deepfake.orchestration.run_settings.PROFILES``: ``demo``,
     ``tiny``) into the step arguments, and its values of the run parameters become their defaults.
+    ``processing_image_uri`` / ``training_image_uri`` run the CPU / GPU steps in the kit's own image
+    (``infra/image/Dockerfile``, built and pushed by the model-build CodeBuild, passed by digest), whose
+    steps install nothing; ``inference_image_uri`` is the registered model's serving image. Empty: the
+    AWS PyTorch images, and each step pip-installs its requirements, pinned by the lock.
     """
     _check_arguments(region=region, role=role, default_bucket=default_bucket,
                      model_package_group_name=model_package_group_name, pipeline_name=pipeline_name,
                      base_job_prefix=base_job_prefix, processing_instance_type=processing_instance_type,
                      training_instance_type=training_instance_type,
-                     inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb)
+                     inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb,
+                     images=(processing_image_uri, training_image_uri, inference_image_uri))
     settings = profile_settings(profile)
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
@@ -132,8 +145,8 @@ def get_pipeline(
         code_uris = {name: b.uri(bucket, base_job_prefix) for name, b in bundles.items()}
     params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type,
                                  settings)
-    images = {gpu: _image(region, training_instance_type if gpu else processing_instance_type, "training")
-              for gpu in (False, True)}
+    images = {False: processing_image_uri or _image(region, processing_instance_type, "training"),
+              True: training_image_uri or _image(region, training_instance_type, "training")}
 
     evaluation = _property_file()
     built: dict[str, Any] = {}
@@ -146,7 +159,8 @@ def get_pipeline(
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
                       group=model_package_group_name, inference_instance_types=inference_instance_types,
                       code_sha256=combined_sha256(bundles.values()), pipeline_name=pipeline_name,
-                      project=sagemaker_project_name)
+                      project=sagemaker_project_name, step_images=images,
+                      inference_image=inference_image_uri or _image(region, inference_instance_types[0], "inference"))
     return Pipeline(name=pipeline_name, parameters=params.all(), steps=[*built.values(), gate],
                     sagemaker_session=session)
 
@@ -294,11 +308,17 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
         arguments += ["--param", name, value]
     step_args = processor.run(inputs=inputs, outputs=outputs, arguments=arguments)
     return ProcessingStep(
-        name=step.name, step_args=step_args, display_name=step.title,
+        name=step.name, step_args=step_args, display_name=display_name(step.title),
         description=f"{step.title}: notebooks/{step.notebook} run with papermill",
         property_files=property_files, cache_config=CacheConfig(enable_caching=True, expire_after=CACHE_EXPIRY),
         retry_policies=_retry_policies(),
     )
+
+
+def display_name(title: str) -> str:
+    """``"Data exploration"`` -> ``"Data-exploration"``: the schema's StepName pattern, which a title's
+    spaces break (the title stays in the step's Description)."""
+    return _DISPLAY_NAME.sub("-", title).strip("-")[:DISPLAY_NAME_MAX]
 
 
 def output_uri(processing_step: Any, channel: str) -> Any:
@@ -308,7 +328,7 @@ def output_uri(processing_step: Any, channel: str) -> Any:
 
 def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *, session: Any, role: str,
                region: str, group: str, inference_instance_types: Sequence[str], code_sha256: str,
-               pipeline_name: str, project: str | None) -> Any:
+               pipeline_name: str, project: str | None, step_images: Mapping[bool, str], inference_image: str) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
@@ -328,7 +348,7 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
     report_uri = Join(on="/", values=[output_uri(evaluate, REPORT_CHANNEL), report])
     builder = ModelBuilder(
         s3_model_data_url=Join(on="/", values=[output_uri(gated, steps.MODEL_STEP), paths.MODEL_ARCHIVE]),
-        image_uri=_image(region, inference_instance_types[0], "inference"),
+        image_uri=inference_image,
         role_arn=role, sagemaker_session=session, instance_type=inference_instance_types[0],
         # The serving code is inside model.tar.gz (code/inference.py); nothing to upload or repack.
         env_vars={"SAGEMAKER_PROGRAM": "inference.py"}, dependencies={}, log_level=logging.WARNING,
@@ -336,10 +356,12 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
     metadata = {"EvaluationReport": report_uri, "GateMetric": steps.GATE_METRIC,
                 "KitVersion": __version__, "CodeSha256": code_sha256, "Pipeline": pipeline_name,
                 # the MLflow run of this execution (deepfake.orchestration.tracking names it so)
-                "MlflowRunName": ExecutionVariables.PIPELINE_EXECUTION_ID}
+                "MlflowRunName": ExecutionVariables.PIPELINE_EXECUTION_ID,
+                # the runtime that trained and evaluated it: the kit's image by digest, or the AWS image's tag
+                "ProcessingImage": step_images[False], "TrainingImage": step_images[True]}
     if project:
         metadata["SageMakerProjectName"] = project
-    register = ModelStep(name=REGISTER_STEP, display_name="Register the model", step_args=builder.register(
+    register = ModelStep(name=REGISTER_STEP, display_name=display_name("Register the model"), step_args=builder.register(
         model_package_group_name=group,
         content_types=list(ACCEPTED_TYPES), response_types=list(RESPONSE_TYPES),
         inference_instances=list(inference_instance_types), transform_instances=list(inference_instance_types),
@@ -348,12 +370,12 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
         approval_status=params.approval, customer_metadata_properties=metadata,
         description=f"Deepfake-video detector; registered by {pipeline_name} at {steps.GATE_METRIC} >= threshold",
     ))
-    fail = FailStep(name=FAIL_STEP, display_name="Quality gate failed", error_message=Join(on=" ", values=[
+    fail = FailStep(name=FAIL_STEP, display_name=display_name("Quality gate failed"), error_message=Join(on=" ", values=[
         f"quality gate: {steps.GATE_METRIC}", metric, "is below the threshold", params.threshold,
         "(MetricThreshold); the model was not registered",
     ]))
     return ConditionStep(
-        name=GATE_STEP, display_name="Quality gate",
+        name=GATE_STEP, display_name=display_name("Quality gate"),
         description=f"register the model when {steps.GATE_METRIC} >= MetricThreshold",
         conditions=[ConditionGreaterThanOrEqualTo(left=metric, right=params.threshold)],
         if_steps=[register], else_steps=[fail],
@@ -422,6 +444,8 @@ def _check_arguments(**kw: Any) -> None:
         types += list(kw["inference_instance_types"])
     problems += [f"instance type {t!r} is not a SageMaker instance type such as ml.m5.xlarge"
                  for t in types if not isinstance(t, str) or not t.startswith("ml.")]
+    problems += [f"image URI {image!r} is not an ECR image (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY"
+                 "@sha256:DIGEST, or :TAG)" for image in kw["images"] if image and not _IMAGE.match(str(image))]
     if not isinstance(kw["volume_size_gb"], int) or kw["volume_size_gb"] < 1:
         problems.append(f"volume_size_gb {kw['volume_size_gb']!r} must be a positive integer (GiB)")
     reserved = {CODE_CHANNEL, DATA_CHANNEL, REPORT_CHANNEL, GATE_STEP, REGISTER_STEP, FAIL_STEP}

@@ -1,10 +1,14 @@
 """Entry point of every SageMaker Processing step: run one notebook of the kit.
 
 The pipeline starts ``python3 run_step.py --step NAME --param KEY VALUE ...`` in an
-AWS PyTorch framework image, from the code input that holds this file, the extra
-requirements and the kit (see ``bundle.py``). This script installs what the image
-lacks (never its torch or numpy: they are pinned as constraints), installs the
-shipped kit, then runs the step's notebook through ``deepfake.orchestration.notebook.run_notebook``,
+AWS PyTorch framework image or the kit's own image built on it (``infra/image/Dockerfile``),
+from the code input that holds this file, the requirements, their lock and the kit
+(see ``bundle.py``). This script installs what the image lacks, and nothing when the
+image already holds it: an image whose manifest (``DEEPFAKE_IMAGE_MANIFEST``) records the
+same requirements lock and the same kit files installs nothing and says so; the same lock
+with other kit files installs the shipped kit only; anything else (the AWS image) installs
+the requirements, pinned by the lock, and the kit, never the image's own torch or numpy.
+It then runs the step's notebook through ``deepfake.orchestration.notebook.run_notebook``,
 the same call the local runner makes: parameters arrive as strings and are typed by
 the notebook's parameters cell, the executed notebook and its HTML report land in
 the report output even when a cell fails, and a failure exits non-zero so the step
@@ -16,6 +20,7 @@ Only the standard library is imported before the install.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import logging
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -33,9 +39,14 @@ log = logging.getLogger("run_step")
 HERE = Path(__file__).resolve().parent
 KIT = HERE / "kit"                                   # bundle.KIT_DIR
 REQUIREMENTS = HERE / "requirements.txt"             # bundle.REQUIREMENTS
+LOCK = HERE / "requirements.lock"                    # bundle.LOCK: infra/image/requirements.lock
 MARKER = HERE / "BUNDLE.json"                        # bundle.MARKER: the code's sha256 and git commit
 KEEP = ("torch", "numpy")                            # the image's builds; pip must not replace them
 EXIT_MESSAGE_LIMIT = 1024                            # bytes SageMaker keeps of the exit message
+# What the kit's image holds (written by infra/image/Dockerfile): its kit files and requirements lock.
+IMAGE_MANIFEST_ENV = "DEEPFAKE_IMAGE_MANIFEST"
+IMAGE_MANIFEST = "/opt/deepfake/image.json"
+KIT_PACKAGE = ("src", "deepfake")                   # the package inside the shipped kit
 
 # Exit codes: 0 done, 1 the notebook failed, 2 bad step or parameters, 3 install failed.
 EXIT_NOTEBOOK, EXIT_CONFIG, EXIT_INSTALL = 1, 2, 3
@@ -72,8 +83,10 @@ def start(what: str, install_kit: bool) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not install_kit:
         return 0
+    plan = install_plan(HERE)
+    log.info("%s", plan.reason)
     try:
-        install(KIT, REQUIREMENTS)
+        install(KIT, REQUIREMENTS, plan)
     except subprocess.CalledProcessError as exc:
         return fail(f"{what}: pip install failed (exit {exc.returncode}): {' '.join(exc.cmd)}", EXIT_INSTALL)
     return 0
@@ -104,19 +117,85 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def install(kit: Path, requirements: Path) -> None:
-    """pip-install the extra requirements, then the shipped kit without its dependencies."""
+@dataclass(frozen=True)
+class InstallPlan:
+    requirements: bool           # pip-install requirements.txt, pinned by the lock
+    kit: bool                    # pip-install the shipped kit (no dependencies)
+    reason: str                  # one line for the job's log
+
+
+def install_plan(code_dir: Path, manifest: Path | None = None) -> InstallPlan:
+    """What this container lacks to run the code in ``code_dir``: nothing when its image's manifest
+    records the bundle's requirements lock and every kit file the bundle ships."""
+    path = manifest or Path(os.environ.get(IMAGE_MANIFEST_ENV) or IMAGE_MANIFEST)
+    try:
+        image = json.loads(path.read_text(encoding="utf-8"))
+        have_lock, have_kit, version = image["requirements_sha256"], image["kit_files"], image["kit_version"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = "none" if isinstance(exc, FileNotFoundError) else f"unreadable ({type(exc).__name__}: {exc})"
+        return InstallPlan(True, True, f"kit image manifest {path}: {detail}; installing the requirements "
+                                       "(pinned by requirements.lock) and the shipped kit")
+    lock = code_dir / LOCK.name
+    want_lock = file_sha256(lock) if lock.is_file() else "(no requirements.lock shipped)"
+    if have_lock != want_lock:
+        return InstallPlan(True, True, f"the image was built with requirements lock {have_lock[:12]}, the step ships "
+                                       f"{want_lock[:12]}; installing the requirements and the shipped kit")
+    shipped = kit_files(code_dir.joinpath(KIT.name, *KIT_PACKAGE))
+    changed = sorted(name for name, digest in shipped.items() if have_kit.get(name) != digest)
+    if changed:
+        return InstallPlan(False, True, f"the image holds kit {version} with the step's requirements lock "
+                                        f"{want_lock[:12]}, but {len(changed)} of the {len(shipped)} kit files the step "
+                                        f"ships differ ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); "
+                                        "installing the shipped kit only")
+    return InstallPlan(False, False, f"the image holds kit {version}, requirements lock {want_lock[:12]} and the "
+                                     f"{len(shipped)} kit files the step ships: nothing to install")
+
+
+def image_manifest(lock: Path, package: Path, version: str) -> dict[str, object]:
+    """What an image holds, for :func:`install_plan`: written into the image by infra/image/Dockerfile."""
+    return {"kit_version": version, "requirements_sha256": file_sha256(lock), "kit_files": kit_files(package)}
+
+
+def kit_files(package: Path) -> dict[str, str]:
+    """sha256 of every file of the ``deepfake`` package under ``package`` (caches left out)."""
+    if not package.is_dir():
+        return {}
+    return {p.relative_to(package).as_posix(): file_sha256(p) for p in sorted(package.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install(kit: Path, requirements: Path, plan: InstallPlan | None = None) -> None:
+    """pip-install what ``plan`` says the image lacks: the requirements (pinned by the lock), then the
+    shipped kit without its dependencies."""
+    plan = plan or InstallPlan(True, True, "")
+    if not (plan.requirements or plan.kit):
+        return
     started = time.perf_counter()
-    install_requirements(requirements)
-    install_kit(kit)
+    if plan.requirements:
+        install_requirements(requirements)
+    if plan.kit:
+        install_kit(kit)
     importlib.invalidate_caches()                        # this process imports the kit next
-    log.info("installed the requirements and the kit in %.0fs", time.perf_counter() - started)
+    log.info("installed %s in %.0fs", "the requirements and the kit" if plan.requirements else "the kit",
+             time.perf_counter() - started)
 
 
 def install_requirements(requirements: Path) -> None:
+    """``requirements.txt`` constrained by the lock (less the image's torch and numpy) and the image's own
+    torch and numpy: what a step installs is what the lock pins, which CI tests."""
+    keep = {name.lower() for name in KEEP}
+    locked = []
+    if LOCK.is_file():
+        locked = [line.strip() for line in LOCK.read_text(encoding="utf-8").splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")
+                  and line.split("==")[0].strip().lower() not in keep]
     with tempfile.TemporaryDirectory(prefix="deepfake-install-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("".join(f"{line}\n" for line in pinned_constraints()))
+        constraints.write_text("".join(f"{line}\n" for line in [*pinned_constraints(), *locked]))
         _pip("-r", str(requirements), "-c", str(constraints))
 
 

@@ -34,6 +34,7 @@ from pipelines.deepfake.pipeline import (
     VOLUME_SIZE_GB,
     _image,
     _run_uri,
+    display_name,
     get_session,
 )
 
@@ -54,6 +55,7 @@ def get_pipeline(
     processing_instance_type: str = PROCESSING_INSTANCE_TYPE,
     volume_size_gb: int = VOLUME_SIZE_GB,
     upload_code: bool = True,
+    processing_image_uri: str | None = None,
     sagemaker_session: Any = None,
 ) -> Any:
     """The scoring pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``); arguments as in ``pipeline.py``."""
@@ -78,7 +80,7 @@ def get_pipeline(
         "type": ParameterString("ProcessingInstanceType", default_value=processing_instance_type),
         "workers": ParameterInteger("WorkersPerInstance", default_value=WORKERS),
     }
-    image = _image(region, processing_instance_type, "training")
+    image = processing_image_uri or _image(region, processing_instance_type, "training")
     common = {"role": role, "image": image, "session": session, "params": params, "code_uri": code_uri,
               "volume_size_gb": volume_size_gb}
     score = _step(SCORE_STEP, **common, count=params["count"], inputs={VIDEOS: (params["archive"], True)},
@@ -116,7 +118,7 @@ def _step(name: str, *, role: str, image: str, session: Any, params: dict[str, A
     results = [ProcessingOutput(output_name=channel, s3_output=ProcessingS3Output(
         s3_uri=uri, local_path=_output(channel), s3_upload_mode=mode)) for channel, (uri, mode) in outputs.items()]
     step_args = processor.run(inputs=channels, outputs=results, arguments=arguments)
-    return ProcessingStep(name=name, step_args=step_args, display_name=f"Archive scoring: {name}",
+    return ProcessingStep(name=name, step_args=step_args, display_name=display_name(f"Archive scoring {name}"),
                           description=f"{Path(ENTRY_POINT).stem} {name}")
 
 

@@ -11,10 +11,14 @@ Each instance gets a folder that stands in for its container root (``/opt/ml``):
   folder is the root, with every container path (``/opt/ml/...``) in them mapped
   into the root and ``DEEPFAKE_SAGEMAKER_ROOT`` pointing at it;
 - ``python3``/``python`` is this interpreter (the kit's dependencies are installed
-  in it), a script that takes ``--no-install`` gets it (the kit's entry points
-  would otherwise pip-install into this environment), and a code input that ships
-  the kit (``kit/src``) comes first on ``PYTHONPATH``, so the job imports the
-  modules the step ships, as the container would after its install;
+  in it), which stands for the kit's image built from this checkout
+  (``infra/image/Dockerfile``): the job's ``DEEPFAKE_IMAGE_MANIFEST`` describes it (this
+  checkout's requirements lock and the kit files this interpreter imports), so a kit
+  entry point decides as in that image, and installs nothing; a step whose code needs
+  an install (its bundle was built from another checkout) fails before it starts, since
+  pip would install into this environment. A code input that ships the kit
+  (``kit/src``) comes first on ``PYTHONPATH``, so the job imports the modules the step
+  ships, as the container does;
 - the environment is the step's ``Environment`` and the AWS endpoint's settings
   over a minimal base (``PATH``, ``HOME``, locale), not this shell's;
 - ``Continuous`` outputs are uploaded as their files are written (a file once
@@ -42,13 +46,14 @@ from typing import Any
 from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 from deepfake.core.files import write_json
+from pipelines.deepfake.run_step import IMAGE_MANIFEST_ENV
 from pipelines.local.s3 import S3Object, Storage, join_uri
 
 POLL_S = 1.0                          # seconds between two scans of the Continuous output folders
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
 PYTHONS = ("python", "python3", f"python3.{sys.version_info.minor}")
-NO_INSTALL = "--no-install"
 KIT_SRC = ("kit", "src")              # where a code bundle ships the kit (pipelines/deepfake/bundle.py)
+IMAGE_MANIFEST = "image.json"         # this environment as the kit's image, in the job folder
 LOG_TAIL_LINES = 15
 COMPLETED, JOB_FAILED = "Completed", "Failed"      # ProcessingJobStatus values
 
@@ -86,6 +91,9 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
     hosts = [f"algo-{i + 1}" for i in range(count)]
     instances = [Instance(host, folder / host) for host in hosts]
     problem = _stage_inputs(arguments, instances, storage)
+    if problem:
+        return JobResult(JOB_FAILED, f"ClientError: {problem}", "", instances, time.perf_counter() - started)
+    problem = _check_image(arguments, instances, folder / IMAGE_MANIFEST)
     if problem:
         return JobResult(JOB_FAILED, f"ClientError: {problem}", "", instances, time.perf_counter() - started)
     outputs = arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])
@@ -134,6 +142,31 @@ def _stage_inputs(arguments: Mapping[str, Any], instances: list[Instance], stora
     return ""
 
 
+def _check_image(arguments: Mapping[str, Any], instances: list[Instance], manifest: Path) -> str:
+    """Describe this environment as the kit's image; returns why a bundle's entry point would install, or ''."""
+    import deepfake
+    from pipelines.deepfake.image import lock_path
+    from pipelines.deepfake.run_step import image_manifest, install_plan
+
+    write_json(manifest, image_manifest(lock_path(), Path(deepfake.__file__).resolve().parent, deepfake.__version__))
+    for instance in instances:
+        script = entry_script(command(arguments, instance.root))
+        if script is None or not script.parent.joinpath(*KIT_SRC).is_dir():
+            continue
+        plan = install_plan(script.parent, manifest)
+        if plan.requirements or plan.kit:
+            return (f"{plan.reason}; pipeline-local runs each job in this Python environment (the image built from "
+                    "this checkout) and does not pip-install into it: build the definition from this checkout "
+                    "(--module-name)")
+    return ""
+
+
+def entry_script(cmd: Sequence[str]) -> Path | None:
+    """The Python script a job's command runs, if it runs one."""
+    return next((Path(a) for a in cmd[1:2] if a.endswith(".py") and Path(a).is_file()), None) \
+        if cmd and Path(cmd[0]).name in (*PYTHONS, Path(sys.executable).name) else None
+
+
 def _write_config(instance: Instance, hosts: list[str], arguments: Mapping[str, Any]) -> None:
     config = instance.root / "config"
     write_json(config / "resourceconfig.json", {"current_host": instance.host, "hosts": hosts,
@@ -151,11 +184,6 @@ def command(arguments: Mapping[str, Any], root: Path) -> list[str]:
         raise PipelineError("the step has no ContainerEntrypoint: the image's own entry point cannot run here")
     if Path(cmd[0]).name in PYTHONS:
         cmd[0] = sys.executable
-    for i, arg in enumerate(cmd[1:], 1):
-        if arg.endswith(".py") and Path(arg).is_file():
-            if NO_INSTALL.encode() in Path(arg).read_bytes() and NO_INSTALL not in cmd:
-                cmd.insert(i + 1, NO_INSTALL)
-            break
     return cmd
 
 
@@ -164,6 +192,7 @@ def job_env(arguments: Mapping[str, Any], root: Path, aws_env: Mapping[str, str]
     env.update(aws_env)
     env.update({k: str(v) for k, v in (arguments.get("Environment") or {}).items()})
     env["DEEPFAKE_SAGEMAKER_ROOT"] = str(root)
+    env[IMAGE_MANIFEST_ENV] = str(root.parent / IMAGE_MANIFEST)
     shipped = [str(local_path(root, i["S3Input"]["LocalPath"]).joinpath(*KIT_SRC))
                for i in arguments.get("ProcessingInputs", [])]
     env["PYTHONPATH"] = os.pathsep.join(p for p in shipped if Path(p).is_dir())

@@ -103,5 +103,11 @@ class UnsupportedContentTypeError(InvalidInputError):
     status = 415
 
 
+class ForbiddenInputError(InvalidInputError):
+    """The request names something this endpoint may not read (an S3 object outside its prefixes)."""
+
+    status = 403
+
+
 class PayloadTooLargeError(InvalidInputError):
     status = 413

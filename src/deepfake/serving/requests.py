@@ -18,6 +18,7 @@ from deepfake.core import paths
 from deepfake.core.errors import (
     ConfigError,
     DeepfakeError,
+    ForbiddenInputError,
     ImageDecodeError,
     InvalidInputError,
     PayloadTooLargeError,
@@ -43,6 +44,10 @@ MAX_PAYLOAD_ENV = "DEEPFAKE_MAX_PAYLOAD_BYTES"
 # Largest S3 video an endpoint downloads for one request: 1 GB, SageMaker's asynchronous payload limit.
 MAX_S3_VIDEO_BYTES = 1024 * 1024 * 1024
 JSON_KEYS = ("s3_uri",)
+# The S3 prefixes an ``s3_uri`` request may name, comma-separated (the stage config's S3InputPrefixes,
+# an environment variable of the endpoint's model); unset or empty: the endpoint reads no S3 input, so
+# a caller cannot make it fetch objects its role could read elsewhere in the account.
+S3_PREFIXES_ENV = "DEEPFAKE_S3_INPUT_PREFIXES"
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,35 @@ def parse_json_request(data: bytes) -> S3Request:
     bucket, key = paths.split_s3(uri)
     if not bucket or not key or key.endswith("/"):
         raise InvalidInputError(f"s3_uri {uri!r} must name an object: s3://bucket/path/to/video.mp4")
+    check_s3_allowed(uri)
     return S3Request(uri, bucket, key)
+
+
+def s3_input_prefixes() -> list[str]:
+    """The allowed prefixes of ``DEEPFAKE_S3_INPUT_PREFIXES``, each ending in ``/`` (a bucket, or a folder in one)."""
+    out = []
+    for item in os.environ.get(S3_PREFIXES_ENV, "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        bucket, _ = paths.split_s3(item) if paths.is_s3(item) else ("", "")
+        if not bucket:
+            raise ConfigError(f"{S3_PREFIXES_ENV} entry {item!r} is not an S3 prefix like s3://bucket/videos/")
+        out.append(item if item.endswith("/") else item + "/")
+    return out
+
+
+def check_s3_allowed(uri: str) -> None:
+    """Refuse (403) an ``s3_uri`` outside the endpoint's allowed prefixes."""
+    allowed = s3_input_prefixes()
+    if not allowed:
+        raise ForbiddenInputError(
+            f"this endpoint reads no S3 input ({S3_PREFIXES_ENV} is empty), so {uri} is refused; send the video "
+            "bytes, or name the prefixes it may read in the stage config's S3InputPrefixes")
+    if not any(uri.startswith(prefix) for prefix in allowed):
+        raise ForbiddenInputError(
+            f"{uri} is outside the S3 prefixes this endpoint may read ({', '.join(allowed)}); upload the video under "
+            "one of them, or add its prefix to the stage config's S3InputPrefixes")
 
 
 def check_accept(accept: str | None) -> str:
