@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -50,6 +51,8 @@ TAG_VALUE_MAX = 256                        # characters in an AWS tag value
 MONITORING_CODE_PREFIX = "monitoring"      # S3 prefix of the monitoring job's code bundles
 MONITORING_ENTRY = "monitor_step.py"       # the job's entry point, beside run_step.py in pipelines/deepfake/
 ENABLED = "true"
+# ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY[:TAG|@DIGEST]
+_ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--log-level", default=os.environ.get("LOGLEVEL", "INFO").upper())
-    p.add_argument("--model-execution-role", required=True, help="IAM role ARN the endpoint's model runs with")
+    p.add_argument("--model-execution-role", default="",
+                   help="IAM role ARN the endpoint's model runs with; empty: each stage's stack creates its own")
+    p.add_argument("--permissions-boundary", default="",
+                   help="permissions boundary of the roles the stage stacks create (the CI/CD stack's ModelRoleBoundary)")
     p.add_argument("--model-package-group-name", required=True)
     p.add_argument("--sagemaker-project-id", required=True)
     p.add_argument("--sagemaker-project-name", required=True)
@@ -200,10 +206,19 @@ def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_confi
                   monitoring_code: str | None = None) -> dict[str, Any]:
     """A stage's config plus what this build decided: the package, role, project, S3 paths and tags."""
     stage = stage_config["Parameters"]["StageName"]
+    prefixes = [p.strip() for p in str(stage_config["Parameters"].get("S3InputPrefixes", "")).split(",") if p.strip()]
+    bad = [p for p in prefixes if not p.startswith("s3://") or len(p) <= len("s3://")]
+    if bad:
+        raise DeployError(f"{stage} config: S3InputPrefixes {', '.join(bad)} must be s3://bucket/ or s3://bucket/folder/")
     params = {
         "SageMakerProjectName": args.sagemaker_project_name,
         "ModelPackageName": package["ModelPackageArn"],
         "ModelExecutionRoleArn": args.model_execution_role,
+        "PermissionsBoundaryArn": args.permissions_boundary,
+        "ModelDataObjectArn": s3_arn(package.get("ModelDataUrl") or ""),
+        "ImageRepositoryArn": ecr_repository_arn(package.get("Image") or ""),
+        "S3InputPrefixes": ",".join(prefixes),
+        "S3InputArns": ",".join(s3_arn(p if p.endswith("/") else p + "/") + "*" for p in prefixes),
         "DataCaptureUploadPath": f"s3://{args.s3_bucket}/datacapture-{stage}",
         "AsyncOutputPath": f"s3://{args.s3_bucket}/async-inference-{stage}",
     }
@@ -249,6 +264,24 @@ def monitoring_parameters(args: argparse.Namespace, package: dict[str, Any], sta
         "MonitoringEvaluationUri": package["EvaluationUri"],
         "MonitoringOutputPath": f"s3://{args.s3_bucket}/monitoring-{stage}",
     }
+
+
+def s3_arn(uri: str) -> str:
+    """``s3://bucket/key`` -> ``arn:aws:s3:::bucket/key`` (what a role's policy names)."""
+    if not uri.startswith("s3://"):
+        raise DeployError(f"{uri!r} is not an s3:// URI; the model package must name its model data in S3")
+    return f"arn:aws:s3:::{uri[len('s3://'):]}"
+
+
+def ecr_repository_arn(image: str) -> str:
+    """The ECR repository of an image URI (by tag or digest), for the role that pulls it."""
+    match = _ECR_IMAGE.match(image)
+    if not match:
+        raise DeployError(f"the package's image {image!r} is not in an ECR registry (ACCOUNT.dkr.ecr.REGION."
+                          "amazonaws.com/REPOSITORY); register the model with an ECR image")
+    account, region, repository = match.groups()
+    partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    return f"arn:{partition}:ecr:{region}:{account}:repository/{repository}"
 
 
 def cfn_parameters(config: dict[str, Any]) -> list[dict[str, str]]:

@@ -206,6 +206,52 @@ def test_staging_stack(aws, built, staging_endpoint):
     assert model["PrimaryContainer"]["ModelPackageName"] == arns[3]
 
 
+def test_without_a_role_the_stage_stack_makes_one_that_reads_only_the_stage_prefixes(aws, tmp_path):
+    """The model role reads the model data, pulls the image and reads the stage config's S3InputPrefixes only;
+    the same prefixes reach the container, which refuses any other s3_uri (deepfake.serving.requests)."""
+    sm = aws.client("sagemaker")
+    (arn,) = register(sm, "scoped-role", 1)
+    set_status(sm, arn, "Approved")
+    staging = json.loads((DEPLOY / "staging-config.json").read_text())
+    staging["Parameters"]["S3InputPrefixes"] = "s3://uploads/staging/, s3://samples"
+    (tmp_path / "staging.json").write_text(json.dumps(staging))
+    cmd = run_build(aws, tmp_path, "scoped-role", "--import-staging-config", str(tmp_path / "staging.json"))
+    result = subprocess.run([*cmd.args[:3], "", *cmd.args[4:]], env=aws.subprocess_env(), capture_output=True,
+                            text=True, timeout=120)                                      # --model-execution-role ""
+    assert result.returncode == 0, result.stderr
+    params = _read(tmp_path / "staging-config-export.json")["Parameters"]
+    assert params["S3InputPrefixes"] == "s3://uploads/staging/,s3://samples"
+    assert params["S3InputArns"] == "arn:aws:s3:::uploads/staging/*,arn:aws:s3:::samples/*"
+    assert params["ModelDataObjectArn"] == "arn:aws:s3:::models/scoped-role/1/model.tar.gz"
+    assert params["ImageRepositoryArn"] == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
+
+    name = deploy_stack(aws, "scoped-staging", _read(tmp_path / "staging-config-export.json"))
+    model = sm.describe_model(ModelName=sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(
+        EndpointName=name)["EndpointConfigName"])["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"]["Environment"]["DEEPFAKE_S3_INPUT_PREFIXES"] == params["S3InputPrefixes"]
+    role = model["ExecutionRoleArn"]
+    assert role != ROLE_ARN and ":role/deepfake/" in role                              # the stack's own, on the path
+    iam = aws.client("iam")
+    role_name = role.rsplit("/", 1)[1]
+    (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
+    import ast
+
+    if isinstance(document, str):                                  # moto keeps a stack policy as its Python repr
+        document = json.loads(document) if document.startswith("{\"") else ast.literal_eval(document)
+    statements = {st["Sid"]: st for st in document["Statement"]}
+    assert statements["S3Input"]["Resource"] == ["arn:aws:s3:::uploads/staging/*", "arn:aws:s3:::samples/*"]
+    assert statements["ModelData"]["Resource"] == params["ModelDataObjectArn"]
+    reads = [st for st in statements.values() if "s3:GetObject" in st["Action"]]
+    assert {r for st in reads for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])} == {
+        params["ModelDataObjectArn"], *params["S3InputArns"].split(",")}               # nothing else is readable
+
+
+def test_the_stage_configs_name_no_s3_input_by_default():
+    for stage in ("staging", "prod"):
+        assert _read(DEPLOY / f"{stage}-config.json")["Parameters"]["S3InputPrefixes"] == ""
+
+
 # moto's CloudFormation skips the Application Auto Scaling resources (cfn-lint checks them).
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
 def test_prod_stack_with_auto_scaling_and_async_inference(aws, built):

@@ -6,9 +6,14 @@ weights wheel, which is imported by a name built at run time) passes every other
 test and fails on SageMaker. Here each step's bundle is written out as the code
 input of its Processing job, its ``requirements.txt`` is installed into a clean
 virtual environment that holds only the image's packages (torch and numpy<2, the
-AWS PyTorch images' constraints), the shipped kit is installed without its
-dependencies, and ``run_step.py`` runs the step's notebook on tiny data, each
-step reading the previous one's outputs, as the pipeline wires them.
+AWS PyTorch images' constraints), pinned by the bundle's ``requirements.lock`` (the
+versions the steps run, in the AWS image and in the kit's own), the shipped kit is
+installed without its dependencies, and ``run_step.py`` runs the step's notebook on
+tiny data, each step reading the previous one's outputs, as the pipeline wires them.
+The environment is then what the kit's image is (``infra/image/Dockerfile``): its
+manifest is written as the image build writes it, and ``run_step.py`` runs without
+``--no-install``, so it must find that it has nothing to install (the environment
+has no pip to install with).
 
 uv installs the environments (seconds each from its cache, where pip takes
 minutes); the requirements and constraints are exactly those ``run_step.py``
@@ -29,7 +34,8 @@ import pytest
 from deepfake.core.dependencies import IMAGE_CONSTRAINTS, requirement
 from deepfake.orchestration import steps
 from deepfake.orchestration.run_settings import step_parameters
-from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, REQUIREMENTS, build_bundle
+from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, LOCK, REQUIREMENTS, build_bundle
+from pipelines.deepfake.run_step import IMAGE_MANIFEST_ENV, image_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +61,8 @@ def _step_environment(root: Path, step: steps.Step) -> tuple[Path, Path]:
     venv = root / step.name / "venv"
     subprocess.run([UV, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
     constraints = root / "image-constraints.txt"
-    constraints.write_text("\n".join(IMAGE) + "\n")
-    _uv(*IMAGE, venv=venv)
+    constraints.write_text("\n".join(IMAGE) + "\n" + (code / LOCK).read_text())
+    _uv(*IMAGE, "-c", str(constraints), venv=venv)
     _uv("-r", str(code / REQUIREMENTS), "-c", str(constraints), venv=venv)
     _uv("--no-deps", str(code / KIT_DIR), venv=venv)
     return code, venv
@@ -81,11 +87,17 @@ def test_every_step_runs_in_an_environment_of_only_its_own_requirements(tmp_path
         numpy_version, extras = json.loads(probe.stdout)
         assert numpy_version.startswith("1.") and extras == [], (step.name, numpy_version, extras)
         args = [arg for name, value in params[step.name].items() for arg in ("--param", name, str(value))]
-        proc = subprocess.run([str(python), str(code / ENTRY_POINT), "--no-install", "--step", step.name,
+        package = subprocess.run([str(python), "-c", "import deepfake, os; print(os.path.dirname(deepfake.__file__))"],
+                                 capture_output=True, text=True, env=env, timeout=120).stdout.strip()
+        manifest = tmp_path / "steps" / step.name / "image.json"      # as infra/image/Dockerfile writes it
+        manifest.write_text(json.dumps(image_manifest(code / LOCK, Path(package), "test")))
+        proc = subprocess.run([str(python), str(code / ENTRY_POINT), "--step", step.name,
                                "--notebooks-dir", str(code / KIT_DIR / "notebooks"),
                                "--report-dir", str(tmp_path / "reports" / step.name), *args],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+                              capture_output=True, text=True, env={**env, IMAGE_MANIFEST_ENV: str(manifest)},
+                              cwd=tmp_path, timeout=900)
         assert proc.returncode == 0, f"step {step.name} failed in its own environment:\n{proc.stdout[-4000:]}"
+        assert "nothing to install" in proc.stdout, proc.stdout[:2000]
     evaluation = json.loads((run_dir / steps.EVALUATION_STEP / "evaluation.json").read_text())
     assert evaluation["counts"]["videos_scored"] > 0
 
