@@ -13,6 +13,7 @@ DEMO_VIDEOS ?= 64
 RUN_ID ?= demo
 PIPELINE_BUCKET ?= deepfake-local
 PIPELINE_PROFILE ?= demo
+PROD_APPROVAL ?= ask
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local policies lock clean
@@ -44,10 +45,10 @@ demo-data: $(STAMP) ## build the small demo dataset from real faces shipped in p
 demo: demo-data ## the main job: demo data, the four notebooks, gate, registry, reports
 	$(BIN)/deepfake run --data $(DEMO_DATA) --run-id $(RUN_ID) --profile demo
 
-pipeline-local: demo-data ## the SageMaker pipeline definition executed here on the demo data: register, approve, deploy staging, staging test
+pipeline-local: demo-data ## the SageMaker pipeline executed here on the demo data, then the deploy pipeline of infra/cicd.yml walked: build, staging, test, approval (PROD_APPROVAL=ask|approve|reject), prod
 	$(BIN)/pipeline-local --module-name pipelines.deepfake.pipeline \
 	  --kwargs '{"default_bucket": "$(PIPELINE_BUCKET)", "profile": "$(PIPELINE_PROFILE)"}' \
-	  --input InputDataUrl=$(DEMO_DATA) --approve --deploy-staging
+	  --input InputDataUrl=$(DEMO_DATA) --approve --deploy --prod $(PROD_APPROVAL)
 
 test: $(STAMP) ## run the whole test suite (notebooks on tiny data included)
 	$(BIN)/pytest

