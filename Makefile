@@ -14,9 +14,13 @@ RUN_ID ?= demo
 PIPELINE_BUCKET ?= deepfake-local
 PIPELINE_PROFILE ?= demo
 PROD_APPROVAL ?= ask
+# AWS's pipeline-definition JSON schema (its repository has no licence, so it is fetched, not vendored)
+SCHEMA_COMMIT := b4012b0aa4474afdc6ef3d0409d17d0049dfcd85
+SCHEMA_SHA256 := 35633f4376dda695d1847bd16d72d3b3d9201f0106e75107eafbeef11ef5ce30
+SCHEMA_URL := https://raw.githubusercontent.com/aws-sagemaker-mlops/sagemaker-model-building-pipeline-definition-JSON-schema/$(SCHEMA_COMMIT)/schema/pipeline-definition.schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local policies lock clean
+.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local pipeline-schema policies lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +70,11 @@ lint: $(STAMP) $(TOOLS_STAMP) ## ruff, notebooks without outputs, both CloudForm
 	$(TOOLS)/bin/actionlint .github/workflows/*.yml
 	$(PY) -m pipelines.cicd policies
 	$(PY) -m pipelines.deepfake.image check
+
+pipeline-schema: ## fetch AWS's pipeline-definition schema (pinned, sha256-checked) for tests/test_pipeline_schema.py
+	mkdir -p .cache
+	curl -fsSL -o .cache/pipeline-definition.schema.json "$(SCHEMA_URL)"
+	echo "$(SCHEMA_SHA256)  .cache/pipeline-definition.schema.json" | sha256sum -c -
 
 policies: $(STAMP) ## write infra/policies/*.json into infra/cicd.yml's roles
 	$(PY) -m pipelines.cicd policies --write
