@@ -142,22 +142,6 @@ def test_make_pipeline_local_runs_every_step_registers_approves_and_deploys(aws,
         assert "nothing to install" in log, step.name
 
 
-def test_a_rejection_at_the_manual_approval_stops_before_prod(aws, chain, tmp_path):
-    from pipelines.local.deploy import NOT_STARTED, REJECTED, SUCCEEDED, walk_deploy
-    from pipelines.local.server import Aws
-
-    _, _, execution, _ = chain
-    package = execution["steps"]["register"]["properties"]
-    local = Aws(endpoint=aws.endpoint, region=REGION, env=aws.env)
-    walk = walk_deploy(local, group=package["ModelPackageGroupName"], bucket=BUCKET, folder=tmp_path / "deploy",
-                       project="rejected", approval="reject", say=lambda _line: None)
-    status = {run.stage: run.status for run in walk.stages}
-    assert status["TestStaging"] == SUCCEEDED and status["ApproveDeployment"] == REJECTED
-    assert status["DeployProd"] == NOT_STARTED and walk.passed and not walk.prod_response
-    stacks = {s["StackName"] for s in aws.client("cloudformation").describe_stacks()["Stacks"]}
-    assert "rejected-staging" in stacks and "rejected-prod" not in stacks
-
-
 def test_two_extraction_instances_score_their_shards_and_merge_to_the_single_instance_table(aws, chain, tmp_path):
     state, _, execution, good = chain
     extract = execution["steps"]["extract"]

@@ -214,14 +214,16 @@ def _codebuild(aws: Aws, action: cicd.Action, artifacts: dict[str, Path], folder
     if proc.returncode != 0:
         raise DeployError(f"{action.buildspec} failed (exit {proc.returncode}): "
                           f"{(proc.stderr.strip() or proc.stdout.strip())[-1200:]}")
-    for name in action.outputs:
+    # Its artifact files become its output artifact; a build without one (the staging test) leaves them in the walk's folder.
+    for name in action.outputs or ("",):
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
         for item in spec.get("artifacts", {}).get("files", []):
             produced = work / _expand(item, env)
             if produced.is_file():
                 shutil.copy2(produced, target / produced.name)
-        artifacts[name] = target
+        if name:
+            artifacts[name] = target
 
 
 def _expand(text: str, env: Mapping[str, str]) -> str:
