@@ -35,7 +35,10 @@ CODE = {
 }
 # Files that mention a client but make no call on AWS as any of the stack's roles.
 LOCAL_ONLY = {"src/deepfake/serving/server.py": "deepfake serve runs on your machine; the client in its docstring "
-                                                "is its caller's"}
+                                                "is its caller's",
+              "src/deepfake/monitoring/storage.py": "deepfake monitor reads captured traffic with its user's "
+                                                    "credentials; no role of the stack runs it (a schedule that does "
+                                                    "must be mapped here, and read the datacapture-* prefixes)"}
 # What sagemaker.mlops.workflow.pipeline.Pipeline.upsert/start do for run-pipeline (SDK 3.27: describe, create
 # or update with tags, start), and what SageMaker Pipelines does as the pipeline role for each step.
 SDK = {
