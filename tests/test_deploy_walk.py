@@ -33,13 +33,17 @@ def aws(tmp_path_factory):
     with moto_server(work) as server:
         server.client("s3").create_bucket(Bucket=BUCKET)
         server.client("s3").upload_file(str(archive), BUCKET, "models/1/model.tar.gz")
+        server.client("s3").put_object(Bucket=BUCKET, Key="models/1/evaluation.json", Body=b"{}")   # for monitoring
         sm = server.client("sagemaker")
         sm.create_model_package_group(ModelPackageGroupName=GROUP)
         arn = sm.create_model_package(
             ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/1/model.tar.gz"}],
                                     "SupportedContentTypes": list(ACCEPTED_TYPES),
-                                    "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+                                    "SupportedResponseMIMETypes": ["application/json"]},
+            ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                          "S3Uri": f"s3://{BUCKET}/models/1/evaluation.json"}}},
+        )["ModelPackageArn"]
         sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
         yield Aws(endpoint=server.endpoint, region=REGION, env=server.env), server
 

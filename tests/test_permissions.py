@@ -20,6 +20,8 @@ from pipelines import cicd
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINT_ROLE = "endpoint model role (deploy/endpoint-config-template.yml ModelRole)"
+MONITORING_ROLE = "monitoring job role (deploy/endpoint-config-template.yml MonitoringJobRole)"
+ROLE_RESOURCES = {ENDPOINT_ROLE: "ModelRole", MONITORING_ROLE: "MonitoringJobRole"}
 
 # file -> (the role it runs as, the services its clients call)
 CODE = {
@@ -32,13 +34,14 @@ CODE = {
     "deploy/build.py": ("deploy-build", ("sagemaker",)),
     "deploy/test/test.py": ("staging-test", ("sagemaker", "sagemaker-runtime")),
     "src/deepfake/serving/handlers.py": (ENDPOINT_ROLE, ("s3",)),
+    "src/deepfake/modeling/pretrained.py": ("sagemaker-pipeline", ("s3",)),          # ImageNetWeightsUri, in training
+    "pipelines/deepfake/monitor_step.py": (MONITORING_ROLE, ("s3", "cloudwatch")),   # the scheduled monitoring job
+    "src/deepfake/monitoring/storage.py": (MONITORING_ROLE, ("s3",)),
 }
 # Files that mention a client but make no call on AWS as any of the stack's roles.
 LOCAL_ONLY = {"src/deepfake/serving/server.py": "deepfake serve runs on your machine; the client in its docstring "
                                                 "is its caller's",
-              "src/deepfake/monitoring/storage.py": "deepfake monitor reads captured traffic with its user's "
-                                                    "credentials; no role of the stack runs it (a schedule that does "
-                                                    "must be mapped here, and read the datacapture-* prefixes)"}
+              "src/deepfake/serving/invoke.py": "deepfake invoke calls an endpoint with its user's credentials"}
 # What sagemaker.mlops.workflow.pipeline.Pipeline.upsert/start do for run-pipeline (SDK 3.27: describe, create
 # or update with tags, start), and what SageMaker Pipelines does as the pipeline role for each step.
 SDK = {
@@ -78,9 +81,10 @@ def calls(path: Path, services: tuple[str, ...]) -> set[str]:
 
 
 def allowed_actions(role: str) -> list[str]:
-    if role == ENDPOINT_ROLE:
+    if role in ROLE_RESOURCES:
         template = cicd.load_template(ROOT / "deploy" / "endpoint-config-template.yml")
-        statements = template["Resources"]["ModelRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        resource = template["Resources"][ROLE_RESOURCES[role]]
+        statements = resource["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         statements = [s["Fn::If"][1] if "Fn::If" in s else s for s in statements]
     else:
         statements = cicd.policy_documents()[role]["Statement"]
