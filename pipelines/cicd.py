@@ -56,9 +56,14 @@ class Role:
         return f"Create{self.logical_id}"
 
 
+# SageMaker creates a job's or an endpoint's network interfaces in the subnets get_pipeline or the stage config
+# names, which this stack does not know: the actions AWS documents for VPC jobs, on any subnet (statement JobsInYourVpc).
+VPC_SKIPS = tuple((check, "SageMaker creates the network interfaces of jobs and endpoints in the subnets the pipeline "
+                          "or stage config names, unknown to this stack (statement JobsInYourVpc)")
+                  for check in ("CKV_AWS_111", "CKV_AWS_109"))
 ROLES = (
     Role("PipelineRole", "sagemaker-pipeline", "sagemaker.amazonaws.com", "sagemaker-pipeline",
-         "SageMaker pipeline and Processing jobs"),
+         "SageMaker pipeline and Processing jobs", VPC_SKIPS),
     Role("ModelBuildRole", "model-build", "codebuild.amazonaws.com", "model-build", "Model-build CodeBuild"),
     Role("DeployBuildRole", "deploy-build", "codebuild.amazonaws.com", "deploy-build", "Deploy-build CodeBuild"),
     Role("StagingTestRole", "staging-test", "codebuild.amazonaws.com", "staging-test", "Staging-test CodeBuild"),
@@ -177,7 +182,8 @@ def generated_resources() -> dict[str, Any]:
                 {"Effect": "Allow", "Principal": {"Service": role.service}, "Action": "sts:AssumeRole"}]},
             "Policies": [{"PolicyName": role.policy, "PolicyDocument": _sub(docs[role.policy], role)}],
         }}
-    out[BOUNDARY] = {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+    out[BOUNDARY] = {"Type": "AWS::IAM::ManagedPolicy", "Metadata": {"checkov": {"skip": [
+        {"id": i, "comment": c} for i, c in VPC_SKIPS]}}, "Properties": {
         "Description": {"Fn::Sub": "The most an endpoint model role of ${ProjectName} may do (permissions boundary)"},
         "Path": {"Fn::Sub": "/${ProjectName}/"},
         "PolicyDocument": _sub(docs[BOUNDARY_POLICY])}}
