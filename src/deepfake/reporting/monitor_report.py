@@ -127,7 +127,7 @@ def plot_faces(table: pd.DataFrame, reference_shares: np.ndarray, *,
 
 def plot_inputs(table: pd.DataFrame, *, save_to: str | os.PathLike[str] | None = None) -> Figure:
     """What arrives: resolution, codec, file size, duration and bits per pixel of the videos."""
-    fig, axes = new_figure(1, 4, size=(14.0, 3.2))
+    fig, axes = new_figure(1, 5, size=(16.0, 3.2))
     videos = table[table["outcome"].isin(["ok", "no_face"])]
     sizes = videos.dropna(subset=["width", "height"])
     if len(sizes):
@@ -137,6 +137,7 @@ def plot_inputs(table: pd.DataFrame, *, save_to: str | os.PathLike[str] | None =
         for (wi, hi), n in grouped.items():
             axes[0].annotate(f"{int(wi)}x{int(hi)} ({n})", (wi, hi), fontsize=7, xytext=(3, 3),
                              textcoords="offset points")
+    axes[0].margins(0.3)                                 # room for the labels
     axes[0].set(xlabel="width (px)", ylabel="height (px)", title="Resolution")
     codecs = videos["codec"].dropna().astype(str).value_counts()
     axes[1].barh(codecs.index[::-1], codecs.to_numpy()[::-1], color=WINDOW_COLOR)
@@ -145,10 +146,14 @@ def plot_inputs(table: pd.DataFrame, *, save_to: str | os.PathLike[str] | None =
     if len(megabytes):
         axes[2].hist(megabytes, bins=15, color=WINDOW_COLOR)
     axes[2].set(xlabel="MB", ylabel="videos", title="File size")
+    seconds = videos["duration_s"].dropna().astype(float).to_numpy()
+    if len(seconds):
+        axes[3].hist(seconds, bins=15, color=WINDOW_COLOR)
+    axes[3].set(xlabel="seconds", ylabel="videos", title="Duration")
     bpp = videos["bits_per_pixel"].dropna().astype(float).to_numpy()
     if len(bpp):
-        axes[3].hist(bpp, bins=15, color=WINDOW_COLOR)
-    axes[3].set(xlabel="bits per pixel per frame", ylabel="videos", title="Compression")
+        axes[4].hist(bpp, bins=15, color=WINDOW_COLOR)
+    axes[4].set(xlabel="bits per pixel per frame", ylabel="videos", title="Compression")
     return save(fig, save_to)
 
 
