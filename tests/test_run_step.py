@@ -166,7 +166,8 @@ def test_tracking_names_the_pipeline_run_after_the_execution_read_from_the_job(t
     monkeypatch.setattr(paths, "SAGEMAKER_ROOT", PurePosixPath(container))
     monkeypatch.setattr(run_step, "MARKER", marker)
     for name in ("MLFLOW_TRACKING_URI", tracking.RUN_NAME_ENV, tracking.RUN_TAGS_ENV):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")      # recorded, so what track() sets is undone after the test
+        monkeypatch.delenv(name)
     arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
     run_step.track(arn, Path(report), data)
     assert os.environ["MLFLOW_TRACKING_URI"] == arn and os.environ[tracking.RUN_NAME_ENV] == "exec1234abcd"
