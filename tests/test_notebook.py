@@ -17,6 +17,7 @@ def nb(tmp_path):
         "import json, pathlib\npathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
         "pathlib.Path(output_dir, 'p.json').write_text(json.dumps([frames, rate, fast]))\nprint('SECRET_CODE_LINE')",
         "frames * 2",
+        "from deepfake.core.progress import Progress\nProgress(2, 0, True, label='extract faces').close()",
     )
 
 
@@ -49,6 +50,9 @@ def test_run_writes_executed_copy_and_html_without_code(nb, tmp_path):
     html = res.html.read_text()
     assert "SECRET_CODE_LINE" in html  # the printed output stays
     assert "pathlib.Path(output_dir)" not in html  # the code does not
+    progress = [o for c in executed.cells if "Progress(" in c.source for o in c.outputs]
+    assert {o["name"] for o in progress} == {"stdout"}                     # progress lines are no red error block
+    assert "extract faces: 2 videos to do" in "".join(o["text"] for o in progress)
 
 
 @pytest.mark.slow

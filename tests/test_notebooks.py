@@ -93,8 +93,11 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     assert f"dataset: dfdc layout at {tiny_data}: 12 videos" in proc.stdout                 # what was read
     assert "dfdc_train_part_0/: 12 videos (6 real, 6 fake)" in proc.stdout
     assert "splits follow the official protocol: train " in proc.stdout                   # and how it was split
-    report = (run_dir / "evaluate" / "04_evaluate.html").read_text()
-    assert "load_artifact" not in report  # the evaluation report hides code
+    for s in steps.STEPS:                                     # every report hides its code, none only some
+        report = (run_dir / s.name / s.notebook.replace(".ipynb", ".html")).read_text()
+        assert "from deepfake" not in report and "config = " not in report, s.name
+        for block in report.split("application/vnd.jupyter.stderr")[1:]:   # progress is no red error block
+            assert "videos to do" not in block.split("</div>", 1)[0], s.name
     assert "metrics (test split + the fakes of every split)" in proc.stdout and "registered model" in proc.stdout
     assert "unseen-manipulation video AUC" in proc.stdout and "video ECE" in proc.stdout
     gated = read_artifact_config(run_dir / "evaluate" / paths.MODEL_ARCHIVE)   # what was registered

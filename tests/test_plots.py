@@ -106,3 +106,29 @@ def test_bad_inputs_are_named():
         explore_report.plot_frame_grid([])
     with pytest.raises(DataError, match="one caption per image"):
         extract_report.plot_crop_gallery([np.zeros((8, 8, 3), np.uint8)], captions=["a", "b"])
+
+
+def test_score_histograms_say_what_they_show_and_never_blend_the_classes(faces, predictions):
+    """Detector confidence is labelled as such and spans the scores there are (all at or above the floor);
+    real and fake bars stand side by side, so every coloured bar is one the legend names."""
+    _, videos, _ = predictions
+    fig = extract_report.plot_detector_scores(faces, min_score=0.9)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "face detector confidence" and ax.get_xlim() == (0.9, 1.0)
+    assert "min_score 0.9 (faces below are dropped)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    for fig in (extract_report.plot_detector_scores(faces, min_score=0.9), figures.plot_score_histogram(videos)):
+        ax = fig.axes[0]
+        bars = [p for p in ax.patches if p.get_height() > 0]
+        colours = {matplotlib.colors.to_hex(p.get_facecolor(), keep_alpha=True) for p in bars}
+        assert colours <= {matplotlib.colors.to_hex(c, keep_alpha=True) for c in figures.LABEL_COLORS.values()}
+        lefts = sorted((p.get_x(), p.get_x() + p.get_width()) for p in bars)
+        assert all(a1 <= b0 + 1e-9 for (_, a1), (b0, _) in zip(lefts, lefts[1:], strict=False))   # no overlap
+    assert figures.plot_score_histogram(videos).axes[0].get_xlabel() == "fake probability (p_fake)"
+
+
+def test_the_training_table_says_what_each_mode_does_with_the_fakes(faces):
+    table = train_report.training_counts(faces, "self_blend")
+    assert table.loc[("train", "fake"), "use"] == "not used (mode self_blend): only evaluation scores them"
+    assert table.loc[("test", "real"), "use"] == "not used in training: evaluation"
+    assert train_report.training_counts(faces, "dataset").loc[("train", "fake"), "use"] == "trained on"
+    assert list(dict.fromkeys(split for split, _ in table.index)) == ["train", "test"]

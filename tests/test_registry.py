@@ -44,11 +44,17 @@ def test_tampered_artifact_and_unknown_version_are_errors(tmp_path, artifact):
 
 def test_cli_list_approve_reject(tmp_path, artifact, monkeypatch, capsys):
     monkeypatch.setenv("DEEPFAKE_REGISTRY", str(tmp_path / "reg"))
-    LocalRegistry().register("deepfake-detector", artifact, {"video_auc": 0.93})
+    first = LocalRegistry().register("deepfake-detector", artifact, {"video_auc": 0.93}, source={"run_id": "exp1"})
+    other = tmp_path / "other.tar.gz"                                     # another model, the same AUC
+    other.write_bytes(b"other model bytes")
+    LocalRegistry().register("deepfake-detector", other, {"video_auc": 0.93}, source={"run_id": "exp2"})
     assert main(["registry", "approve", "1"]) == 0
     assert main(["registry", "list"]) == 0
     out = capsys.readouterr().out
     assert "Approved" in out and "0.9300" in out
+    header, one, two = out.splitlines()[-3:]                              # told apart by run and sha256
+    assert "run" in header.split() and "sha256" in header.split()
+    assert " exp1 " in one and first.sha256[:12] in one and " exp2 " in two and first.sha256[:12] not in two
     assert main(["registry", "reject", "5"]) == 2
     assert "no version 5" in capsys.readouterr().err
 

@@ -306,3 +306,16 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(env, capsys):
     assert "run r1 stopped by SIGTERM during step extract: kept finished steps explore" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL                    # the runner's handler is gone
     assert not (tmp / "runs/r1" / LOCK_FILE).exists()
+
+
+def test_help_shows_the_gate_threshold_and_the_summary_says_undefined_with_why(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert f"(default: {steps.GATE_THRESHOLD})" in " ".join(capsys.readouterr().out.split())
+    metrics = {f"{level}_{name}": 0.5 for level in ("video", "frame") for name in ("auc", "precision")}
+    metrics["video_precision"] = None
+    runner.print_metrics({"split": "test", "fakes": "split", "metrics": metrics,
+                          "undefined_metrics": {"video_precision": "nothing is predicted fake"}})
+    out = capsys.readouterr().out
+    assert "precision=undefined" in out and "None" not in out
+    assert "undefined: video_precision (nothing is predicted fake)" in out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import wsgiref.simple_server
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +72,25 @@ def test_app_runs_under_wsgiref(predictor):
         assert requests.get(f"{url}/invocations", timeout=10).status_code == 405
         reply = requests.post(f"{url}/invocations", data=b"a,b", headers={"Content-Type": "text/csv"}, timeout=10)
         assert reply.status_code == 415 and reply.json()["error"] == "UnsupportedContentTypeError"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_curl_as_the_readme_writes_it_and_without_a_content_type(predictor, face_clip, face_result):
+    """README's curl line, and the same without -H: curl then sends application/x-www-form-urlencoded, which is
+    sniffed like a missing type (docs/inference.md), not refused with 415."""
+    httpd = wsgiref.simple_server.make_server("127.0.0.1", 0, make_app(predictor), handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"localhost:{httpd.server_port}/invocations"
+        for headers in (["-H", "Content-Type: video/mp4"], []):
+            out = subprocess.run(["curl", "-s", *headers, "--data-binary", f"@{face_clip}", url],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+            answer = json.loads(out)
+            assert answer.pop("latency_ms") > 0 and answer == face_result, headers
     finally:
         httpd.shutdown()
         httpd.server_close()

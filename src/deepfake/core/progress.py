@@ -71,4 +71,10 @@ class Progress:
 
     def _line(self, text: str) -> None:
         self.last_line = time.monotonic()
-        print(text, file=sys.stderr, flush=True)
+        print(text, file=_line_stream(), flush=True)
+
+
+def _line_stream():
+    """stderr, but stdout inside a notebook's kernel: a report renders stderr as a red error block."""
+    in_kernel = type(sys.stderr).__module__.startswith("ipykernel")
+    return sys.stdout if in_kernel else sys.stderr

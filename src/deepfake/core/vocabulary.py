@@ -42,6 +42,7 @@ EXPERIMENT = MODEL_GROUP
 # -- what the endpoint accepts and answers -------------------------------------------------------
 JSON_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"
+FORM_TYPE = "application/x-www-form-urlencoded"   # what `curl --data-binary` sends without -H: sniffed like none
 # Video content types -> the file suffix FFmpeg gets (it probes the content; the suffix is a hint).
 VIDEO_TYPES = {
     "video/mp4": ".mp4",

@@ -22,6 +22,7 @@ from deepfake.orchestration.commands import (
     _score,
     _serve,
 )
+from deepfake.orchestration.steps import GATE_METRIC, GATE_THRESHOLD
 
 
 def _here(path: str) -> str:
@@ -71,7 +72,7 @@ def _pipeline_commands(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="rerun every step even if cached")
     p.add_argument("--no-register", action="store_true", help="skip the quality gate and registration")
     p.add_argument("--threshold", type=float, default=None,
-                   help="quality gate threshold on the gate metric (default: steps.GATE_THRESHOLD)")
+                   help=f"quality gate: the lowest {GATE_METRIC} registered (default: {GATE_THRESHOLD})")
     p.add_argument("--group", default=None, help="model package group to register in")
     p.add_argument("--model", default=None, type=_here, help="evaluate this model (folder or model.tar.gz) on --data "
                    "without training: extraction with its settings, every video scored, nothing registered")

@@ -188,11 +188,15 @@ def registry_command(args: argparse.Namespace) -> int:
         if not versions:
             print(f"no versions in group {group!r} ({reg.root})")
             return 0
-        print(f"{'version':>7}  {'status':<22} {'video_auc':>9}  {'created':<25} artifact")
-        for v in versions:
+        runs = [str(v.source.get("run_id") or "-") for v in versions]
+        width = max(3, *(len(r) for r in runs))
+        print(f"{'version':>7}  {'status':<22} {'video_auc':>9}  {'run':<{width}}  {'sha256':<12}  {'created':<25} "
+              "artifact")
+        for v, run in zip(versions, runs, strict=True):
             auc = v.metrics.get("video_auc")
             auc_s = f"{auc:.4f}" if isinstance(auc, (int, float)) else "-"
-            print(f"{v.version:>7}  {v.status:<22} {auc_s:>9}  {v.created:<25} {v.artifact}")
+            print(f"{v.version:>7}  {v.status:<22} {auc_s:>9}  {run:<{width}}  {v.sha256[:12]:<12}  {v.created:<25} "
+                  f"{v.artifact}")
         return 0
     mv = reg.approve(group, args.version, args.description) if args.action == "approve" \
         else reg.reject(group, args.version, args.description)

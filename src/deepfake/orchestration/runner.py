@@ -268,6 +268,12 @@ def print_metrics(evaluation: Mapping[str, Any]) -> None:
         if row:
             cells = "  ".join(f"{k}={_fmt(v)}" for k, v in row.items())
             _say(f"  {level:<6} {cells}")
+    undefined = evaluation.get("undefined_metrics") or {}
+    if undefined:
+        reasons: dict[str, list[str]] = {}
+        for key, why in undefined.items():
+            reasons.setdefault(str(why), []).append(key)
+        _say("  undefined: " + "; ".join(f"{', '.join(keys)} ({why})" for why, keys in reasons.items()))
     training = evaluation.get("training") or {}
     seen = training.get("manipulations_seen")
     _say(f"  generalisation: unseen-manipulation video AUC {_fmt(metrics.get('unseen_video_auc'))} "
@@ -325,6 +331,8 @@ def _html(out_dir: Path, notebook: Path) -> Path | None:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "undefined"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 

@@ -25,7 +25,7 @@ class Step:
     notebook: str                   # file name inside notebooks/
     title: str                      # shown in progress lines and report titles
     inputs: Mapping[str, str] = field(default_factory=dict)   # parameter -> DATA | step name
-    hide_code: bool = False         # render the HTML report without code cells
+    hide_code: bool = True          # the HTML report shows prose and outputs (the executed notebook keeps the code)
     gpu: bool = False               # benefits from a GPU instance in SageMaker
 
 
@@ -37,7 +37,7 @@ STEPS: tuple[Step, ...] = (
     Step("train", "03_train.ipynb", "Training",
          inputs=MappingProxyType({"faces_dir": "extract"}), gpu=True),
     Step("evaluate", "04_evaluate.ipynb", "Evaluation",
-         inputs=MappingProxyType({"faces_dir": "extract", "model_dir": "train"}), hide_code=True),
+         inputs=MappingProxyType({"faces_dir": "extract", "model_dir": "train"})),
 )
 
 

@@ -19,9 +19,23 @@ from deepfake.reporting.figures import (
     _image_grid,
     _named,
     new_figure,
+    plot_score_histogram,
     save,
     table_or_note,
 )
+
+
+def plot_detector_scores(faces_df: pd.DataFrame, min_score: float, *, bins: int = 20,
+                         save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """The face detector's confidence of the kept faces, real and fake side by side. Every kept face scores at
+    least ``min_score`` (the rest were dropped), so the axis spans the scores there are, not 0 to 1."""
+    kept = faces_df[faces_df["status"] == STATUS_OK]
+    low = float(kept["score"].min()) if len(kept) else min_score
+    low = max(0.0, np.floor(min(low, min_score) * 100) / 100)             # a round edge at or below the floor
+    return plot_score_histogram(kept, score="score", bins=bins, threshold=min_score, span=(low, 1.0),
+                                xlabel="face detector confidence", threshold_label=f"min_score {min_score:g} "
+                                "(faces below are dropped)", title="Face detector confidence of the kept faces",
+                                save_to=save_to)
 
 
 def plot_detection_rate(faces_df: pd.DataFrame, by: str = "manipulation", *,

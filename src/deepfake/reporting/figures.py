@@ -57,19 +57,22 @@ def save(fig: Figure, save_to: str | os.PathLike[str] | None) -> Figure:
 
 def plot_score_histogram(preds: pd.DataFrame, score: str = "p_fake", *, bins: int = 20,
                          threshold: float | None = 0.5, title: str | None = None,
+                         xlabel: str = "fake probability (p_fake)", span: tuple[float, float] = (0.0, 1.0),
+                         threshold_label: str | None = None,
                          save_to: str | os.PathLike[str] | None = None) -> Figure:
-    """Distribution of ``score`` for real and fake rows: overlap is where the errors are."""
+    """Distribution of ``score`` over ``span`` for real and fake rows, side by side in each bin (bars never
+    blend into a colour the legend does not name): overlap is where the errors are."""
     _columns(preds, ["label", score], "predictions table")
     fig, ax = new_figure()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    for label in (0, 1):
-        values = preds.loc[preds["label"] == label, score].to_numpy(dtype=float)
-        ax.hist(values, bins=edges, alpha=0.55, color=LABEL_COLORS[label],
-                label=f"{LABEL_NAMES[label]} (n={values.size})")
+    edges = np.linspace(span[0], span[1], bins + 1)
+    values = [preds.loc[preds["label"] == label, score].to_numpy(dtype=float) for label in (0, 1)]
+    ax.hist(values, bins=edges, color=[LABEL_COLORS[0], LABEL_COLORS[1]],
+            label=[f"{LABEL_NAMES[label]} (n={v.size})" for label, v in zip((0, 1), values, strict=True)])
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("fake probability")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                   label=threshold_label or f"threshold {threshold:g}")
+    ax.set_xlim(*span)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.set_title(title or "Score distribution")
     ax.legend()

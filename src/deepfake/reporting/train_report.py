@@ -11,7 +11,7 @@ import pandas as pd
 
 from deepfake.core import paths
 from deepfake.core.errors import DataError
-from deepfake.core.vocabulary import LABEL_NAMES, REAL, STATUS_OK
+from deepfake.core.vocabulary import LABEL_NAMES, REAL, SPLITS, STATUS_OK
 from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, readable, save
 
 
@@ -58,10 +58,26 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
     return readable(table)
 
 
-def training_counts(faces: pd.DataFrame) -> pd.DataFrame:
-    """Face crops and videos per split and label: what the model trains and validates on."""
-    ok = faces[faces["status"] == STATUS_OK].assign(label=lambda d: d["label"].map(LABEL_NAMES))
-    return ok.groupby(["split", "label"]).agg(videos=("video_id", "nunique"), crops=("path", "size"))
+def training_counts(faces: pd.DataFrame, mode: str = "dataset") -> pd.DataFrame:
+    """Face crops and videos per split and label, and what training ``mode`` does with each: in ``self_blend``
+    the dataset's fakes are never trained on (they test generalisation), which the table says."""
+    ok = faces[faces["status"] == STATUS_OK]
+    table = ok.assign(label=ok["label"].map(LABEL_NAMES)).groupby(["split", "label"]).agg(
+        videos=("video_id", "nunique"), crops=("path", "size"))
+    order = {split: i for i, split in enumerate(SPLITS)}
+    table = table.sort_index(key=lambda level: level.map(order) if level.name == "split" else level)
+    roles = {"train": "trained on", "val": "validation (early stopping, calibration)"}
+    uses_fakes = mode != "self_blend"
+
+    def role(split: str, label: str) -> str:
+        if split not in roles:
+            return "not used in training: evaluation"
+        if label == LABEL_NAMES[REAL]:
+            return roles[split] + (", with its self-blends as fakes" if mode in ("self_blend", "both") else "")
+        return roles[split] if uses_fakes else "not used (mode self_blend): only evaluation scores them"
+
+    table["use"] = [role(split, label) for split, label in table.index]
+    return readable(table)
 
 
 def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size: int, n: int = 6,

@@ -27,6 +27,7 @@ from deepfake.core.errors import (
 )
 from deepfake.core.vocabulary import (
     ACCEPTED_TYPES,
+    FORM_TYPE,
     IMAGE_TYPES,
     JSON_TYPE,
     OCTET_STREAM,
@@ -96,6 +97,8 @@ def parse_request(body: bytes | bytearray | memoryview | str, content_type: str 
     if len(data) > limit:
         raise PayloadTooLargeError(payload_too_large_message(len(data), limit))
     kind = media_type(content_type)
+    if kind == FORM_TYPE:               # no type chosen (curl's default for --data-binary): sniffed
+        kind = ""
     if kind and kind not in ACCEPTED_TYPES:
         raise UnsupportedContentTypeError(
             f"content type {kind!r} is not supported; send one of {', '.join(ACCEPTED_TYPES)}")
