@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -71,3 +72,37 @@ def test_missing_or_bad_landmarks_say_what_to_do(crop_and_marks):
         self_blend(crop, marks[:3], np.random.default_rng(0))
     with pytest.raises(InvalidInputError, match="uint8 RGB"):
         self_blend(crop.astype(np.float32), marks, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("family", ["sbi", "fwa", "warp"])
+def test_every_pseudo_fake_family_changes_the_face_only_and_is_seeded(family, crop_and_marks):
+    """Each family changes the face region (its mask says where), leaves the corners alone, and is a pure
+    function of the crop, its landmarks and the generator's seed."""
+    from deepfake.data.pseudofakes import get_family
+
+    crop, marks = crop_and_marks
+    synth = get_family(family)
+    fake = synth(crop, marks, np.random.default_rng(5))
+    again = synth(crop, marks, np.random.default_rng(5))
+    assert fake.family == family and np.array_equal(fake.image, again.image)
+    assert fake.image.shape == crop.shape and fake.image.dtype == np.uint8
+    assert fake.mask.shape == crop.shape[:2] and 0 <= fake.mask.min() and fake.mask.max() <= 1
+    changed = np.abs(fake.image.astype(int) - crop.astype(int)).max(axis=2) > 2
+    assert changed.any()
+    corner = changed[:8, :8].any() or changed[-8:, :8].any() or changed[:8, -8:].any()
+    assert not corner
+    centre = tuple(np.round(marks[2]).astype(int))                    # the nose is inside the changed region
+    assert fake.mask[centre[1], centre[0]] > 0 or family == "warp"
+
+
+def test_the_warp_family_leaves_no_seam(crop_and_marks):
+    """A local warp fades to nothing at the face outline: along the hull the crop is unchanged."""
+    from deepfake.data.pseudofakes import warp
+
+    crop, marks = crop_and_marks
+    for seed in range(6):
+        fake = warp(crop, marks, np.random.default_rng(seed))
+        hull = hull_mask(crop.shape[:2], face_hull(marks, forehead=True))
+        edge = (cv2.dilate(hull, np.ones((3, 3), np.uint8)) - cv2.erode(hull, np.ones((3, 3), np.uint8))) > 0
+        diff = np.abs(fake.image.astype(int) - crop.astype(int)).max(axis=2)
+        assert np.percentile(diff[edge], 95) <= 6, seed

@@ -150,7 +150,8 @@ class PairDataset(Dataset):
     """Pairs of one real and one fake crop, for the ``self_blend`` and ``both`` training modes.
 
     Items ``0 .. len(reals) - 1`` are the real crops, each paired with its own
-    self-blend (:func:`deepfake.data.selfblend.self_blend`); with ``fakes`` the items
+    pseudo-fake (``pseudo_fakes``: a family or a mix of :mod:`deepfake.data.pseudofakes`,
+    self-blends by default); with ``fakes`` the items
     after them are the dataset's fake crops, each paired with a real crop drawn
     for it. Every item is ``(images, labels)``: a 2 x 3 x size x size tensor (real
     first) and ``[0., 1.]``, so every batch is half reals, half fakes
@@ -170,12 +171,12 @@ class PairDataset(Dataset):
         augment: Augment | None = None,
         *,
         fakes_df: pd.DataFrame | None = None,
-        blend: Any = None,
+        pseudo_fakes: Any = None,
         seed: int = 0,
         cache: bool = False,
         device_augment: bool = False,
     ) -> None:
-        from deepfake.data.selfblend import SelfBlendConfig
+        from deepfake.data.pseudofakes import PseudoFakeMix
 
         self.reals = FaceDataset(reals_df, image_size, normalization, None, cache=cache)
         self.fakes = (FaceDataset(fakes_df, image_size, normalization, None, cache=cache)
@@ -189,7 +190,8 @@ class PairDataset(Dataset):
         self.normalization = self.reals.normalization
         self.augment = augment
         self.device_augment = bool(device_augment) and augment is not None
-        self.blend = blend or SelfBlendConfig()
+        self.pseudo_fakes = (pseudo_fakes if isinstance(pseudo_fakes, PseudoFakeMix)
+                             else PseudoFakeMix(pseudo_fakes or "sbi"))
         self.seed = int(seed)
         self.epoch = 0
         n_fake = 0 if self.fakes is None else len(self.fakes)
@@ -216,12 +218,10 @@ class PairDataset(Dataset):
 
     def _unaugmented(self, index: int, epoch: int | None) -> tuple[np.ndarray, np.ndarray, int]:
         """The pair before augmentation, and the seed of its augmentation draws."""
-        from deepfake.data.selfblend import self_blend
-
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, int(index), 0x5B1])
         if index < len(self.reals):
             real = self.reals.resized(index)
-            fake = self_blend(real, self.landmarks[index], rng, self.blend).image
+            fake = self.pseudo_fakes(real, self.landmarks[index], rng).image
         else:
             fake = self.fakes.resized(index - len(self.reals))
             real = self.reals.resized(int(rng.integers(len(self.reals))))

@@ -100,7 +100,7 @@ def face_hull(landmarks: np.ndarray, *, forehead: bool = True, width: float = 1.
 
     ``forehead`` adds the forehead up to an average hairline; ``width`` scales the face across.
     """
-    pts = _check_landmarks(landmarks)
+    pts = check_landmarks(landmarks)
     eyes = (pts[0] + pts[1]) / 2
     mouth = (pts[3] + pts[4]) / 2
     down = mouth - eyes
@@ -133,7 +133,7 @@ def self_blend(rgb: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
                config: SelfBlendConfig | None = None) -> SelfBlend:
     """The pseudo-fake of one real RGB uint8 crop whose five ``landmarks`` are in crop pixels."""
     cfg = config or SelfBlendConfig()
-    target = _check_rgb(rgb)
+    target = check_crop(rgb)
     h, w = target.shape[:2]
     hull = face_hull(landmarks, forehead=bool(rng.random() < cfg.p_forehead),
                      width=float(rng.choice(cfg.hull_width)))
@@ -222,14 +222,14 @@ def _odd(value: float) -> int:
     return n if n % 2 else n + 1
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+def check_crop(rgb: np.ndarray) -> np.ndarray:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         desc = f"shape {getattr(rgb, 'shape', None)} dtype {getattr(rgb, 'dtype', None)}"
         raise InvalidInputError(f"self-blending expects an H x W x 3 uint8 RGB crop, got {desc}")
     return rgb
 
 
-def _check_landmarks(landmarks: np.ndarray | None) -> np.ndarray:
+def check_landmarks(landmarks: np.ndarray | None) -> np.ndarray:
     if landmarks is None:
         raise DataError(REEXTRACT_HINT)
     pts = np.asarray(landmarks, dtype=np.float64)
