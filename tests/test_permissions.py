@@ -41,7 +41,10 @@ CODE = {
 # Files that mention a client but make no call on AWS as any of the stack's roles.
 LOCAL_ONLY = {"src/deepfake/serving/server.py": "deepfake serve runs on your machine; the client in its docstring "
                                                 "is its caller's",
-              "src/deepfake/serving/invoke.py": "deepfake invoke calls an endpoint with its user's credentials"}
+              "src/deepfake/serving/invoke.py": "deepfake invoke calls an endpoint with its user's credentials",
+              "src/deepfake/orchestration/calibration.py": "deepfake calibrate reads and registers a model package "
+                                                           "with its user's credentials (docs/sagemaker.md lists "
+                                                           "the permissions)"}
 # What sagemaker.mlops.workflow.pipeline.Pipeline.upsert/start do for run-pipeline (SDK 3.27: describe, create
 # or update with tags, start), and what SageMaker Pipelines does as the pipeline role for each step.
 SDK = {

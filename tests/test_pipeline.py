@@ -199,7 +199,7 @@ def write_evaluation(folder):
     from deepfake.data.faces_table import FACES_COLUMNS, read_faces
     from deepfake.data.manifest import write_manifest
     from deepfake.scoring.schema import validate_evaluation
-    from deepfake.stages.evaluate import evaluate
+    from deepfake.stages.evaluate import EvalConfig, evaluate
 
     class Brightness:
         version = "brightness"
@@ -226,7 +226,7 @@ def write_evaluation(folder):
         write_manifest(pd.DataFrame(rows, columns=FACES_COLUMNS), root / paths.FACES_MANIFEST)
     faces = read_faces(folder / "faces")
     assert set(faces["video_id"]) == {f"v{v}" for v in range(8)}       # both shards read
-    evaluation = evaluate(Brightness(), faces, folder / "evaluate")
+    evaluation = evaluate(Brightness(), faces, folder / "evaluate", EvalConfig(operating_point="fixed"))
     validate_evaluation(evaluation)
     return json.loads((folder / "evaluate" / paths.EVALUATION).read_text())
 
@@ -268,6 +268,20 @@ def test_failing_gate_says_the_metric_and_the_threshold(definition):
                for v in values)
     assert {"Get": "Parameters.MetricThreshold"} in values
     assert any(isinstance(v, str) and steps.GATE_METRIC in v for v in values)
+
+
+@pytest.mark.aws
+def test_the_gate_metric_is_a_choice_and_its_direction_follows_it(aws):
+    """get_pipeline(gate_metric=...): any metric of evaluation.json; a lower-is-better one compares with <=."""
+    from deepfake.core.errors import PipelineError
+    from pipelines.deepfake.pipeline import get_pipeline
+
+    lower = json.loads(get_pipeline(**{**KWARGS, "gate_metric": "video_false_positive_rate"}).definition())
+    (condition,) = all_steps(lower)["gate"]["Arguments"]["Conditions"]
+    assert condition["Type"] == "LessThanOrEqualTo"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == "metrics.video_false_positive_rate"
+    with pytest.raises(PipelineError, match="not a metric of evaluation.json"):
+        get_pipeline(**{**KWARGS, "gate_metric": "auc"})
 
 
 @pytest.mark.aws

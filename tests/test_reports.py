@@ -8,7 +8,7 @@ import pytest
 from test_evaluate import Brightness, make_faces
 
 from deepfake.reporting import evaluate_report, explore_report, extract_report, figures, train_report
-from deepfake.stages.evaluate import evaluate
+from deepfake.stages.evaluate import EvalConfig, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def evaluation(tmp_path_factory):
     faces = make_faces(tmp_path_factory.mktemp("faces"))
     scorer = Brightness(training={"mode": "dataset", "backbone": "x", "manipulations_seen": ["swap"],
                                   "pseudo_fakes": None})
-    return evaluate(scorer, faces, tmp_path_factory.mktemp("evaluation"))
+    return evaluate(scorer, faces, tmp_path_factory.mktemp("evaluation"), EvalConfig(operating_point="fixed"))
 
 
 def _html(table):
@@ -35,7 +35,7 @@ def test_counts_are_a_table_with_named_rows(evaluation):
 def test_per_manipulation_table_has_named_columns_and_whole_notes(evaluation):
     table = evaluate_report.per_manipulation_table(evaluation)
     assert list(table.columns) == ["label", "videos", "seen in training", "accuracy", "AUC vs reals",
-                                   "mean p_fake", "note"]
+                                   "caught at 1% FPR", "caught at 5% FPR", "caught at 10% FPR", "mean p_fake", "note"]
     assert table.index.name == "manipulation" and "undefined" not in table.columns
     assert table.loc["none", "label"] == "real" and table.loc["none", "AUC vs reals"] == "—"
     assert table.loc["swap", "seen in training"] == "yes" and table.loc["reenact", "seen in training"] == "no"

@@ -20,12 +20,12 @@ from notebook_factory import make_notebook
 from test_evaluate import Brightness, make_faces
 
 import deepfake
-from deepfake.core.errors import LockedError
+from deepfake.core.errors import ConfigError, LockedError
 from deepfake.core.locks import LOCK_FILE
 from deepfake.orchestration import cache, runner, steps
 from deepfake.orchestration.cli import main
 from deepfake.orchestration.registry import LocalRegistry
-from deepfake.stages.evaluate import evaluate
+from deepfake.stages.evaluate import EvalConfig, evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFAKE_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setattr(cache, "_DATA_FINGERPRINTS", {})
     template = tmp_path / "evaluation.json"                   # a schema-valid evaluation, scored by Brightness
-    evaluate(Brightness(), make_faces(tmp_path / "faces"), tmp_path / "template")
+    evaluate(Brightness(), make_faces(tmp_path / "faces"), tmp_path / "template", EvalConfig(operating_point="fixed"))
     shutil.copy(tmp_path / "template" / "evaluation.json", template)
     monkeypatch.setitem(runner.PROFILES, "default", {"evaluate": {"template": str(template)}})
     code = tmp_path / "code" / "deepfake"                     # a copy of the package the tests may edit
@@ -159,6 +159,18 @@ def test_quality_gate_blocks_registration(env, capsys):
     assert run("r1", "evaluate.auc=0.6") == 3
     assert "below the threshold" in capsys.readouterr().out
     assert LocalRegistry().list("deepfake-detector") == []
+
+
+def test_the_gate_may_use_any_metric_of_the_evaluation(env, capsys):
+    """A lower-is-better metric (the share of real videos called fake) gates at or below the threshold;
+    a name that is no metric of evaluation.json is refused with the list."""
+    run, _, _ = env
+    assert run("r1", gate_metric="video_false_positive_rate", threshold=-0.1) == 3
+    assert "video_false_positive_rate 0.0000 is above the threshold -0.1" in capsys.readouterr().out
+    assert run("r2", gate_metric="video_false_positive_rate", threshold=0.1) == 0
+    assert "video_false_positive_rate 0.0000 <= 0.1: passed" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="video_tpr_at_fpr_5"):
+        run("r3", gate_metric="video_recal")
 
 
 def test_bad_overrides_are_clear_errors(env, tmp_path, capsys):

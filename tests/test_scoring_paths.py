@@ -23,7 +23,8 @@ from deepfake.stages.extract import extract_faces
 
 pytestmark = pytest.mark.slow
 
-RULE = {"aggregation": "median", "threshold": 0.45, "temperature": 0.7}
+# Not the defaults anywhere: the aggregation, the threshold, the temperature and a recalibration's Platt map.
+RULE = {"aggregation": "median", "threshold": 0.45, "temperature": 0.7, "video_scale": 0.8, "video_bias": -0.3}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def _by_evaluation(archive, videos, tmp_path):
                           "split": ["test", "test"]})
     extract_faces(table, videos, tmp_path / "faces", ExtractConfig.from_dict(loaded.config["extract"]), progress=False)
     evaluation = evaluate(loaded, read_faces(tmp_path / "faces"), tmp_path / "eval",
-                          EvalConfig(aggregation=RULE["aggregation"], threshold=RULE["threshold"], split="all"))
-    assert evaluation["scoring"] == RULE | {"temperature": RULE["temperature"]}
+                          EvalConfig(operating_point="model", aggregation=RULE["aggregation"], split="all"))
+    assert evaluation["scoring"] == RULE
     video_rows = pd.read_csv(tmp_path / "eval" / "video_predictions.csv").set_index("video_id")
     frame_rows = pd.read_csv(tmp_path / "eval" / "frame_predictions.csv")
     return {v: {"p_fake": float(video_rows.loc[v, "p_fake"]),

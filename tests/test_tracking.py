@@ -13,14 +13,14 @@ from test_evaluate import Brightness, make_faces
 from deepfake.core import paths
 from deepfake.core.files import sha256_file
 from deepfake.orchestration import step_outputs, tracking
-from deepfake.stages.evaluate import evaluate
+from deepfake.stages.evaluate import EvalConfig, evaluate
 
 
 @pytest.fixture()
 def step_dir(tmp_path):
     """A step folder as training and evaluation leave it: history, a model archive, evaluation.json, figures."""
     out = tmp_path / "runs" / "r1" / "evaluate"
-    evaluate(Brightness(), make_faces(tmp_path / "faces"), out)
+    evaluate(Brightness(), make_faces(tmp_path / "faces"), out, EvalConfig(operating_point="fixed"))
     (out / paths.HISTORY).write_text("epoch,train_loss,train_acc,lr\n1,0.7,0.5,0.001\n2,0.5,0.8,0.0005\n")
     (out / paths.MODEL_ARCHIVE).write_bytes(b"weights")
     (out / paths.FIGURES_DIR).mkdir()
@@ -107,7 +107,7 @@ def test_a_notebook_run_by_hand_writes_only_its_folder_and_names_its_runs(tmp_pa
     write_manifest(faces, tmp_path / "faces" / paths.FACES_MANIFEST, inputs=[videos])
     model = Brightness()
     model.sha256 = "ab" * 32
-    evaluate(model, faces, evaluate_dir)
+    evaluate(model, faces, evaluate_dir, EvalConfig(operating_point="fixed"))
     write_manifest(pd.read_csv(evaluate_dir / paths.VIDEO_PREDICTIONS), evaluate_dir / paths.VIDEO_PREDICTIONS,
                    inputs=[tmp_path / "faces" / paths.FACES_MANIFEST])
     tracking.log_step("explore", explore, {"seed": 0})

@@ -8,7 +8,7 @@ import torch
 
 from deepfake.core.errors import ConfigError, DataError, ManifestError
 from deepfake.data.augment import TrainAugment
-from deepfake.data.dataset import FaceDataset, PairDataset
+from deepfake.data.dataset import FaceDataset, PairDataset, read_rgb
 from deepfake.data.manifest import read_manifest, read_sidecar
 from deepfake.modeling.artifact import load_artifact
 from deepfake.modeling.network import NORMALIZATION
@@ -268,7 +268,13 @@ def test_self_blend_trains_on_reals_alone(real_faces, tmp_path):
     result = train(reals_only, tmp_path / "a", config, extract_config=EXTRACT, progress=False)
     artifact = json.loads((result.artifact_dir / "config.json").read_text())
     assert artifact["training"] == {"mode": "self_blend", "backbone": "efficientnet-lite0", "manipulations_seen": [],
-                                    "pseudo_fakes": "self_blend"}
+                                    "pseudo_fakes": "sbi"}
+    assert set(artifact["validation_by_family"]) == {"sbi", "fwa", "warp"}
+    val = read_manifest(tmp_path / "a" / "val_predictions.csv")       # what evaluation sets its threshold on
+    n_val = int((reals_only.split == "val").sum())
+    assert len(val) == n_val and set(val.columns) >= {"video_id", "frame_idx", "face_idx", "label", "logit"}
+    crops = [read_rgb(p) for p in reals_only[reals_only.split == "val"]["abs_path"]]
+    np.testing.assert_allclose(val["logit"], load_artifact(result.artifact_dir).predict_logits(crops), rtol=1e-6)
     n_train = int((reals_only.split == "train").sum())
     assert artifact["data"]["train"]["real"] == artifact["data"]["train"]["fake"] == n_train
     assert artifact["calibration"]["fitted_on"].endswith(f"{2 * int((reals_only.split == 'val').sum())} crops")
@@ -282,7 +288,33 @@ def test_both_mode_records_the_manipulations_it_saw(real_faces, tmp_path):
     result = train(real_faces, tmp_path, config, extract_config=EXTRACT, progress=False)
     artifact = json.loads((result.artifact_dir / "config.json").read_text())
     assert artifact["training"]["manipulations_seen"] == ["tinted"]
-    assert artifact["training"]["pseudo_fakes"] == "self_blend"
+    assert artifact["training"]["pseudo_fakes"] == "sbi"
+
+
+def test_pseudo_fakes_mix_families_per_item(real_faces, tmp_path):
+    """train.pseudo_fakes: one family or a weighted mix, drawn per item from its seeded generator; the
+    artifact records the mix; an unknown family is refused with the known ones."""
+    from deepfake.data.faces_table import crop_landmarks
+    from deepfake.data.pseudofakes import PseudoFakeMix, parse_mix
+
+    assert parse_mix("sbi:1,warp:3") == {"sbi": 0.25, "warp": 0.75}
+    with pytest.raises(ConfigError, match="known: fwa, sbi, warp"):
+        TrainConfig(pseudo_fakes="faceswap")
+    with pytest.raises(ConfigError, match="positive"):
+        TrainConfig(pseudo_fakes="sbi:0")
+    reals = real_faces[real_faces.label == 0].reset_index(drop=True)
+    marks = crop_landmarks(reals, 0.3, 64)
+    mix = PseudoFakeMix("fwa:0.5,warp:0.5")
+    drawn = {mix(PairDataset(reals, marks, 64, NORMALIZATION).reals.resized(0), marks[0],
+                 np.random.default_rng(seed)).family for seed in range(12)}
+    assert drawn == {"fwa", "warp"}
+    a = PairDataset(reals, marks, 64, NORMALIZATION, pseudo_fakes="fwa:0.5,warp:0.5", seed=3).pair(1)[1]
+    b = PairDataset(reals, marks, 64, NORMALIZATION, pseudo_fakes="fwa:0.5,warp:0.5", seed=3).pair(1)[1]
+    assert np.array_equal(a, b)
+    config = TrainConfig(**{**FAST, "mode": "self_blend", "epochs": 1, "pseudo_fakes": "warp:1,sbi:1"})
+    result = train(reals, tmp_path, config, extract_config=EXTRACT, progress=False)
+    artifact = json.loads((result.artifact_dir / "config.json").read_text())
+    assert artifact["training"]["pseudo_fakes"] == "sbi:0.5,warp:0.5"
 
 
 def test_pair_items_share_their_augmentation_and_are_seeded(real_faces):

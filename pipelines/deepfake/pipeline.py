@@ -34,6 +34,7 @@ from deepfake.core.errors import ConfigError, PipelineError
 from deepfake.core.vocabulary import APPROVAL_STATUSES, MODEL_GROUP
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import check_parameters
+from deepfake.scoring.schema import gate_comparison
 from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def get_pipeline(
     training_image_uri: str | None = None,
     inference_image_uri: str | None = None,
     sagemaker_session: Any = None,
+    gate_metric: str = steps.GATE_METRIC,
 ) -> Any:
     """The deepfake pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``).
 
@@ -121,7 +123,13 @@ def get_pipeline(
     (``infra/image/Dockerfile``, built and pushed by the model-build CodeBuild, passed by digest), whose
     steps install nothing; ``inference_image_uri`` is the registered model's serving image. Empty: the
     AWS PyTorch images, and each step pip-installs its requirements, pinned by the lock.
+    ``gate_metric`` is the metric of ``evaluation.json`` the quality gate compares with ``MetricThreshold``
+    (``>=``, or ``<=`` for a lower-is-better one such as ``video_false_positive_rate``).
     """
+    try:
+        gate_comparison(gate_metric)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
     _check_arguments(region=region, role=role, default_bucket=default_bucket,
                      model_package_group_name=model_package_group_name, pipeline_name=pipeline_name,
                      base_job_prefix=base_job_prefix, processing_instance_type=processing_instance_type,
@@ -159,7 +167,7 @@ def get_pipeline(
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
                       group=model_package_group_name, inference_instance_types=inference_instance_types,
                       code_sha256=combined_sha256(bundles.values()), pipeline_name=pipeline_name,
-                      project=sagemaker_project_name, step_images=images,
+                      project=sagemaker_project_name, step_images=images, gate_metric=gate_metric,
                       inference_image=inference_image_uri or _image(region, inference_instance_types[0], "inference"))
     return Pipeline(name=pipeline_name, parameters=params.all(), steps=[*built.values(), gate],
                     sagemaker_session=session)
@@ -328,9 +336,10 @@ def output_uri(processing_step: Any, channel: str) -> Any:
 
 def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *, session: Any, role: str,
                region: str, group: str, inference_instance_types: Sequence[str], code_sha256: str,
-               pipeline_name: str, project: str | None, step_images: Mapping[bool, str], inference_image: str) -> Any:
+               pipeline_name: str, project: str | None, step_images: Mapping[bool, str], inference_image: str,
+               gate_metric: str = steps.GATE_METRIC) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
-    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.mlops.workflow.condition_step import ConditionStep
@@ -342,7 +351,8 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
 
     evaluate = built[steps.EVALUATION_STEP]
     gated = built[steps.MODEL_STEP]
-    metric = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=f"metrics.{steps.GATE_METRIC}")
+    metric = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=f"metrics.{gate_metric}")
+    lower = gate_comparison(gate_metric) == "<="
     evaluation_uri = Join(on="/", values=[output_uri(evaluate, steps.EVALUATION_STEP), paths.EVALUATION])
     report = Path(steps.step(steps.EVALUATION_STEP).notebook).with_suffix(".html").name
     report_uri = Join(on="/", values=[output_uri(evaluate, REPORT_CHANNEL), report])
@@ -353,7 +363,7 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
         # The serving code is inside model.tar.gz (code/inference.py); nothing to upload or repack.
         env_vars={"SAGEMAKER_PROGRAM": "inference.py"}, dependencies={}, log_level=logging.WARNING,
     )
-    metadata = {"EvaluationReport": report_uri, "GateMetric": steps.GATE_METRIC,
+    metadata = {"EvaluationReport": report_uri, "GateMetric": gate_metric,
                 "KitVersion": __version__, "CodeSha256": code_sha256, "Pipeline": pipeline_name,
                 # the MLflow run of this execution (deepfake.orchestration.tracking names it so)
                 "MlflowRunName": ExecutionVariables.PIPELINE_EXECUTION_ID,
@@ -368,16 +378,19 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
         model_metrics=ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
                                                                   s3_uri=evaluation_uri)),
         approval_status=params.approval, customer_metadata_properties=metadata,
-        description=f"Deepfake-video detector; registered by {pipeline_name} at {steps.GATE_METRIC} >= threshold",
+        description=f"Deepfake-video detector; registered by {pipeline_name} at {gate_metric} "
+                    f"{gate_comparison(gate_metric)} threshold",
     ))
     fail = FailStep(name=FAIL_STEP, display_name=display_name("Quality gate failed"), error_message=Join(on=" ", values=[
-        f"quality gate: {steps.GATE_METRIC}", metric, "is below the threshold", params.threshold,
+        f"quality gate: {gate_metric}", metric, "is above" if lower else "is below", "the threshold",
+        params.threshold,
         "(MetricThreshold); the model was not registered",
     ]))
     return ConditionStep(
         name=GATE_STEP, display_name=display_name("Quality gate"),
-        description=f"register the model when {steps.GATE_METRIC} >= MetricThreshold",
-        conditions=[ConditionGreaterThanOrEqualTo(left=metric, right=params.threshold)],
+        description=f"register the model when {gate_metric} {gate_comparison(gate_metric)} MetricThreshold",
+        conditions=[(ConditionLessThanOrEqualTo if lower else ConditionGreaterThanOrEqualTo)(
+            left=metric, right=params.threshold)],
         if_steps=[register], else_steps=[fail],
     )
 

@@ -27,6 +27,7 @@ HISTORY = "history.csv"
 EVALUATION = "evaluation.json"
 FRAME_PREDICTIONS = "frame_predictions.csv"
 VIDEO_PREDICTIONS = "video_predictions.csv"
+VAL_PREDICTIONS = "val_predictions.csv"   # the val split's faces scored by the trained model (training writes it)
 FIGURES_DIR = "figures"
 
 

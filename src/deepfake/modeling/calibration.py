@@ -79,3 +79,64 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> TemperatureFit:
             fb = log_loss(z, y, math.exp(b))
     t = math.exp((lo + hi) / 2.0)
     return TemperatureFit(temperature=t, nll_before=log_loss(z, y), nll_after=log_loss(z, y, t), n=int(z.size))
+
+
+@dataclass(frozen=True)
+class PlattFit:
+    scale: float           # new log-odds = scale * z + bias
+    bias: float
+    nll_before: float      # mean log loss of the labels at scale 1, bias 0
+    nll_after: float
+    n: int
+
+
+PLATT_STEPS = 100          # Newton steps; converges in well under 20 on any sample seen
+MIN_SCALE = 1e-3           # below it the scores carry no ranking on the sample
+
+
+def fit_platt(logits: np.ndarray, labels: np.ndarray, *, bias: bool = True) -> PlattFit:
+    """Platt scaling (Platt, 1999): ``sigmoid(scale * z + bias)`` fitted to ``labels`` by maximum likelihood
+    with Platt's smoothed targets ((n+ + 1) / (n+ + 2) and 1 / (n- + 2)), so a small, perfectly separated
+    sample gives a finite fit. ``bias=False`` fits the scale alone (temperature scaling, ``T = 1 / scale``).
+
+    Raises DataError with a single class, or when the fitted scale is not positive (the scores rank the
+    sample's reals above its fakes: a model that is wrong, not miscalibrated).
+    """
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if z.size != y.size or z.size == 0:
+        raise DataError(f"Platt scaling needs one label per score; got {z.size} scores and {y.size} labels")
+    if not np.isfinite(z).all():
+        raise DataError("Platt scaling got non-finite scores")
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise DataError(f"recalibration needs real and fake videos; the sample's {z.size} are all "
+                        f"{'fake' if n_neg == 0 else 'real'}")
+    t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    x = np.stack([z, np.ones_like(z)], axis=1) if bias else z[:, None]
+
+    def loss(w: np.ndarray) -> float:             # cross-entropy against the smoothed targets
+        s = x @ w
+        return float(np.mean(np.logaddexp(0.0, s) - t * s))
+
+    w = np.zeros(x.shape[1])
+    w[0] = 1.0
+    current = loss(w)
+    for _ in range(PLATT_STEPS):                  # Newton's method with backtracking: the loss never rises
+        p = probabilities(x @ w)
+        grad = x.T @ (p - t)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        size = 1.0
+        while size > 1e-8 and loss(w - size * step) > current:
+            size /= 2
+        w = w - size * step
+        previous, current = current, loss(w)
+        if abs(previous - current) < 1e-12 or np.abs(size * step).max() < 1e-10:
+            break
+    scale, b = float(w[0]), float(w[1]) if bias else 0.0
+    if not (np.isfinite(scale) and np.isfinite(b)) or scale < MIN_SCALE:
+        raise DataError(f"recalibration fitted a scale of {scale:.3g}: on this sample the model's scores do not "
+                        "rank fakes above reals, so no calibration can make them meaningful; check the labels, "
+                        "or retrain on data like it")
+    return PlattFit(scale, b, log_loss(z, y), log_loss(scale * z + b, y), int(z.size))

@@ -12,6 +12,7 @@ from typing import Any
 from deepfake import __version__
 from deepfake.core.errors import DeepfakeError
 from deepfake.orchestration.commands import (
+    _calibrate,
     _demo_data,
     _extract,
     _invoke,
@@ -29,6 +30,11 @@ def _here(path: str) -> str:
     """A command-line path is relative to where the user stands (the notebooks' defaults are relative to
     the project folder: see deepfake.core.paths)."""
     return str(Path(path).expanduser().resolve())
+
+
+def _model_ref(value: str) -> str:
+    """A model folder or archive (made absolute), or a SageMaker model package ARN (kept as it is)."""
+    return value if value.startswith("arn:") else _here(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +78,35 @@ def _pipeline_commands(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="rerun every step even if cached")
     p.add_argument("--no-register", action="store_true", help="skip the quality gate and registration")
     p.add_argument("--threshold", type=float, default=None,
-                   help=f"quality gate: the lowest {GATE_METRIC} registered (default: {GATE_THRESHOLD})")
+                   help=f"quality gate: the lowest value of the gate metric registered (default: {GATE_THRESHOLD}); "
+                        "the highest, for a lower-is-better metric")
+    p.add_argument("--gate-metric", default=GATE_METRIC,
+                   help="the metric of evaluation.json the gate compares (default: %(default)s; lower-is-better "
+                        "metrics such as video_ece or video_false_positive_rate pass at or below the threshold)")
     p.add_argument("--group", default=None, help="model package group to register in")
     p.add_argument("--model", default=None, type=_here, help="evaluate this model (folder or model.tar.gz) on --data "
                    "without training: extraction with its settings, every video scored, nothing registered")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("calibrate", help="recalibrate a model on a labelled sample of your own videos: score "
+                       "scale and threshold, before/after cross-validated, written as a new model")
+    p.add_argument("--model", required=True, type=_model_ref,
+                   help="the model to recalibrate: a folder, a model.tar.gz or a SageMaker model package ARN")
+    p.add_argument("--data", required=True, type=_here,
+                   help="the labelled sample, in any layout the catalogs read (DFDC metadata.json, "
+                        "FaceForensics++, Celeb-DF, CSV, real/ + fake/)")
+    p.add_argument("--out", required=True, type=_here,
+                   help="folder for the new model: model/, model.tar.gz and recalibration.json")
+    p.add_argument("--method", default="platt", choices=("platt", "temperature"),
+                   help="platt: scale and bias of the video log-odds; temperature: the scale alone")
+    p.add_argument("--target-fpr", type=float, default=None,
+                   help="share of the sample's real videos the new threshold may call fake (default 0.05)")
+    p.add_argument("--folds", type=int, default=None, help="cross-validation folds of the before/after figures")
+    p.add_argument("--run-id", default=None, help="run folder of the sample's scoring (default: calibrate-<time>)")
+    p.add_argument("--register", action="store_true",
+                   help="register the new model in the local registry as a version derived from its parent")
+    p.add_argument("--group", default=None, help="model package group to register in")
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("registry", help="list, approve or reject registered model versions")
     rsub = p.add_subparsers(dest="action", required=True)

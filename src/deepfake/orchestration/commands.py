@@ -50,8 +50,14 @@ def _run(args: argparse.Namespace) -> int:
     return run_pipeline(
         data_dir=args.data, run_id=args.run_id, profile=args.profile, overrides=args.set,
         force=args.force, register=not args.no_register, group=args.group, threshold=args.threshold,
-        model=args.model,
+        model=args.model, gate_metric=args.gate_metric,
     )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from deepfake.orchestration.calibration import calibrate_command
+
+    return calibrate_command(args)
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ from deepfake.orchestration.cache import (
 from deepfake.orchestration.notebook import run_notebook
 from deepfake.orchestration.registry import DEFAULT_GROUP
 from deepfake.orchestration.run_settings import PROFILES, existing_model, parse_overrides, step_parameters
-from deepfake.scoring.schema import evaluated_on, read_evaluation
+from deepfake.scoring.schema import evaluated_on, gate_comparison, gate_passes, read_evaluation
 from deepfake.stages.explore import describe
 
 
@@ -71,13 +71,16 @@ def run_pipeline(
     runs_root: str | os.PathLike[str] | None = None,
     stream: bool = True,
     model: str | os.PathLike[str] | None = None,
+    gate_metric: str = steps.GATE_METRIC,
 ) -> int:
     """Run every step, gate on the evaluation and register a passing model; returns the exit code.
 
     With ``model`` (a model folder or ``model.tar.gz``) nothing is trained: the
     data is explored, extracted with the model's own extraction settings and
     every video evaluated with it (the cross-dataset protocol); nothing is registered.
+    ``gate_metric`` is any metric of ``evaluation.json`` (lower-is-better ones gate at or below the threshold).
     """
+    gate_comparison(gate_metric)
     data = paths.resolve(data_dir)
     if not data.is_dir():
         raise DataError(f"dataset folder {data} does not exist; build the demo data with `make demo-data`")
@@ -111,7 +114,7 @@ def run_pipeline(
             tracking.finish_pipeline(run_dir, failed=True)
             raise
         return _conclude(run_dir, run_id, profile, outcomes, evaluation_only=bool(external),
-                         register=register, group=group, threshold=threshold)
+                         register=register, group=group, threshold=threshold, gate_metric=gate_metric)
 
 
 class _Stopped(KeyboardInterrupt):
@@ -154,7 +157,8 @@ def _interrupted(run_dir: Path, run_id: str, done: list[StepOutcome], todo: list
 
 
 def _conclude(run_dir: Path, run_id: str, profile: str, outcomes: list[StepOutcome], *, evaluation_only: bool,
-              register: bool, group: str | None, threshold: float | None) -> int:
+              register: bool, group: str | None, threshold: float | None, gate_metric: str = steps.GATE_METRIC
+              ) -> int:
     """After the steps: print the metrics, gate and register, end the MLflow run, write ``run.json``."""
     evaluation = read_evaluation(run_dir / steps.EVALUATION_STEP / paths.EVALUATION)
     summary = {"run_id": run_id, "run_dir": str(run_dir), "profile": profile,
@@ -165,7 +169,7 @@ def _conclude(run_dir: Path, run_id: str, profile: str, outcomes: list[StepOutco
     if evaluation_only:
         _say("evaluation-only run (--model): nothing is registered")
     elif register:
-        code = _gate(summary, run_dir, evaluation, group, threshold, run_id)
+        code = _gate(summary, run_dir, evaluation, group, threshold, run_id, gate_metric)
     summary["tracking"] = tracking.run_ids(run_dir)
     compare = tracking.finish_pipeline(run_dir, gate=summary.get("gate_failed"),
                                        registered=summary["registered"])
@@ -204,11 +208,11 @@ def _run_steps(todo: list[steps.Step], params_by_step: Mapping[str, dict[str, An
 
 
 def _gate(summary: dict[str, Any], run_dir: Path, evaluation: Mapping[str, Any], group: str | None,
-          threshold: float | None, run_id: str) -> int:
+          threshold: float | None, run_id: str, metric: str = steps.GATE_METRIC) -> int:
     """The quality gate and registration; the run's exit code (3: the gate held the model back)."""
     try:
         mv, new = gate_and_register(run_dir, evaluation, group or DEFAULT_GROUP,
-                                    steps.GATE_THRESHOLD if threshold is None else threshold, run_id)
+                                    steps.GATE_THRESHOLD if threshold is None else threshold, run_id, metric)
     except QualityGateError as exc:
         _say(f"quality gate: {exc}")
         summary["gate_failed"] = str(exc)
@@ -233,7 +237,7 @@ def _report(summary: Mapping[str, Any]) -> None:
 
 
 def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, threshold: float,
-                      run_id: str):
+                      run_id: str, metric: str = steps.GATE_METRIC):
     """The quality gate of the pipeline: register only a model whose metric reaches the threshold.
 
     Returns (version, True when registered now); a model already in the group (same sha256, e.g. a rerun
@@ -241,15 +245,17 @@ def gate_and_register(run_dir: Path, evaluation: Mapping[str, Any], group: str, 
     """
     from deepfake.orchestration.registry import LocalRegistry
 
-    value = evaluation.get("metrics", {}).get(steps.GATE_METRIC)
+    value = evaluation.get("metrics", {}).get(metric)
+    comparison = gate_comparison(metric)
     if not isinstance(value, (int, float)):
-        raise QualityGateError(f"{steps.GATE_METRIC} is missing or undefined in evaluation.json "
+        raise QualityGateError(f"{metric} is missing or undefined in evaluation.json "
                                f"({value!r}); model not registered")
-    if value < threshold:
-        raise QualityGateError(f"{steps.GATE_METRIC} {value:.4f} is below the threshold {threshold}; "
+    if not gate_passes(metric, value, threshold):
+        side = "below" if comparison == ">=" else "above"
+        raise QualityGateError(f"{metric} {value:.4f} is {side} the threshold {threshold}; "
                                "model not registered")
     artifact = run_dir / steps.MODEL_STEP / paths.MODEL_ARCHIVE
-    _say(f"quality gate: {steps.GATE_METRIC} {value:.4f} >= {threshold}: passed")
+    _say(f"quality gate: {metric} {value:.4f} {comparison} {threshold}: passed")
     return LocalRegistry().register_new(
         group, artifact, evaluation["metrics"],
         source={"run_id": run_id, "evaluation": str(run_dir / "evaluate" / paths.EVALUATION),

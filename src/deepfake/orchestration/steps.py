@@ -66,7 +66,7 @@ LINKED: Mapping[tuple[str, str], tuple[str, str]] = MappingProxyType({
 TRAIN_STEP = "train"
 EVALUATE_ONLY: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "explore": {"mode": "evaluate"},
-    "evaluate": {"split": "all"},
+    "evaluate": {"split": "all", "operating_point": "model"},   # the model's own threshold, as it is served
 })
 
 

@@ -25,6 +25,7 @@ from deepfake.reporting.figures import (
     table_or_note,
 )
 from deepfake.scoring import metrics
+from deepfake.scoring.operating_point import REPORTED_FPRS
 
 
 def plot_roc(curves: Mapping[str, tuple[Any, Any]], *, title: str = "ROC curve",
@@ -66,9 +67,10 @@ def plot_pr_curve(curves: Mapping[str, tuple[Any, Any]], *, title: str = "Precis
 
 
 def plot_reliability(y_true: Any, p_fake: Any, *, n_bins: int = metrics.ECE_BINS,
-                     title: str = "Reliability diagram",
+                     title: str = "Reliability diagram", threshold: float | None = None,
                      save_to: str | os.PathLike[str] | None = None) -> Figure:
-    """Observed fake rate against mean predicted probability per bin; the diagonal is perfect calibration."""
+    """Observed fake rate against mean predicted probability per bin; the diagonal is perfect calibration.
+    ``threshold`` (the operating point) is drawn as a vertical line."""
     curve = metrics.reliability_curve(y_true, p_fake, n_bins)
     ece = metrics.expected_calibration_error(y_true, p_fake, n_bins)
     fig = Figure(figsize=(5.0, 5.8), layout="constrained")
@@ -81,6 +83,10 @@ def plot_reliability(y_true: Any, p_fake: Any, *, n_bins: int = metrics.ECE_BINS
     top.plot(curve.confidence[used], curve.accuracy[used], "o", color="black", markersize=4,
              label="bin mean p_fake")
     top.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    if threshold is not None:
+        for ax in (top, bottom):
+            ax.axvline(threshold, color="tab:red", linestyle="--", linewidth=1.2,
+                       label=f"threshold {threshold:.3g}" if ax is top else None)
     top.set(ylim=(0, 1), ylabel="fraction of fakes",
             title=f"{title} (ECE {ece:.3f})" if ece is not None else title)
     top.legend(loc="upper left")
@@ -172,9 +178,40 @@ def per_manipulation_table(evaluation: dict) -> pd.DataFrame:
     rows = [{"manipulation": r["manipulation"], "label": LABEL_NAMES.get(r["label"], r["label"]),
              "videos": r["n_videos"],
              "seen in training": {True: "yes", False: "no"}.get(r.get("seen_in_training"), "—"),
-             "accuracy": r.get("accuracy"), "AUC vs reals": r.get("auc"), "mean p_fake": r.get("mean_p_fake"),
+             "accuracy": r.get("accuracy"), "AUC vs reals": r.get("auc"),
+             **{f"caught at {pct}% FPR": r.get(f"tpr_at_fpr_{pct}") for pct in CATCH_PERCENTS},
+             "mean p_fake": r.get("mean_p_fake"),
              "note": r.get("note") or ""} for r in evaluation.get("per_manipulation", [])]
     return readable(pd.DataFrame(rows).set_index("manipulation")) if rows else pd.DataFrame()
+
+
+CATCH_PERCENTS = tuple(round(f * 100) for f in REPORTED_FPRS)
+
+
+def operating_point_table(evaluation: dict) -> pd.DataFrame:
+    """How the threshold was chosen (target false-positive rate on validation reals, the model's own, fixed),
+    what it rests on, and what it does on this set; the catch rates at fixed false-positive rates."""
+    point = evaluation.get("operating_point") or {}
+    m = evaluation.get("metrics", {})
+    how = {"target_fpr": "for a target share of real videos called fake, on the validation split's reals",
+           "model": "the model's own (as it is served)", "fixed": "fixed by the evaluation's threshold"}
+    rows = [("threshold (video p_fake at or above it is FAKE)", evaluation.get("threshold")),
+            ("chosen", how.get(point.get("method"), point.get("method", "not recorded")))]
+    if point.get("method") == "target_fpr":
+        rows += [("target share of real videos called fake", point.get("target_fpr")),
+                 ("real videos it rests on (validation)", point.get("n_real_videos")),
+                 ("share of them called fake", point.get("achieved_fpr"))]
+    rows += [("real videos called fake here", m.get("video_false_positive_rate")),
+             ("fakes caught here (recall)", m.get("video_recall"))]
+    rows += [(f"fakes caught at {pct}% real videos called fake", m.get(f"video_tpr_at_fpr_{pct}"))
+             for pct in CATCH_PERCENTS]
+    return readable(pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure"))
+
+
+def operating_point_warning(evaluation: dict) -> Note | None:
+    """A sentence when the threshold rests on too few real videos to support its target."""
+    warning = (evaluation.get("operating_point") or {}).get("warning")
+    return Note(f"Warning: {warning}.") if warning else None
 
 
 def aggregation_table(evaluation: dict) -> pd.DataFrame:
@@ -208,3 +245,20 @@ def generalisation_table(evaluation: dict) -> pd.DataFrame:
         ("video ECE after calibration", m.get("video_ece")),
     ]
     return readable(pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure"))
+
+
+def recalibration_table(record: dict | None) -> pd.DataFrame | Note:
+    """Before and after recalibration on the sample (cross-validated), and what the new rule rests on."""
+    if not record:
+        return Note("Not recalibrated here: set recalibrate=True (or run deepfake calibrate) to fit the score "
+                    "scale and threshold on a labelled sample of your own.")
+    names = {"ece": "ECE (video)", "false_positive_rate": "real videos called fake", "catch_rate": "fakes caught",
+             "auc": "AUC"}
+    rows = [{"measure": label, "before": record["before"].get(key), "after": record["after"].get(key)}
+            for key, label in names.items()]
+    rows += [{"measure": "videos it rests on (real + fake)", "before": None,
+              "after": f"{record['n_real']} + {record['n_fake']}"},
+             {"measure": "method", "before": None, "after": f"{record['method']} (scale {record['scale']:.3g}, "
+                                                          f"bias {record['bias']:.3g})"},
+             {"measure": "threshold", "before": None, "after": record["threshold"]}]
+    return readable(pd.DataFrame(rows).set_index("measure"))

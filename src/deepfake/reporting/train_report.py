@@ -12,20 +12,24 @@ import pandas as pd
 from deepfake.core import paths
 from deepfake.core.errors import DataError
 from deepfake.core.vocabulary import LABEL_NAMES, REAL, SPLITS, STATUS_OK
+from deepfake.data.pseudofakes import families, parse_mix
 from deepfake.reporting.figures import PANEL_INCHES, Figure, _image_grid, new_figure, readable, save
 
 
-def plot_self_blends(images: Sequence[np.ndarray], captions: Sequence[str], *,
-                     save_to: str | os.PathLike[str] | None = None) -> Figure:
-    """Real / mask / pseudo-fake triplets (:func:`deepfake.reporting.train_report.self_blend_examples`), one per row."""
+def plot_pseudo_fakes(images: Sequence[np.ndarray], captions: Sequence[str], *,
+                      save_to: str | os.PathLike[str] | None = None) -> Figure:
+    """One row per real crop: the crop, then each pseudo-fake family's fake and where it changed the crop
+    (:func:`pseudo_fake_examples`)."""
     if not images:
         fig, ax = new_figure(size=(6.0, 1.2))
         ax.axis("off")
-        ax.text(0.5, 0.5, "no landmarks in faces.csv: re-run face extraction to see self-blends",
+        ax.text(0.5, 0.5, "no landmarks in faces.csv: re-run face extraction to see the pseudo-fakes",
                 ha="center", va="center")
         return save(fig, save_to)
-    return _image_grid(list(images), captions, ncols=3, title="Self-blended pseudo-fakes: real, mask, blend",
-                       tile=(PANEL_INCHES, PANEL_INCHES + 0.3), save_to=save_to)
+    ncols = 1 + 2 * len(families())
+    return _image_grid(list(images), captions, ncols=ncols,
+                       title="Pseudo-fakes of each family: real crop, then each family's fake and its change mask",
+                       tile=(PANEL_INCHES * 0.8, PANEL_INCHES * 0.8 + 0.3), save_to=save_to)
 
 
 def plot_training_curves(history: pd.DataFrame, x: str = "epoch", *,
@@ -73,22 +77,20 @@ def training_counts(faces: pd.DataFrame, mode: str = "dataset") -> pd.DataFrame:
         if split not in roles:
             return "not used in training: evaluation"
         if label == LABEL_NAMES[REAL]:
-            return roles[split] + (", with its self-blends as fakes" if mode in ("self_blend", "both") else "")
+            return roles[split] + (", with its pseudo-fakes as fakes" if mode in ("self_blend", "both") else "")
         return roles[split] if uses_fakes else "not used (mode self_blend): only evaluation scores them"
 
     table["use"] = [role(split, label) for split, label in table.index]
     return readable(table)
 
 
-def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size: int, n: int = 6,
-                        seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    """``n`` (real, mask, pseudo-fake) triplets from real crops of the train split, for the training report.
-
-    Empty when the faces table has no landmarks (extracted by an older kit or a detector without them).
-    """
+def pseudo_fake_examples(faces: pd.DataFrame, extract_settings: dict, image_size: int, n: int = 4,
+                         seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` real crops of the train split, each followed by every family's pseudo-fake of it and its mask,
+    for the training report. Empty when the faces table has no landmarks (an older kit, a detector without)."""
     from deepfake.data.dataset import read_rgb
     from deepfake.data.faces_table import crop_landmarks
-    from deepfake.data.selfblend import self_blend
+    from deepfake.data.pseudofakes import get_family
     from deepfake.media.preprocess import resize_crop
 
     ok = faces[(faces["status"] == STATUS_OK) & (faces["label"] == REAL)]
@@ -101,11 +103,26 @@ def self_blend_examples(faces: pd.DataFrame, extract_settings: dict, image_size:
     captions: list[str] = []
     for i, (row, lm) in enumerate(zip(picks.itertuples(index=False), marks, strict=True)):
         real = resize_crop(read_rgb(row.abs_path), image_size)
-        blend = self_blend(real, lm, np.random.default_rng([seed, i]))
-        mask = (np.repeat(blend.mask[..., None], 3, axis=2) * 255).astype(np.uint8)
-        images += [real, mask, blend.image]
-        captions += [f"{row.video_id} real", f"mask (max {blend.mask.max():.2f})", "pseudo-fake"]
+        images.append(real)
+        captions.append(f"{row.video_id} real")
+        for family in families():
+            fake = get_family(family)(real, lm, np.random.default_rng([seed, i]))
+            images += [fake.image, (np.repeat(fake.mask[..., None], 3, axis=2) * 255).astype(np.uint8)]
+            captions += [family, f"{family} change"]
     return images, captions
+
+
+def family_validation_table(model_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Crop-level validation AUC of the val split's reals against each pseudo-fake family, trained on or not."""
+    from deepfake.core.files import read_json
+
+    folder = paths.resolve(model_dir)
+    config = read_json(folder / "config.json" if (folder / "config.json").is_file() else folder / "model" / "config.json")
+    trained = set(parse_mix((config.get("training") or {}).get("pseudo_fakes") or "sbi")) \
+        if (config.get("training") or {}).get("pseudo_fakes") else set()
+    rows = [{"family": name, "trained on": "yes" if name in trained else "no", "validation AUC": auc}
+            for name, auc in (config.get("validation_by_family") or {}).items()]
+    return readable(pd.DataFrame(rows, columns=["family", "trained on", "validation AUC"]).set_index("family"))
 
 
 def calibration_table(model_dir: str | os.PathLike[str]) -> pd.DataFrame:

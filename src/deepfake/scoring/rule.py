@@ -10,8 +10,11 @@ and served scores exactly the same way:
 2. a frame scores as its most fake-looking face (a video with two people where
    only one is swapped must not be judged on the real one);
 3. a video combines its frames with the ``aggregation`` strategy
-   (:mod:`deepfake.scoring.aggregate`);
-4. a video at or above ``threshold`` is FAKE.
+   (:mod:`deepfake.scoring.aggregate`), then, for a model recalibrated on a
+   user's own labelled sample (``deepfake calibrate``), its log-odds are mapped by
+   ``video_scale * z + video_bias`` (Platt scaling; 1 and 0 leave it as it is);
+4. a video at or above ``threshold`` is FAKE (chosen for a target false-positive
+   rate on real videos: :mod:`deepfake.scoring.operating_point`).
 
 Nothing here reads tables or files: it works on arrays, so serving needs
 neither pandas nor the evaluation code.
@@ -56,6 +59,8 @@ class ScoringRule:
     temperature: float = 1.0                 # logits are divided by it (1 = uncalibrated)
     aggregation: str = DEFAULT_AGGREGATION   # frame -> video strategy, one of deepfake.scoring.aggregate.available()
     threshold: float = DEFAULT_THRESHOLD     # video p_fake at or above it is FAKE
+    video_scale: float = 1.0                 # Platt scaling of the video log-odds (recalibration): scale ...
+    video_bias: float = 0.0                  # ... and bias; 1 and 0 leave the aggregated probability as it is
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -64,6 +69,13 @@ class ScoringRule:
         get_strategy(self.aggregation)
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
             raise ConfigError(f"scoring threshold={self.threshold!r} must lie in [0, 1]")
+        for name in ("video_scale", "video_bias"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ConfigError(f"scoring {name}={value!r} must be a finite number")
+        if self.video_scale <= 0:
+            raise ConfigError(f"scoring video_scale={self.video_scale!r} must be positive: a negative one would "
+                              "turn the ranking of the videos upside down")
 
     @classmethod
     def from_model_config(cls, config: Mapping[str, Any]) -> ScoringRule:
@@ -74,13 +86,15 @@ class ScoringRule:
                        "threshold": config.get("threshold", DEFAULT_THRESHOLD)}
         if not isinstance(scoring, Mapping):
             raise ConfigError(f"the model's scoring settings must be an object; got {scoring!r}")
-        unknown = sorted(set(scoring) - {"temperature", "aggregation", "threshold"})
+        known = ("temperature", "aggregation", "threshold", "video_scale", "video_bias")
+        unknown = sorted(set(scoring) - set(known))
         if unknown:
-            raise ConfigError(f"unknown scoring setting(s) {', '.join(unknown)}; known: temperature, aggregation, "
-                              "threshold")
+            raise ConfigError(f"unknown scoring setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return cls(temperature=float(scoring.get("temperature", 1.0)),
                    aggregation=str(scoring.get("aggregation", DEFAULT_AGGREGATION)),
-                   threshold=float(scoring.get("threshold", DEFAULT_THRESHOLD)))
+                   threshold=float(scoring.get("threshold", DEFAULT_THRESHOLD)),
+                   video_scale=float(scoring.get("video_scale", 1.0)),
+                   video_bias=float(scoring.get("video_bias", 0.0)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,8 +126,16 @@ class ScoringRule:
                            n_faces=counts.astype(np.int64))
 
     def video_probability(self, frame_p: Sequence[float] | np.ndarray) -> float:
-        """Step 3: the frames combined by the aggregation strategy."""
-        return aggregate(frame_p, self.aggregation)
+        """Step 3: the frames combined by the aggregation strategy, then the video calibration."""
+        return float(self.calibrate_video(aggregate(frame_p, self.aggregation)))
+
+    def calibrate_video(self, p: float | np.ndarray) -> float | np.ndarray:
+        """Platt scaling of aggregated video probabilities: ``sigmoid(video_scale * logit(p) + video_bias)``."""
+        if self.video_scale == 1.0 and self.video_bias == 0.0:
+            return p
+        q = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+        out = probabilities(self.video_scale * np.log(q / (1 - q)) + self.video_bias)
+        return float(out) if np.ndim(p) == 0 else out
 
     def is_fake(self, p_fake: float | np.ndarray) -> bool | np.ndarray:
         """Step 4: at or above the threshold is fake."""

@@ -18,9 +18,12 @@ from deepfake.core import paths
 from deepfake.core.errors import ConfigError, ManifestError
 from deepfake.core.files import read_json
 from deepfake.core.vocabulary import ALL_SPLITS
+from deepfake.scoring.operating_point import METHODS as OPERATING_POINT_METHODS
+from deepfake.scoring.operating_point import REPORTED_FPRS, metric_name
 from deepfake.scoring.rule import ScoringRule
 
-SCHEMA_VERSION = 2           # 2: scoring rule, training record, seen/unseen manipulations, calibration
+SCHEMA_VERSION = 3           # 3: operating point (threshold for a target FPR), catch rates at fixed FPRs
+                             # 2: scoring rule, training record, seen/unseen manipulations, calibration
 
 
 # Metrics of binary_metrics() copied, prefixed video_/frame_, into evaluation.json["metrics"].
@@ -44,6 +47,7 @@ _TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "fakes": str,
     "aggregation": str,
     "threshold": (int, float),
+    "operating_point": dict,
     "scoring": dict,
     "training": (dict, type(None)),
     "metrics": dict,
@@ -60,12 +64,30 @@ _TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
 # Metrics beyond METRIC_NAMES: calibration before temperature scaling, the share of real videos called
 # fake, and the AUC against manipulations the model did not (unseen) or did (seen) train on.
 EXTRA_METRICS = ("video_ece_uncalibrated", "frame_ece_uncalibrated", "video_false_positive_rate",
-                 "unseen_video_auc", "seen_video_auc")
+                 "unseen_video_auc", "seen_video_auc", *(metric_name(f) for f in REPORTED_FPRS))
 
 
 REQUIRED_METRICS = (*(f"{level}_{k}" for level in ("video", "frame") for k in METRIC_NAMES), *EXTRA_METRICS)
 REQUIRED_COUNTS = ("videos_total", "videos_scored", "videos_unscored", "videos_failed", "videos_no_face",
                    "frames_scored", "faces_scored")
+
+
+# Metrics where lower is better: a quality gate on one of them passes at or below its threshold.
+LOWER_IS_BETTER = ("log_loss", "eer", "ece", "ece_uncalibrated", "false_positive_rate")
+
+
+def gate_comparison(metric: str) -> str:
+    """``">="`` or ``"<="``: how a quality gate on ``metric`` (a key of ``evaluation.json["metrics"]``) compares.
+    Raises ConfigError for a name that is not a metric of the schema."""
+    if metric not in REQUIRED_METRICS:
+        raise ConfigError(f"gate metric {metric!r} is not a metric of evaluation.json; metrics: "
+                          f"{', '.join(REQUIRED_METRICS)}")
+    return "<=" if metric.split("_", 1)[1] in LOWER_IS_BETTER else ">="
+
+
+def gate_passes(metric: str, value: float, threshold: float) -> bool:
+    return value <= threshold if gate_comparison(metric) == "<=" else value >= threshold
+
 
 
 def validate_evaluation(evaluation: Any, *, source: str = "evaluation") -> None:
@@ -95,6 +117,13 @@ def validate_evaluation(evaluation: Any, *, source: str = "evaluation") -> None:
         ScoringRule.from_model_config({"scoring": evaluation["scoring"]})
     except ConfigError as exc:
         problems.append(f"scoring: {exc}")
+    point = evaluation["operating_point"]
+    if point.get("method") not in OPERATING_POINT_METHODS:
+        problems.append(f"operating_point.method must be one of {', '.join(OPERATING_POINT_METHODS)}; "
+                        f"got {point.get('method')!r}")
+    if point.get("threshold") != evaluation["threshold"]:
+        problems.append(f"operating_point.threshold {point.get('threshold')!r} differs from threshold "
+                        f"{evaluation['threshold']!r}")
     metrics = evaluation["metrics"]
     problems += [f"metrics lacks {k!r}" for k in REQUIRED_METRICS if k not in metrics]
     problems += [f"metrics.{k} must be a finite number or null; got {v!r}"

@@ -46,6 +46,18 @@ from deepfake.scoring.metrics import (
     expected_calibration_error,
 )
 from deepfake.scoring.model_quality import sagemaker_model_quality
+from deepfake.scoring.operating_point import (
+    DEFAULT_TARGET_FPR,
+    REPORTED_FPRS,
+    OperatingPoint,
+    check_target,
+    metric_name,
+    threshold_for_fpr,
+    tpr_at_fpr,
+)
+from deepfake.scoring.operating_point import (
+    METHODS as OPERATING_POINTS,
+)
 from deepfake.scoring.rule import ScoringRule
 from deepfake.scoring.schema import METRIC_NAMES, SCHEMA_VERSION, validate_evaluation
 from deepfake.stages.evaluation_tables import (
@@ -72,7 +84,10 @@ FAKES_CHOICES = ("auto", "split", "all")   # which fakes an evaluation scores (E
 @dataclass(frozen=True)
 class EvalConfig(StageConfig):
     aggregation: str = "mean"       # headline frame -> video strategy (deepfake.scoring.aggregate.STRATEGIES)
-    threshold: float = 0.5          # p_fake at or above it is called fake (accuracy, precision, confusion matrix)
+    operating_point: str = "target_fpr"  # threshold: "target_fpr" (on the val split's real videos), "model"
+                                    # (the model's own), "fixed" (threshold below)
+    target_fpr: float = DEFAULT_TARGET_FPR  # share of real videos the threshold may call fake (operating_point target_fpr)
+    threshold: float = 0.5          # p_fake at or above it is called fake, when operating_point is "fixed"
     batch_size: int = 64            # face crops per model call; 64 crops of 224 px are ~40 MB of float32
     split: str = "test"             # split to evaluate; "all" evaluates every row
     n_worst: int = 12               # most confidently wrong videos listed in evaluation.json (and the gallery)
@@ -85,6 +100,10 @@ class EvalConfig(StageConfig):
             raise ConfigError(f"aggregation={self.aggregation!r} is unknown; available: {', '.join(available())}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold={self.threshold!r} must lie in [0, 1]")
+        if self.operating_point not in OPERATING_POINTS:
+            raise ConfigError(f"operating_point={self.operating_point!r} is unknown; use one of "
+                              f"{', '.join(OPERATING_POINTS)}")
+        check_target(self.target_fpr)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size!r} must be at least 1")
         if self.n_worst < 0:
@@ -140,21 +159,70 @@ def select_rows(faces_df: pd.DataFrame, config: EvalConfig, fakes: str) -> pd.Da
     return rows
 
 
-def evaluation_rule(loaded: Any, config: EvalConfig) -> ScoringRule:
-    """The model's rule (its calibration temperature) with the evaluation's aggregation and threshold."""
+def evaluation_rule(loaded: Any, config: EvalConfig, threshold: float | None = None) -> ScoringRule:
+    """The model's rule (its calibration) with the evaluation's aggregation, and ``threshold`` when given
+    (else the model's own for operating_point "model", the config's otherwise)."""
     base = ScoringRule.from_model_config(getattr(loaded, "config", None) or {})
-    return base.with_(aggregation=config.aggregation, threshold=config.threshold)
+    if threshold is None:
+        threshold = base.threshold if config.operating_point == "model" else config.threshold
+    return base.with_(aggregation=config.aggregation, threshold=float(threshold))
+
+
+def read_val_predictions(model_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """The val faces training scored (``val_predictions.csv`` beside ``model/`` in a training output folder);
+    None when ``model_dir`` is a model folder or archive on its own."""
+    from deepfake.data.manifest import read_manifest
+
+    path = paths.resolve(model_dir)
+    candidates = [path / paths.VAL_PREDICTIONS] if path.is_dir() else []
+    if path.is_dir() and path.name == paths.MODEL_DIR:
+        candidates.append(path.parent / paths.VAL_PREDICTIONS)
+    for candidate in candidates:
+        if candidate.is_file():
+            return read_manifest(candidate)
+    return None
+
+
+def choose_operating_point(loaded: Any, config: EvalConfig, val_predictions: pd.DataFrame | None
+                           ) -> tuple[ScoringRule, dict[str, Any]]:
+    """The evaluated rule and the record of how its threshold was chosen (``evaluation.json["operating_point"]``)."""
+    if config.operating_point != "target_fpr":
+        rule = evaluation_rule(loaded, config)
+        record: dict[str, Any] = {"method": config.operating_point, "threshold": rule.threshold}
+        chosen = (getattr(loaded, "config", None) or {}).get("operating_point")
+        if config.operating_point == "model" and isinstance(chosen, Mapping):
+            record["chosen_as"] = dict(chosen)          # how the model's threshold was chosen when it was gated
+        return rule, record
+    if val_predictions is None or val_predictions.empty:
+        raise ConfigError(
+            "operating_point='target_fpr' chooses the threshold on the validation split's real videos, but "
+            "model_dir holds no val_predictions.csv (03_train writes it beside model/); point model_dir at the "
+            "training output folder, or use operating_point='model' (the model's own threshold) or 'fixed'")
+    rule = evaluation_rule(loaded, config, threshold=0.5)
+    reals = val_predictions[val_predictions["label"].astype(int) == 0]
+    if reals.empty:
+        raise DataError("the validation split has no real video to choose the threshold on; give it real "
+                        "videos, or use operating_point='fixed'")
+    faces = reals.assign(p_fake=rule.face_probabilities(reals["logit"]))
+    videos = video_predictions(frame_predictions(faces, rule), rule)
+    point: OperatingPoint = threshold_for_fpr(videos["p_fake"], config.target_fpr)
+    record = {"method": "target_fpr", **point.to_dict(), "source": "validation split, real videos",
+              "aggregation": config.aggregation, "warning": point.warning()}
+    return rule.with_(threshold=point.threshold), record
 
 
 def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathLike[str],
              config: EvalConfig | None = None, *, model_path: str | os.PathLike[str] | None = None,
-             extraction: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             extraction: Mapping[str, Any] | None = None,
+             val_predictions: pd.DataFrame | None = None) -> dict[str, Any]:
     """Score the selected videos, write the prediction tables and ``evaluation.json``; returns the evaluation.
 
     ``loaded`` is a ``deepfake.modeling.artifact.LoadedModel``; ``faces_df`` comes from
     ``deepfake.data.faces_table.read_faces``. ``model_path`` defaults to ``loaded.path`` when it has one.
     ``extraction``: the settings the faces were extracted with (``deepfake.data.faces_table.extraction_settings``);
     faces detected otherwise than the model's training faces are refused.
+    ``val_predictions`` (:func:`read_val_predictions`) are the validation faces the threshold is chosen on
+    (``operating_point="target_fpr"``).
     """
     config = config or EvalConfig()
     if extraction is not None and isinstance(getattr(loaded, "config", None), Mapping):
@@ -168,7 +236,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
     if ok.empty:
         raise DataError(f"no video of split {config.split!r} has a face to score "
                         f"({len(unscored)} video(s) failed or had no face); check the extraction report")
-    rule = evaluation_rule(loaded, config)
+    rule, operating_point = choose_operating_point(loaded, config, val_predictions)
     faces = score_faces(loaded, ok, rule, config.batch_size)
     frames = frame_predictions(faces, rule)
     videos = video_predictions(frames, rule)
@@ -183,14 +251,15 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
         "protocol": faces_df.attrs.get(PROTOCOL_ATTR),   # which protocol the splits follow, what moved
         "fakes": fakes,
         "aggregation": config.aggregation,
-        "threshold": float(config.threshold),
+        "threshold": float(rule.threshold),
+        "operating_point": operating_point,
         "scoring": rule.to_dict(),
         "training": training,
         "config": config.to_dict(),
         "metrics": metrics,
         "undefined_metrics": undefined,
         "by_aggregation": by_aggregation,
-        "per_manipulation": per_manipulation(videos, config.threshold, seen),
+        "per_manipulation": per_manipulation(videos, rule.threshold, seen),
         "counts": _counts(rows, faces, frames, videos, unscored),
         "unscored_videos": unscored,
         "worst_errors": [
@@ -198,7 +267,7 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
              "p_fake": float(r.p_fake)} for r in worst_errors(videos, config.n_worst).itertuples(index=False)
         ],
         "binary_classification_metrics": sagemaker_model_quality(
-            videos["label"], videos["p_fake"], config.threshold),
+            videos["label"], videos["p_fake"], rule.threshold),
     }
     evaluation = json_ready(evaluation)
     validate_evaluation(evaluation)
@@ -212,9 +281,9 @@ def _metrics(faces: pd.DataFrame, frames: pd.DataFrame, videos: pd.DataFrame, ru
              ) -> tuple[dict[str, Any], dict[str, str], dict[str, dict[str, Any]]]:
     """Headline metrics (video and frame level, calibration before and after, generalisation) and
     the video metrics of every aggregation strategy."""
-    frame_m = binary_metrics(frames["label"], frames["p_fake"], config.threshold, config.ece_bins)
+    frame_m = binary_metrics(frames["label"], frames["p_fake"], rule.threshold, config.ece_bins)
     by_aggregation = {
-        name: binary_metrics(videos["label"], videos[f"p_fake_{name}"], config.threshold, config.ece_bins)
+        name: binary_metrics(videos["label"], videos[f"p_fake_{name}"], rule.threshold, config.ece_bins)
         for name in available()
     }
     video_m = by_aggregation[config.aggregation]
@@ -232,6 +301,11 @@ def _metrics(faces: pd.DataFrame, frames: pd.DataFrame, videos: pd.DataFrame, ru
     metrics["video_false_positive_rate"] = float(reals["predicted"].mean()) if len(reals) else None
     if not len(reals):
         undefined["video_false_positive_rate"] = "no real video was evaluated"
+    for fpr in REPORTED_FPRS:         # catch rates at fixed false-positive rates of this set's reals
+        name = metric_name(fpr)
+        metrics[name] = tpr_at_fpr(videos["label"], videos["p_fake"], fpr)
+        if metrics[name] is None:
+            undefined[name] = "needs real and fake videos"
     general, why = generalisation_metrics(videos, seen)
     metrics.update(general)
     undefined.update(why)
@@ -278,6 +352,7 @@ def write_gated_model(model_path: str | os.PathLike[str], evaluation: Mapping[st
     metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
     return update_artifact(model_path, out_dir, {
         "scoring": dict(evaluation["scoring"]),
+        "operating_point": dict(evaluation["operating_point"]),
         "metrics": metrics,
         "evaluation": {"split": evaluation["split"], "fakes": evaluation["fakes"],
                        "counts": dict(evaluation["counts"]), "created": evaluation["created"]},

@@ -19,6 +19,7 @@ from deepfake.scoring.metrics import (
     predicted_labels,
     roc_auc,
 )
+from deepfake.scoring.operating_point import REPORTED_FPRS, metric_name, tpr_at_fpr
 from deepfake.scoring.rule import ScoringRule
 
 # Columns carried from the frame table to the video table when present.
@@ -125,13 +126,15 @@ def unscored_videos(faces_df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def per_manipulation(videos: pd.DataFrame, threshold: float = 0.5,
                      seen: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Per manipulation: video count, accuracy, AUC of its fakes against all reals evaluated,
-    and whether the model saw it in training (``seen``: the manipulations it trained on; None = unknown)."""
+    """Per manipulation: video count, accuracy at ``threshold``, AUC of its fakes against all reals
+    evaluated, the catch rate at 1, 5 and 10 % false positives on those reals (``tpr_at_fpr_<pct>``), and
+    whether the model saw it in training (``seen``: the manipulations it trained on; None = unknown)."""
     reals = videos[videos["label"] == 0]
     rows = []
     for (label, manipulation), group in videos.groupby(["label", "manipulation"], sort=True):
         note = ""
         auc = None
+        catch: dict[str, float | None] = {_tpr_key(f): None for f in REPORTED_FPRS}
         if int(label) == 0:
             note = "real videos: each manipulation's AUC is measured against them"
         elif reals.empty:
@@ -139,6 +142,7 @@ def per_manipulation(videos: pd.DataFrame, threshold: float = 0.5,
         else:
             both = pd.concat([reals, group])
             auc = roc_auc(both["label"].to_numpy(), both["p_fake"].to_numpy())
+            catch = {_tpr_key(f): tpr_at_fpr(both["label"], both["p_fake"], f) for f in REPORTED_FPRS}
         p = group["p_fake"].to_numpy()
         rows.append({
             "manipulation": str(manipulation),
@@ -147,10 +151,15 @@ def per_manipulation(videos: pd.DataFrame, threshold: float = 0.5,
             "seen_in_training": None if int(label) == 0 or seen is None else str(manipulation) in seen,
             "accuracy": float(np.mean(predicted_labels(p, threshold) == int(label))),
             "auc": auc,
+            **catch,
             "mean_p_fake": float(np.mean(p)),
             "note": note,
         })
     return rows
+
+
+def _tpr_key(fpr: float) -> str:
+    return metric_name(fpr).removeprefix("video_")
 
 
 def generalisation_metrics(videos: pd.DataFrame, seen: Sequence[str] | None

