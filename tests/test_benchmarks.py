@@ -87,27 +87,35 @@ def test_only_rejects_unknown_items():
     assert proc.returncode != 0 and "--only '1,9'" in proc.stderr and "1, 2, 3, 4, 5, 6" in proc.stderr
 
 
-def test_quality_table_puts_the_modes_side_by_side_against_the_targets():
-    """benchmarks.quality's table on made-up evaluations (the real run trains for minutes: `make quality`)."""
+def test_quality_table_puts_the_choices_side_by_side_against_the_targets():
+    """benchmarks.quality's figures and table on made-up predictions (the real run trains for minutes:
+    `make quality`): per-manipulation AUC, catch rates, the model's own threshold, recalibration."""
     code = """
-import json
-from benchmarks.quality import ROWS, table
-def ev(auc, ece, fpr):
-    metrics = {"unseen_video_auc": auc, "seen_video_auc": None, "video_ece": ece, "video_ece_uncalibrated": 0.2,
-               "video_false_positive_rate": fpr}
-    return {"metrics": metrics, "counts": {"real_videos": 10, "fake_videos": 32}}
-results = {"self_blend": {"evaluations": {"demo": ev(0.95, 0.05, 0.1), "held-out": ev(0.7, 0.2, 0.3)},
-                          "step_seconds": {"train": 200.0, "extract": 20.0}},
-           "dataset": {"evaluations": {"demo": ev(None, 0.2, 0.4), "held-out": ev(0.5, 0.3, 0.5)},
-                       "step_seconds": {"train": 180.0}}}
-print(table(results))
+import numpy as np, pandas as pd
+from benchmarks.quality import figures, table
+rng = np.random.default_rng(0)
+rows = [{"video_id": f"r{i}", "label": 0, "manipulation": "none", "p_fake": float(p)}
+        for i, p in enumerate(rng.uniform(0.0, 0.3, 24))]
+for m, hi in (("blendswap", 0.9), ("warp", 0.4), ("lipsync", 0.6)):
+    rows += [{"video_id": f"{m}{i}", "label": 1, "manipulation": m, "p_fake": float(p)}
+             for i, p in enumerate(rng.uniform(0.1, hi, 8))]
+videos = pd.DataFrame(rows)
+videos["predicted"] = (videos["p_fake"] >= 0.25).astype(int)
+rule = {"temperature": 1.0, "aggregation": "mean", "threshold": 0.25}
+def result(auc):
+    return {"demo": {"metrics": {"unseen_video_auc": auc, "video_false_positive_rate": 0.1}, "threshold": 0.25},
+            "held-out": {"metrics": {"video_ece": 0.3}, "scoring": rule}, "held-out_videos": videos,
+            "train": {"validation_by_family": {"sbi": 0.99, "warp": 0.7}}, "step_seconds": {"train": 200.0}}
+print(table({"sbi": figures(result(0.95)), "dataset": figures(result(0.5))}))
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("| test set | measure | self_blend (ours) | dataset fakes | target |")
-    auc = next(line for line in lines if "unseen manipulations" in line and line.startswith("| demo"))
-    assert "| 0.950 | undefined | >= 0.9 | pass |" in auc
-    fpr = next(line for line in lines if "called fake" in line and line.startswith("| demo"))
-    assert "| 0.100 | 0.400 | <= 0.1 | pass |" in fpr
-    assert "training 200 s" in proc.stdout
+    assert lines[0] == "| measure | sbi | dataset | target |"
+    demo = next(line for line in lines if line.startswith("| demo: video AUC"))
+    assert "| 0.950 ✓ | 0.500 | >= 0.9 |" in demo                 # the baseline is never marked
+    for method in ("blendswap", "warp", "lipsync"):
+        assert any(line.startswith(f"| held-out: video AUC, {method}") for line in lines)
+    assert any("after recalibration on the other 1/3" in line for line in lines)
+    assert any(line.startswith("| validation AUC vs warp pseudo-fakes") for line in lines)
+    assert "Recalibration sample: 8 real + 8 fake; measured on 16 real + 16 fake" in proc.stdout
