@@ -118,4 +118,5 @@ print(table({"sbi": figures(result(0.95)), "dataset": figures(result(0.5))}))
         assert any(line.startswith(f"| held-out: video AUC, {method}") for line in lines)
     assert any("after recalibration on the other 1/3" in line for line in lines)
     assert any(line.startswith("| validation AUC vs warp pseudo-fakes") for line in lines)
-    assert "Recalibration sample: 8 real + 8 fake; measured on 16 real + 16 fake" in proc.stdout
+    assert "Recalibration sample: 8 real + 8 fake; measured on 16 real + 16 fake; 20 random thirds" in proc.stdout
+    assert any(line.startswith("| held-out 2/3: ECE a perfectly calibrated model") for line in lines)

@@ -268,7 +268,7 @@ def test_self_blend_trains_on_reals_alone(real_faces, tmp_path):
     result = train(reals_only, tmp_path / "a", config, extract_config=EXTRACT, progress=False)
     artifact = json.loads((result.artifact_dir / "config.json").read_text())
     assert artifact["training"] == {"mode": "self_blend", "backbone": "efficientnet-lite0", "manipulations_seen": [],
-                                    "pseudo_fakes": "sbi"}
+                                    "pseudo_fakes": "sbi:0.5,warp:0.5"}
     assert set(artifact["validation_by_family"]) == {"sbi", "fwa", "warp"}
     val = read_manifest(tmp_path / "a" / "val_predictions.csv")       # what evaluation sets its threshold on
     n_val = int((reals_only.split == "val").sum())
@@ -288,7 +288,7 @@ def test_both_mode_records_the_manipulations_it_saw(real_faces, tmp_path):
     result = train(real_faces, tmp_path, config, extract_config=EXTRACT, progress=False)
     artifact = json.loads((result.artifact_dir / "config.json").read_text())
     assert artifact["training"]["manipulations_seen"] == ["tinted"]
-    assert artifact["training"]["pseudo_fakes"] == "sbi"
+    assert artifact["training"]["pseudo_fakes"] == "sbi:0.5,warp:0.5"
 
 
 def test_pseudo_fakes_mix_families_per_item(real_faces, tmp_path):

@@ -191,7 +191,7 @@ class PairDataset(Dataset):
         self.augment = augment
         self.device_augment = bool(device_augment) and augment is not None
         self.pseudo_fakes = (pseudo_fakes if isinstance(pseudo_fakes, PseudoFakeMix)
-                             else PseudoFakeMix(pseudo_fakes or "sbi"))
+                             else PseudoFakeMix(pseudo_fakes or "sbi"))   # no mix named: self-blends
         self.seed = int(seed)
         self.epoch = 0
         n_fake = 0 if self.fakes is None else len(self.fakes)

