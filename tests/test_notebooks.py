@@ -227,6 +227,45 @@ def test_runs_are_compared_in_mlflow(tiny_data, tracked):
 
 
 @pytest.mark.slow
+def test_mlflow_ui_opens_the_printed_address_on_the_runs_table_with_their_dataset(tracked, tiny_data, tmp_path):
+    """What a data scientist sees: `mlflow ui` on the store, the address the run printed, in headless Chromium:
+    the runs table (not the GenAI view's traces) with every pipeline run and the Dataset column filled."""
+    import re
+    import time
+    import urllib.request
+
+    from aws_server import free_port
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium to open mlflow ui (apt-get install -y chromium)")
+    root, env, runs = tracked
+    (address,) = re.findall(r"then open (http://\S+)", runs["t2"].stdout)
+    port = free_port()
+    address = address.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+                           env["MLFLOW_TRACKING_URI"], "--port", str(port), "--workers", "1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+                time.sleep(2)
+        dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+                              "--dump-dom", address], capture_output=True, text=True, timeout=300, check=True).stdout
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)
+    assert all(f">{run_id}<" in dom for run_id in ("t1", "t2", "t3")), address
+    videos = root / "runs" / "t1" / "explore" / paths.VIDEOS_MANIFEST
+    assert f"{tiny_data.name} ({sha256_file(videos)[:12]})" in dom                # the Dataset column
+
+
+@pytest.mark.slow
 def test_the_reports_read_well_in_a_browser(tracked, tmp_path):
     """The four HTML reports of a real run, opened in headless Chromium: each renders (a screenshot of
     substance) and shows tables, not Python dicts, NaN or the old `undefined` column."""

@@ -18,8 +18,11 @@ by ``deepfake run`` or by a SageMaker Processing job logs the same things:
   run, the videos table it used as an MLflow dataset input (named after the data
   folder, its digest the table's sha256), so ``mlflow ui`` shows the Dataset column.
 
-The experiment is marked as model training, so ``mlflow ui`` (3.x) opens on its
-runs table rather than its GenAI (traces) view.
+The experiment is tagged as model training (``mlflow.experimentKind``: what MLflow
+3.x UIs before the GenAI / Model training switch, and Databricks, open it by); MLflow
+3.17's ``mlflow ui`` opens every experiment in the view of its global switch, GenAI
+by default, so the run's last line gives the address of the runs table
+(:func:`runs_table_url`, ``?workflowType=machine_learning``).
 
 Where: ``MLFLOW_TRACKING_URI`` (``off`` turns tracking off), else SQLite
 ``mlflow.db`` in the project folder with the runs' files in ``mlartifacts/``
@@ -178,8 +181,18 @@ def finish_pipeline(run_dir: Path, *, failed: bool = False, killed: bool = False
         return None
     uri = record["tracking_uri"]
     if _sqlite_file(uri) is not None:
-        return f"compare the runs in MLflow: {ui_command(uri)}"
+        return f"compare the runs in MLflow: {ui_command(uri)}, then open {runs_table_url(record['experiment_id'])}"
     return f"runs tracked in MLflow at {uri}"
+
+
+UI_ADDRESS = "http://127.0.0.1:5000"     # where `mlflow ui` listens by default
+
+
+def runs_table_url(experiment_id: str, address: str = UI_ADDRESS) -> str:
+    """The experiment's runs table in ``mlflow ui``. MLflow 3.17's UI opens every experiment in the view of its
+    global GenAI / Model training switch, GenAI unless a person switched it (the experiment's kind tag does not
+    decide there): ``workflowType=machine_learning`` opens the runs table."""
+    return f"{address}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def ui_command(uri: str) -> str:
@@ -253,7 +266,8 @@ def _log_step(step: str, out: Path, settings: dict[str, Any], params: dict[str, 
                               "parent_run_id": parent})
     if store.client.get_run(parent).data.tags.get("deepfake.managed_by") == "step":
         store.client.set_terminated(parent, "FINISHED")   # ended by each of its steps: none knows it is the last
-    see = f"compare the runs: {ui_command(store.uri)}" if _sqlite_file(store.uri) else f"at {store.uri}"
+    see = (f"compare the runs: {ui_command(store.uri)}, then open {runs_table_url(store.experiment_id)}"
+           if _sqlite_file(store.uri) else f"at {store.uri}")
     return Logged(f"MLflow: step {step} logged as run {parent_name}/{step} ({run_id}, {len(metrics)} metric "
                   f"values),\nnested in pipeline run {parent_name} ({parent}); {see}", run_id, parent)
 
