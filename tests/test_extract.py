@@ -333,3 +333,23 @@ def test_a_manifest_without_landmarks_still_loads(dataset, tmp_path):
     part.write_text(pd.read_csv(part, keep_default_na=False).drop(columns="landmarks").to_csv(index=False))
     again = extract_faces(videos.iloc[:1], data, tmp_path, FAST, progress=False)
     assert (again[again.status == "ok"].landmarks != "").all()
+
+
+@pytest.mark.slow
+def test_cli_extract_as_the_readme_writes_it(face_clip, tmp_path, capsys):
+    """README's `deepfake extract --data DIR --out faces/ --set detector=mtcnn-track` on a tiny real/ + fake/
+    folder: the layout it read is printed, and the faces table records the detector it was made with."""
+    from deepfake.data.manifest import read_sidecar
+    from deepfake.orchestration.cli import main
+
+    data = tmp_path / "data"
+    for name in ("real/a.mp4", "fake/b.mp4"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(face_clip, data / name)
+    out = tmp_path / "faces"
+    assert main(["extract", "--data", str(data), "--out", str(out), "--set", "detector=mtcnn-track"]) == 0
+    printed = capsys.readouterr().out
+    assert "folders layout" in printed and f"rows written to {out}" in printed
+    faces = read_faces(out)
+    assert set(faces["video_id"]) == {"a", "b"} and (faces["status"] == "ok").all()
+    assert read_sidecar(out / "faces.csv")["config"]["detector"] == "mtcnn-track"

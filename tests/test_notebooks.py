@@ -12,7 +12,7 @@ import pytest
 
 from deepfake.core import paths
 from deepfake.core.files import sha256_file
-from deepfake.data.manifest import read_sidecar
+from deepfake.data.manifest import read_manifest, read_sidecar
 from deepfake.media.extraction import ExtractConfig
 from deepfake.modeling.artifact import read_artifact_config
 from deepfake.orchestration import steps
@@ -296,6 +296,41 @@ def test_plain_papermill_rejects_an_unknown_parameter_with_the_known_ones(step, 
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "no parameter(s) bogus" in proc.stderr
     assert "output_dir" in proc.stderr.rsplit("known parameters: ", 1)[1]          # the message, not the code
+
+
+@pytest.mark.slow
+def test_the_explore_notebooks_own_commands_run_as_written(tiny_data, tmp_path):
+    """The commands the explore notebook documents, run as written from notebooks/ (only the data folder is
+    tiny): a dataset to train on; a small one to score with `-p mode evaluate`, which without it is refused
+    with the cause and that fix. Outputs land in the output_dir given, relative to the project folder."""
+    import re
+
+    notebook = ROOT / "notebooks" / "01_explore_data.ipynb"
+    intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
+    (command,) = re.findall(r"`(papermill [^`]+)`", intro)
+    extra = re.search(r"add `(-p mode evaluate)`", intro).group(1)
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    shutil.copy(notebook, project / "notebooks")
+    from test_catalogs import make_dfdc
+
+    small = make_dfdc(tmp_path / "small")                                  # two originals: too few to train on
+    env = {**os.environ, "DEEPFAKE_HOME": str(project)}
+
+    def papermill(line, data):
+        args = line.replace("/data/dfdc", str(data)).split()
+        return subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]], capture_output=True,
+                              text=True, timeout=600, cwd=project / "notebooks", env=env)
+
+    out = project / "runs" / "mine" / "explore"
+    assert papermill(command, tiny_data).returncode == 0
+    assert read_manifest(out / paths.VIDEOS_MANIFEST)["split"].tolist().count("test") > 0
+    refused = papermill(command, small)
+    assert refused.returncode != 0 and "Why: the 6 videos come from 2 original(s)" in refused.stderr
+    assert "-p mode evaluate" in refused.stderr.rsplit("DataError", 1)[1]
+    assert papermill(f"{command} {extra}", small).returncode == 0
+    assert len(read_manifest(out / paths.VIDEOS_MANIFEST)) == 6
+    assert sorted(p.name for p in project.iterdir()) == ["notebooks", "runs"]   # nothing outside output_dir
 
 
 @pytest.mark.slow
