@@ -125,10 +125,31 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     assert f"mlflow ui --backend-store-uri {env['MLFLOW_TRACKING_URI']}" in again.stdout   # works from any folder
 
 
+def as_celebdf(demo: Path, out: Path, listed: int = 2) -> Path:
+    """The videos of a demo dataset in Celeb-DF v2's layout: Celeb-real/, Celeb-synthesis/ (a fake of
+    ``id<i>_0000`` is ``id<i>_id<n>_0000``) and a testing list naming a real and a fake of each of the first
+    ``listed`` originals (Celeb-DF's convention: 1 = real, 0 = fake)."""
+    meta = json.loads((demo / "dfdc_train_part_0" / "metadata.json").read_text())
+    reals = sorted(name for name, info in meta.items() if info["label"] == "REAL")
+    names = {real: f"Celeb-real/id{i}_0000.mp4" for i, real in enumerate(reals)}
+    fakes = sorted(name for name, info in meta.items() if info["label"] == "FAKE")
+    for n, fake in enumerate(fakes):
+        i = reals.index(meta[fake]["original"])
+        names[fake] = f"Celeb-synthesis/id{i}_id{50 + n}_0000.mp4"
+    for source, name in names.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo / "dfdc_train_part_0" / source, out / name)
+    test = [f"1 {names[r]}" for r in reals[:listed]]
+    test += [f"0 {names[f]}" for f in fakes if reals.index(meta[f]["original"]) < listed][:listed]
+    (out / "List_of_testing_videos.txt").write_text("\n".join(test) + "\n")
+    return out
+
+
 @pytest.mark.slow
 def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tmp_path):
     """`--set train.mode=dataset` trains on the dataset's fakes; `--model` evaluates that model on another
-    dataset (made with two manipulations it never saw) without training or registering."""
+    dataset, README's command on a Celeb-DF tree (made with two manipulations it never saw), without training
+    or registering, every video scored, the Celeb-DF test list kept as given."""
     from deepfake.demo.build import build_demo_dataset
 
     env = {"DEEPFAKE_REGISTRY": str(tmp_path / "registry"), "DEEPFAKE_HOME": str(ROOT),
@@ -140,10 +161,11 @@ def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tm
     assert trained["training"]["mode"] == "dataset" and trained["fakes"] == "split"
     assert trained["training"]["manipulations_seen"]
 
-    build_demo_dataset(tmp_path / "other", n_videos=8, seed=2, methods=("blendswap", "warp"),
+    other = build_demo_dataset(tmp_path / "other", n_videos=8, seed=2, methods=("blendswap", "warp"),
                                progress=False)
+    celebdf = as_celebdf(other, tmp_path / "celebdf")
     model = tmp_path / "runs" / "d" / "evaluate" / paths.MODEL_ARCHIVE
-    cross = _deepfake("run", "--data", "other", "--model", str(model.relative_to(tmp_path)), "--run-id", "x",
+    cross = _deepfake("run", "--data", "celebdf", "--model", str(model.relative_to(tmp_path)), "--run-id", "x",
                       "--profile", "tiny", cwd=tmp_path, env_extra=env)
     assert cross.returncode == 0, cross.stdout[-3000:] + cross.stderr[-3000:]
     assert "3 steps" in cross.stdout and "nothing is registered" in cross.stdout
@@ -154,7 +176,12 @@ def test_dataset_mode_then_cross_dataset_evaluation_with_the_model(tiny_data, tm
     assert evaluation["model"]["archive_sha256"] == sha256_file(model)        # the model by content, not path
     assert evaluation["counts"]["videos_scored"] == 8                       # every video of the other dataset
     manipulations = {r["manipulation"]: r["seen_in_training"] for r in evaluation["per_manipulation"]}
-    assert manipulations == {"none": None, "blendswap": False, "warp": False}
+    assert manipulations == {"none": None, "celebdf": False}
+    assert f"dataset: celebdf layout at {celebdf}: 8 videos" in cross.stdout
+    videos = read_manifest(run_dir / "explore" / paths.VIDEOS_MANIFEST)
+    listed = [line.split()[1] for line in (celebdf / "List_of_testing_videos.txt").read_text().splitlines()]
+    assert evaluation["protocol"]["follows"] == "official" and evaluation["protocol"]["splits"]["test"] == len(listed)
+    assert sorted(videos.loc[videos["split"] == "test", "path"]) == sorted(listed)   # exactly the official list
     extracted = read_sidecar(run_dir / "extract" / paths.FACES_MANIFEST)["config"]
     settings = read_artifact_config(model)["extract"]
     assert {k: v for k, v in extracted.items() if k != "workers"} == {k: v for k, v in settings.items()
