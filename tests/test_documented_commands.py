@@ -49,6 +49,8 @@ RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"^\.venv/bin/deepfake predict ", ("tests/test_predict.py::test_cli_uses_the_latest_approved_registry_version",
                                         "tests/test_predict.py::test_cli_table")),
     (r"^deepfake (invoke|monitor) ", ("tests/test_monitoring_loop.py",)),
+    (r"^deepfake calibrate --model \S+ --data \S+ --out \S+ --register$", (   # with --folds 3 for its tiny sample
+        "tests/test_calibrate.py::test_deepfake_calibrate_writes_and_registers_a_derived_model",)),
     (r"^papermill 01_explore_data\.ipynb out\.ipynb -p data_dir ", (
         f"{NB}::test_the_explore_notebooks_own_commands_run_as_written",)),
 )
