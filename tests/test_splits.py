@@ -235,3 +235,23 @@ def test_official_val_is_carved_from_the_train_side_when_the_dataset_names_none(
     with_val.loc[with_val["original_id"].isin(["g4", "g5"]), "split"] = "val"
     kept = ensure_splits(with_val)
     assert list(kept["split"]) == list(with_val["split"]) and kept.attrs["protocol"]["moved"]["videos"] == 0
+
+
+def test_faceforensics_split_files_are_the_splits_exactly(tmp_path):
+    """FF++'s train/val/test.json kept as given: every video they name stays in its split, none moved; what
+    they leave unsplit (actors, DeepFakeDetection) goes to the train side, never to test."""
+    from test_catalogs import make_ff, touch, write_json
+
+    root = make_ff(tmp_path)
+    touch(root, "original_sequences/youtube/c23/videos/004.mp4", "original_sequences/youtube/c23/videos/005.mp4",
+          "manipulated_sequences/Deepfakes/c23/videos/004_005.mp4")
+    write_json(root / "splits/train.json", [["000", "003"]])
+    write_json(root / "splits/val.json", [["004", "005"]])
+    write_json(root / "splits/test.json", [["001", "002"]])
+    videos = load_catalog("auto", root)
+    named = videos["split"] != ""
+    out = ensure_splits(videos, val_fraction=0.5)
+    assert list(out.loc[named, "split"]) == list(videos.loc[named, "split"])
+    assert set(out.loc[~named, "split"]) == {"train"} and (out["split"] == "test").sum() == 6
+    record = out.attrs["protocol"]
+    assert record["follows"] == "official" and record["moved"]["videos"] == 0
