@@ -14,13 +14,17 @@ RUN_ID ?= demo
 PIPELINE_BUCKET ?= deepfake-local
 PIPELINE_PROFILE ?= demo
 PROD_APPROVAL ?= ask
+# test processes (pytest-xdist): auto = one per core; each module runs whole on one of them, the longest first
+# (tests/conftest.py); TEST_WORKERS=0 runs everything in one process
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # AWS's pipeline-definition JSON schema (its repository has no licence, so it is fetched, not vendored)
 SCHEMA_COMMIT := b4012b0aa4474afdc6ef3d0409d17d0049dfcd85
 SCHEMA_SHA256 := 35633f4376dda695d1847bd16d72d3b3d9201f0106e75107eafbeef11ef5ce30
 SCHEMA_URL := https://raw.githubusercontent.com/aws-sagemaker-mlops/sagemaker-model-building-pipeline-definition-JSON-schema/$(SCHEMA_COMMIT)/schema/pipeline-definition.schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-fast lint format bench quality pipeline-local pipeline-schema policies lock clean
+.PHONY: help venv demo demo-data run test test-quick test-fast lint format bench quality pipeline-local pipeline-schema policies lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,11 +58,13 @@ pipeline-local: demo-data ## the SageMaker pipeline executed here on the demo da
 	  --kwargs '{"default_bucket": "$(PIPELINE_BUCKET)", "profile": "$(PIPELINE_PROFILE)"}' \
 	  --input InputDataUrl=$(DEMO_DATA) --approve --deploy --prod $(PROD_APPROVAL)
 
-test: $(STAMP) ## run the whole test suite (notebooks on tiny data included)
-	$(BIN)/pytest
+test: $(STAMP) ## run the whole test suite (notebooks on tiny data, servers, the AWS API emulator; what CI runs)
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
-test-fast: $(STAMP) ## unit tests only (no notebooks, servers or AWS emulation)
-	$(BIN)/pytest -m "not slow and not aws"
+test-quick: $(STAMP) ## after each change: every module's own tests and the quick integration tests (no notebooks, servers or AWS emulation), a few minutes
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow and not aws"
+
+test-fast: test-quick
 
 lint: $(STAMP) $(TOOLS_STAMP) ## ruff, notebooks without outputs, both CloudFormation templates (cfn-lint, checkov), the Dockerfile, the workflows, the roles and the lock up to date
 	$(BIN)/ruff check src pipelines deploy tests benchmarks

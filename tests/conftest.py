@@ -16,13 +16,23 @@ the files they return as read-only (copy one into ``tmp_path`` to change it).
   define its own).
 - ``b0_checkpoint``: an ImageNet-shaped EfficientNet-B0 checkpoint file (random weights), for the weights
   that download (``weights_path``, URL, S3).
+- ``tiny_data``: the demo dataset of 12 videos that the runs of profile tiny read.
+- ``evaluated`` / ``loop``: a gated model with its evaluation, and `deepfake serve --capture` traffic of it.
+
+`make test` runs the suite on one worker per core (pytest-xdist, ``--dist loadfile``: a module's tests stay
+on one worker, so its module fixtures are built once). The fixtures that several modules need and that take
+long to build (``tiny_data``) are built once per run, by whichever worker asks
+first, in a folder every worker sees (:func:`once_per_run`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -36,6 +46,31 @@ from deepfake.media.encode import write_video
 # Experiment tracking stays off unless a test gives it a store of its own: a run under test must not
 # write into the checkout's mlflow.db (deepfake.orchestration.tracking; subprocesses inherit this).
 os.environ["MLFLOW_TRACKING_URI"] = "off"
+
+# The longest modules start first (--dist loadfile hands out modules in this order), so that no long module
+# starts last while the other worker idles: the longest on a 2-core machine, from `pytest --durations`.
+LONGEST_FIRST = ("test_pipeline_local.py", "test_step_environments.py", "test_pipeline.py", "test_deploy.py",
+                 "test_run_step.py", "test_notebooks.py", "test_runner.py", "test_monitoring_loop.py",
+                 "test_monitoring.py", "test_deploy_walk.py", "test_benchmarks.py", "test_serve.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))       # stable: the rest keep their order
+
+
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, name: str) -> Iterator[Path]:
+    """``with once_per_run(tmp_path_factory, name) as folder``: ``folder`` is the same for every worker of this
+    run (one pytest process alone: its own temporary folder), and one worker at a time holds it; build what is
+    missing there, and reuse what another worker built."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base     # xdist: <run>/popen-gwN
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (shared / name).mkdir(exist_ok=True)
+        yield shared / name
+
 
 CLIP_SIZE = (320, 240)     # width, height in pixels: small, and even for H.264
 CLIP_FRAMES = 12
@@ -188,6 +223,15 @@ def b0_checkpoint(tmp_path_factory):
     sha = hashlib.sha256(raw.read_bytes()).hexdigest()
     path = raw.rename(folder / f"adv-efficientnet-b0-{sha[:8]}.pth")
     return path, sha, state
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The demo dataset that the runs of profile tiny read: 12 videos, seed 1 (read-only)."""
+    from deepfake.demo.build import build_demo_dataset
+
+    with once_per_run(tmp_path_factory, "tiny-demo-data") as folder:      # finds it complete once built
+        return build_demo_dataset(folder / "demo", n_videos=12, seed=1, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -49,13 +49,6 @@ def test_papermill_help_documents_every_parameter():
     assert "epochs" in out.stdout and "unfreeze_blocks" in out.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from deepfake.demo.build import build_demo_dataset
-
-    return build_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_videos=12, seed=1)
-
-
 def _deepfake(*args, cwd, env_extra):
     env = {**os.environ, **env_extra}
     return subprocess.run([str(Path(sys.executable).parent / "deepfake"), *args], cwd=cwd, env=env,

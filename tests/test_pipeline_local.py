@@ -49,13 +49,6 @@ def aws(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from deepfake.demo.build import build_demo_dataset
-
-    return build_demo_dataset(tmp_path_factory.mktemp("data") / "demo", n_videos=12, seed=1, progress=False)
-
-
 def pipeline_local(aws, state, *args, env=None):
     cmd = [str(BIN / "pipeline-local"), "--endpoint", aws.endpoint, "--region", REGION, "--state", str(state), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
