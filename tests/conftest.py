@@ -21,7 +21,7 @@ the files they return as read-only (copy one into ``tmp_path`` to change it).
 
 `make test` runs the suite on one worker per core (pytest-xdist, ``--dist loadfile``: a module's tests stay
 on one worker, so its module fixtures are built once). The fixtures that several modules need and that take
-long to build (``tiny_data``) are built once per run, by whichever worker asks
+long to build (``tiny_data``, ``evaluated``, ``loop``) are built once per run, by whichever worker asks
 first, in a folder every worker sees (:func:`once_per_run`).
 """
 
@@ -32,6 +32,7 @@ import fcntl
 import itertools
 import math
 import os
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def once_per_run(tmp_path_factory, name: str) -> Iterator[Path]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         (shared / name).mkdir(exist_ok=True)
         yield shared / name
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """``build(folder)``'s result (pickled beside what it wrote into ``folder``), built once per run."""
+    with once_per_run(tmp_path_factory, name) as folder:
+        saved = folder / "result.pickle"
+        if not saved.exists():
+            result = build(folder)
+            saved.write_bytes(pickle.dumps(result))
+        return pickle.loads(saved.read_bytes())
 
 
 CLIP_SIZE = (320, 240)     # width, height in pixels: small, and even for H.264
@@ -239,8 +250,8 @@ def evaluated(tmp_path_factory, face_photos):
     """A served model with the evaluation that gated it (tests/monitoring_support.py): ~21 videos, real/fake."""
     from monitoring_support import build_dataset, evaluate_model
 
-    work = tmp_path_factory.mktemp("monitored")
-    return evaluate_model(work, build_dataset(work / "data", face_photos, clip_frames))
+    return built_once(tmp_path_factory, "monitored",
+                      lambda work: evaluate_model(work, build_dataset(work / "data", face_photos, clip_frames)))
 
 
 @pytest.fixture(scope="session")
@@ -248,4 +259,4 @@ def loop(tmp_path_factory, evaluated, no_face_clip):
     """`deepfake serve --capture` of the evaluated model, a baseline-like then a shifted window of traffic."""
     from monitoring_support import run_loop
 
-    return run_loop(tmp_path_factory.mktemp("loop"), evaluated, no_face_clip)
+    return built_once(tmp_path_factory, "loop", lambda work: run_loop(work, evaluated, no_face_clip))
