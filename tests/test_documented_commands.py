@@ -21,7 +21,7 @@ COMMAND = re.compile(r"^(?:\.venv/bin/)?(?:[A-Z_]+=\S+ )?(deepfake|papermill|mlf
 NB = "tests/test_notebooks.py"
 # (pattern of documented commands, the tests that run them as written on tiny data)
 RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"^make (demo|quality|bench|test|test-fast|lint|format|help|policies|lock)$", ("tests/test_documented_commands.py::"
+    (r"^make (demo|quality|bench|test|test-quick|lint|format|help|policies|lock)$", ("tests/test_documented_commands.py::"
                                                                        "test_documented_make_targets_exist",)),
     (r"^make pipeline-local$", ("tests/test_pipeline_local.py::"
                                 "test_make_pipeline_local_runs_every_step_registers_approves_and_deploys",)),
@@ -93,7 +93,7 @@ def test_every_documented_command_is_run_by_a_test():
     assert not missing, f"tests named in the map that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("target", ["demo", "quality", "bench", "test", "test-fast", "lint", "format", "help",
+@pytest.mark.parametrize("target", ["demo", "quality", "bench", "test", "test-quick", "lint", "format", "help",
                                     "pipeline-local", "demo-data", "policies", "lock"])
 def test_documented_make_targets_exist(target):
     """A make target the docs name is defined with its help line (make help lists it)."""
