@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,25 @@ _QUIET = {"botocore": logging.WARNING, "sagemaker": logging.WARNING, "sagemaker.
           "sagemaker.core.workflow.utilities": logging.ERROR, "sagemaker.mlops.workflow.model_step": logging.ERROR}
 
 
+def job_failure(description: dict[str, Any], log: str) -> list[str]:
+    """A failed Processing job (its DescribeProcessingJob response) in lines a user can act on.
+
+    SageMaker's reasons for a failed step and its job are generic ("AlgorithmError: See job logs
+    for more information"); what failed is in the job's exit message, where the kit's entry points
+    (``run_step.py``, ``score_step.py``) write the failing cell or call, the error and the S3 URI of
+    the executed notebook. ``log`` says where the job's log is.
+    """
+    name = description.get("ProcessingJobName", "")
+    status = description.get("FailureReason") or description.get("ProcessingJobStatus", "")
+    lines = [f"processing job {name}: {status}".rstrip()]
+    message = (description.get("ExitMessage") or "").strip()
+    if message:
+        lines += ["exit message:", *(f"  {line}" for line in message.splitlines())]
+    elif status.startswith("AlgorithmError"):
+        lines.append("no exit message: the container ended before writing one (killed, out of memory?)")
+    return [*lines, f"log: {log}"]
+
+
 def convert_struct(str_struct: str | None) -> Any:
     """Parse a JSON argument; None and the empty string give None."""
     if not str_struct:
@@ -46,14 +65,19 @@ def convert_struct(str_struct: str | None) -> Any:
         raise PipelineError(f"not valid JSON ({exc.msg} at character {exc.pos}): {str_struct}") from None
 
 
-def parse_kwargs(text: str | None) -> dict[str, Any]:
-    """``--kwargs``: a JSON object of ``get_pipeline`` arguments."""
-    try:
-        kwargs = convert_struct(text) or {}
-    except PipelineError as exc:
-        raise PipelineError(f"--kwargs is {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise PipelineError(f"--kwargs must be a JSON object of get_pipeline arguments; got {text}")
+def parse_kwargs(texts: str | Sequence[str] | None) -> dict[str, Any]:
+    """``--kwargs``: JSON objects of ``get_pipeline`` arguments, merged in order (a later key wins), so a
+    build can add an account's settings (VPC, KMS, package index) to the project's in a second ``--kwargs``;
+    an empty one adds nothing."""
+    kwargs: dict[str, Any] = {}
+    for text in [texts] if isinstance(texts, str) or texts is None else texts:
+        try:
+            value = convert_struct(text) or {}
+        except PipelineError as exc:
+            raise PipelineError(f"--kwargs is {exc}") from None
+        if not isinstance(value, dict):
+            raise PipelineError(f"--kwargs must be a JSON object of get_pipeline arguments; got {text}")
+        kwargs.update(value)
     return kwargs
 
 

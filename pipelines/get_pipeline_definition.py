@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="module whose get_pipeline builds the pipeline, e.g. pipelines.deepfake.pipeline")
     parser.add_argument("-f", "--file-name", default=None, type=Path,
                         help="write the definition to this file instead of stdout")
-    parser.add_argument("-kwargs", "--kwargs", default=None,
-                        help='JSON object of get_pipeline arguments: {"default_bucket": ..., "region": ...}')
+    parser.add_argument("-kwargs", "--kwargs", action="append", default=None,
+                        help='JSON object of get_pipeline arguments: {"default_bucket": ..., "region": ...}; '
+                             "repeatable, merged in order (a later key wins)")
     parser.add_argument("-role-arn", "--role-arn", default=None,
                         help="IAM role the steps run as (or role in --kwargs)")
     parser.add_argument("--upload", action="store_true",

@@ -19,6 +19,7 @@ from deepfake.core.errors import PipelineError
 from pipelines._utils import (
     EXIT_FAILED,
     get_pipeline_custom_tags,
+    job_failure,
     load_module,
     main_guard,
     parse_kwargs,
@@ -29,6 +30,7 @@ from pipelines._utils import (
 )
 
 TERMINAL = ("Succeeded", "Failed", "Stopped")
+PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"    # where SageMaker sends a Processing job's log
 POLL_S = 30                      # seconds between two DescribePipelineExecution calls
 
 
@@ -40,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="IAM role the pipeline and its steps run as (or role in --kwargs)")
     parser.add_argument("-tags", "--tags", default=None,
                         help='JSON list of tags: [{"Key": "k", "Value": "v"}]')
-    parser.add_argument("-kwargs", "--kwargs", default=None,
-                        help='JSON object of get_pipeline arguments: {"region": ..., "default_bucket": ...}')
+    parser.add_argument("-kwargs", "--kwargs", action="append", default=None,
+                        help='JSON object of get_pipeline arguments: {"region": ..., "default_bucket": ...}; '
+                             "repeatable, merged in order (a later key wins)")
     parser.add_argument("-description", "--description", default=None, help="pipeline description")
     parser.add_argument("--parameters", default=None,
                         help='JSON object of pipeline parameters for this execution, e.g. {"Epochs": 2}')
@@ -119,7 +122,22 @@ def report(client: Any, described: dict[str, Any]) -> int:
     for step in steps:
         if step.get("StepStatus") in ("Failed", "Stopped"):
             _say(f"step {step['StepName']} {step['StepStatus']}: {step.get('FailureReason', '(no reason given)')}")
+            job = step.get("Metadata", {}).get("ProcessingJob", {}).get("Arn")
+            if job:
+                for line in processing_job_failure(client, job):
+                    _say(f"  {line}")
     return EXIT_FAILED
+
+
+def processing_job_failure(client: Any, arn: str) -> list[str]:
+    """What a failed step's Processing job says: its exit message holds the failing cell and error, which the
+    step's own FailureReason ("AlgorithmError: See job logs for more information") does not."""
+    name = arn.rsplit("/", 1)[-1]
+    try:
+        described = client.describe_processing_job(ProcessingJobName=name)
+    except _aws_errors() as exc:
+        return [f"processing job {name}: cannot describe it: {_brief(exc)}"]
+    return job_failure(described, f"CloudWatch Logs group {PROCESSING_LOG_GROUP}, log streams {name}/algo-*")
 
 
 def list_steps(client: Any, arn: str) -> list[dict[str, Any]]:

@@ -27,14 +27,21 @@ from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, MARKER, build_bundle
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a SageMaker project gives its CodeBuild project (buildspec.yml reads these).
+# A locked-down account's settings (VPC, KMS, a private package index), given to CodeBuild as PIPELINE_KWARGS.
+KMS_KEY = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+CODEARTIFACT = f"arn:aws:codeartifact:{REGION}:123456789012:repository/acme/pypi-store"
+LOCKED_DOWN = {"subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"], "security_group_ids": ["sg-0a1b2c3d"],
+               "encrypt_inter_container_traffic": True, "volume_kms_key": KMS_KEY, "output_kms_key": KMS_KEY,
+               "codeartifact_repository_arn": CODEARTIFACT}
 CODEBUILD_ENV = {"AWS_REGION": REGION, "SAGEMAKER_PROJECT_NAME": "deepfake", "SAGEMAKER_PROJECT_ID": "p-test1",
                  "SAGEMAKER_PROJECT_ARN": f"arn:aws:sagemaker:{REGION}:123456789012:project/deepfake",
-                 "ARTIFACT_BUCKET": "deepfake-kit-tests", "SAGEMAKER_PIPELINE_ROLE_ARN": ROLE_ARN}
+                 "ARTIFACT_BUCKET": "deepfake-kit-tests", "SAGEMAKER_PIPELINE_ROLE_ARN": ROLE_ARN,
+                 "PIPELINE_KWARGS": json.dumps(LOCKED_DOWN)}
 BUCKET = CODEBUILD_ENV["ARTIFACT_BUCKET"]
 PIPELINE = GROUP = PREFIX = "deepfake-p-test1"        # ${SAGEMAKER_PROJECT_NAME}-${SAGEMAKER_PROJECT_ID}
 KWARGS = {"region": REGION, "role": ROLE_ARN, "default_bucket": BUCKET, "pipeline_name": PIPELINE,
           "model_package_group_name": GROUP, "base_job_prefix": PREFIX,
-          "sagemaker_project_name": CODEBUILD_ENV["SAGEMAKER_PROJECT_NAME"]}
+          "sagemaker_project_name": CODEBUILD_ENV["SAGEMAKER_PROJECT_NAME"], **LOCKED_DOWN}
 
 # Building steps inside a PipelineSession warns that no job starts: that is the point here.
 pytestmark = pytest.mark.filterwarnings("ignore:Running within a PipelineSession")
@@ -482,6 +489,12 @@ def test_get_pipeline_definition_needs_no_aws_at_all(tmp_path):
      "image URI 'deepfake-kit:latest' is not an ECR image"),
     ("get-pipeline-definition", ["--kwargs", '{"default_bucket": "b"}'], "missing role"),
     ("get-pipeline-definition", ["--role-arn", ROLE_ARN], "default_bucket is required"),
+    ("get-pipeline-definition", ["--role-arn", ROLE_ARN, "--kwargs", json.dumps(
+        {"default_bucket": "my-bucket", "subnets": ["subnet-0a1b2c3d"], "pip_index_url": "https://me:pw@pypi.example/simple"})],
+     "subnets and security_group_ids go together: a job in a VPC needs both; pip_index_url carries credentials"),
+    ("get-pipeline-definition", ["--role-arn", ROLE_ARN, "--kwargs", '{"default_bucket": "my-bucket"}',
+                                 "--kwargs", '{"enable_network_isolation": true, "volume_kms_key": "my-key"}'],
+     "volume_kms_key 'my-key' is not a KMS key id, key ARN, alias/NAME or alias ARN; enable_network_isolation leaves"),
 ])
 def test_bad_arguments_give_one_clear_line_and_exit_2(name, args, expected):
     result = script(name, "--module-name", "pipelines.deepfake.pipeline", *args, timeout=120)
@@ -494,10 +507,14 @@ def test_bad_arguments_give_one_clear_line_and_exit_2(name, args, expected):
 class FailingService:
     """SageMaker for the one outcome moto cannot produce: an execution that runs, then fails.
 
-    Answers only the two calls ``--wait`` makes, from canned responses in the API's shapes.
+    Answers only the calls ``--wait`` makes, from canned responses in the API's shapes: as on SageMaker, the
+    failed step's reason is generic and the failing cell is in its Processing job's exit message.
     """
 
     ARN = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/p/execution/x1"
+    JOB = "pipelines-x1-extract-a1b2c3d4e5"
+    EXIT_MESSAGE = ("step extract: cell In [5] of 02_extract_faces.ipynb raised DataError: no video decodes\n"
+                    "  executed notebook kept at s3://b/deepfake/runs/x1/extract/report/02_extract_faces.ipynb\n")
 
     def __init__(self, list_steps_fails=False):
         self.statuses = iter(["Executing", "Executing", "Failed"])
@@ -519,8 +536,14 @@ class FailingService:
         return {"PipelineExecutionSteps": [
             {"StepName": "explore", "StepStatus": "Succeeded", "CacheHitResult": {"SourcePipelineExecutionArn": "a"}},
             {"StepName": "extract", "StepStatus": "Failed",
-             "FailureReason": "ClientError: cell 5 of 02_extract_faces.ipynb raised DataError"},
+             "FailureReason": "AlgorithmError: See job logs for more information",
+             "Metadata": {"ProcessingJob": {"Arn": f"arn:aws:sagemaker:{REGION}:123456789012:processing-job/{self.JOB}"}}},
         ]}
+
+    def describe_processing_job(self, ProcessingJobName):
+        assert ProcessingJobName == self.JOB
+        return {"ProcessingJobName": self.JOB, "ProcessingJobStatus": "Failed",
+                "FailureReason": "AlgorithmError: See job logs for more information", "ExitMessage": self.EXIT_MESSAGE}
 
 
 @pytest.mark.aws
@@ -539,7 +562,55 @@ def test_wait_reports_a_failed_execution_with_its_reason_and_exits_1(capsys, lis
         assert "step details unavailable" in out and "\n<h1>" not in out
     else:
         assert "step explore: Succeeded (cached)" in out
-        assert "step extract Failed: ClientError: cell 5 of 02_extract_faces.ipynb raised DataError" in out
+        assert "step extract Failed: AlgorithmError: See job logs" in out
+        assert "    step extract: cell In [5] of 02_extract_faces.ipynb raised DataError: no video decodes" in out
+        assert "      executed notebook kept at s3://b/deepfake/runs/x1/extract/report/02_extract_faces.ipynb" in out
+        assert f"log: CloudWatch Logs group /aws/sagemaker/ProcessingJobs, log streams {FailingService.JOB}/algo-*" in out
+
+
+# -- locked-down accounts -----------------------------------------------------------------------
+
+@pytest.mark.aws
+def test_a_locked_down_account_s_vpc_keys_and_index_reach_every_job(aws, definition):
+    """moto runs no job and ignores NetworkConfig: what SageMaker is asked for is checked in the definition, and
+    the step code the pipeline uploaded carries SSE-KMS with the output key. CodeBuild passes the same settings
+    (PIPELINE_KWARGS; the upsert test checks it builds this very definition)."""
+    from pipelines.deepfake.run_step import CODEARTIFACT_ENV, INDEX_ENV
+
+    jobs = [s["Arguments"] for s in definition["Steps"] if s["Type"] == "Processing"]
+    assert len(jobs) == len(steps.STEPS)
+    for job in jobs:
+        assert job["NetworkConfig"] == {"EnableNetworkIsolation": False, "EnableInterContainerTrafficEncryption": True,
+                                        "VpcConfig": {"Subnets": LOCKED_DOWN["subnets"],
+                                                      "SecurityGroupIds": LOCKED_DOWN["security_group_ids"]}}
+        assert job["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == KMS_KEY
+        assert job["ProcessingOutputConfig"]["KmsKeyId"] == KMS_KEY
+        assert job["Environment"][CODEARTIFACT_ENV] == CODEARTIFACT and INDEX_ENV not in job["Environment"]
+    s3 = aws.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/code/")["Contents"]]
+    for key in keys[:3] + keys[-3:]:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == KMS_KEY, key
+
+
+@pytest.mark.aws
+@pytest.mark.slow
+def test_the_scoring_pipeline_takes_the_same_settings_from_a_second_kwargs(tmp_path):
+    """``--kwargs`` repeats (merged in order, a later key wins): the buildspec adds PIPELINE_KWARGS that way."""
+    from pipelines.deepfake.run_step import INDEX_ENV
+
+    out = tmp_path / "scoring.json"
+    index = "https://pypi.internal.example/simple/"
+    extra = {**LOCKED_DOWN, "codeartifact_repository_arn": None, "pip_index_url": index}
+    result = script("get-pipeline-definition", "--module-name", "pipelines.deepfake.scoring", "--role-arn", ROLE_ARN,
+                    "--kwargs", json.dumps({"default_bucket": "elsewhere", "region": REGION}),
+                    "--kwargs", json.dumps({"default_bucket": BUCKET, **extra}), "--file-name", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    definition = json.loads(out.read_text())
+    for job in (s["Arguments"] for s in definition["Steps"]):
+        assert job["NetworkConfig"]["VpcConfig"]["Subnets"] == LOCKED_DOWN["subnets"]
+        assert job["ProcessingOutputConfig"]["KmsKeyId"] == KMS_KEY and job["Environment"][INDEX_ENV] == index
+        assert job["ProcessingInputs"][0]["S3Input"]["S3Uri"].startswith(f"s3://{BUCKET}/")
 
 
 # -- experiment tracking ------------------------------------------------------------------------

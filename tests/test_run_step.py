@@ -7,17 +7,22 @@ folder that stands in for the container's root (resource config, exit message).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+import pip
 import pytest
+from aws_server import free_port
 from notebook_factory import make_notebook
 
+from deepfake.core import paths
+from deepfake.core.dependencies import requirement
 from deepfake.orchestration import steps
 from pipelines.deepfake import run_step
-from pipelines.deepfake.bundle import KIT_DIR, build_bundle
+from pipelines.deepfake.bundle import ENTRY_POINT, KIT_DIR, build_bundle
 
 RUN_STEP = Path(run_step.__file__)
 SHARDED = next(iter(steps.SHARDED))             # the step that scales out (extract)
@@ -77,17 +82,88 @@ def test_string_arguments_are_typed_by_the_parameters_cell_and_the_shard_is_the_
 
 @pytest.mark.slow
 def test_a_failing_cell_keeps_the_executed_notebook_and_exits_non_zero(tmp_path, container):
-    nb_dir = notebooks(tmp_path, "print('before the failure')", "raise RuntimeError('no faces in shard')")
-    result = run(tmp_path, container, nb_dir)
+    """The exit message (SageMaker keeps 1 KB of it and fails a job whose message is not UTF-8) names the cell and
+    the error, shortened without splitting a character, and where the executed notebook is in S3."""
+    report = container / "processing" / "output" / "report"
+    uri = "s3://b/deepfake/runs/exec1234abcd/extract/report"
+    (container / "config" / "processingjobconfig.json").write_text(json.dumps({"ProcessingOutputConfig": {"Outputs": [
+        {"OutputName": "report", "S3Output": {"LocalPath": "/opt/ml/processing/output/report", "S3Uri": uri}}]}}))
+    nb_dir = notebooks(tmp_path, "print('before the failure')", "raise RuntimeError('no faces in shard: ' + 'é' * 700)")
+    result = run(tmp_path, container, nb_dir, "--report-dir", str(report))
     assert result.returncode == run_step.EXIT_NOTEBOOK
     notebook = steps.step(SHARDED).notebook
-    executed = json.loads((tmp_path / "report" / notebook).read_text())
+    executed = json.loads((report / notebook).read_text())
     outputs = [o for cell in executed["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
     assert any(o.get("ename") == "RuntimeError" for o in outputs)
     assert any("before the failure" in "".join(o.get("text", "")) for o in outputs)
-    assert (tmp_path / "report" / Path(notebook).with_suffix(".html").name).is_file()
-    message = (container / "output" / "message").read_text()
-    assert "RuntimeError" in message and "no faces in shard" in message and SHARDED in message
+    assert (report / Path(notebook).with_suffix(".html").name).is_file()
+    data = (container / "output" / "message").read_bytes()
+    assert len(data) <= run_step.EXIT_MESSAGE_LIMIT
+    message = data.decode("utf-8")                                  # strict: no character split
+    assert message.startswith(f"step {SHARDED}: cell") and "raised RuntimeError: no faces in shard: éé" in message
+    assert f"éé{run_step.ELLIPSIS}\n  executed notebook kept at {uri}/{notebook}\n" in message
+    assert message.endswith(f"{uri}/{Path(notebook).with_suffix('.html').name}\n")
+
+
+@pytest.mark.parametrize("size", [1000, 1021, 1022, 1023, 1024, 1025, 3000])
+def test_the_exit_message_is_cut_at_1024_bytes_on_a_character_boundary(size):
+    for char in ("é", "€", "😀"):                                   # 2, 3 and 4 bytes in UTF-8
+        text = "x" * (size % 7) + char * (size // len(char.encode()))
+        data = run_step.fit_exit_message(text)
+        assert len(data) <= run_step.EXIT_MESSAGE_LIMIT and data.endswith(b"\n")
+        kept = data.decode("utf-8")
+        assert kept == f"{text}\n" or kept.rstrip("\n").endswith(run_step.ELLIPSIS)
+    where = "\n  executed notebook kept at s3://b/p/report/02_extract_faces.ipynb"
+    kept = run_step.fit_exit_message("step extract: cell In [5] raised ValueError: " + "é" * 2000 + where).decode()
+    assert kept.endswith(f"{run_step.ELLIPSIS}{where}\n")           # the error is shortened, never where to look
+
+
+@pytest.mark.slow
+def test_the_install_says_which_index_failed_and_leaves_its_exit_message(tmp_path):
+    """A job with no route to its package index (a locked-down VPC) fails at install with exit 3, and the exit
+    message says so, although the kit, which spells the container layout, is not installed."""
+    bundle = tmp_path / "code"                       # a bundle's layout, with what this failure reads of it
+    (bundle / KIT_DIR / "src" / "deepfake" / "core").mkdir(parents=True)
+    shutil.copy(RUN_STEP, bundle / ENTRY_POINT)
+    shutil.copy(paths.__file__, bundle / KIT_DIR / "src" / "deepfake" / "core" / "paths.py")
+    (bundle / "requirements.txt").write_text(f"{requirement('papermill')}\n")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (tmp_path / "pip-only").mkdir()
+    (tmp_path / "pip-only" / "pip").symlink_to(Path(pip.__file__).parent)      # pip, and not one package more
+    root = tmp_path / "ml"
+    dead = f"http://user:secret@127.0.0.1:{free_port()}/simple/"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "pip-only"), "DEEPFAKE_SAGEMAKER_ROOT": str(root),
+           "PIP_INDEX_URL": dead, "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
+    result = subprocess.run([str(venv / "bin" / "python"), str(bundle / ENTRY_POINT), "--step", steps.STEPS[0].name,
+                             "--report-dir", str(root / "report")], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == run_step.EXIT_INSTALL, result.stdout[-2000:] + result.stderr[-2000:]
+    message = (root / "output" / "message").read_text()
+    assert message.startswith(f"step {steps.STEPS[0].name}: pip install failed")
+    assert dead.replace("user:secret@", "") in message and "secret" not in message
+    assert "pip_index_url or codeartifact_repository_arn" in message
+
+
+def test_codeartifact_gives_pip_its_endpoint_with_a_fresh_token():
+    """The token is fetched in the job (the definition never holds it), with the parameters of the real API."""
+    import boto3
+    from botocore.stub import Stubber
+
+    arn = "arn:aws:codeartifact:eu-west-1:123456789012:repository/acme/pypi-store"
+    client = boto3.client("codeartifact", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_response("get_authorization_token", {"authorizationToken": "tok/en+=", "expiration": 0},
+                          {"domain": "acme", "domainOwner": "123456789012", "durationSeconds": run_step.TOKEN_SECONDS})
+        stub.add_response("get_repository_endpoint", {
+            "repositoryEndpoint": "https://acme-123456789012.d.codeartifact.eu-west-1.amazonaws.com/pypi/pypi-store/"},
+            {"domain": "acme", "domainOwner": "123456789012", "repository": "pypi-store", "format": "pypi"})
+        url = run_step.codeartifact_index_url(arn, client)
+    assert url == ("https://aws:tok%2Fen%2B%3D@acme-123456789012.d.codeartifact.eu-west-1.amazonaws.com"
+                   "/pypi/pypi-store/simple/")
+    assert run_step.index_name(url) == "https://acme-123456789012.d.codeartifact.eu-west-1.amazonaws.com/pypi/pypi-store/simple/"
+    with pytest.raises(run_step.InstallError, match="is not a CodeArtifact repository ARN"):
+        run_step.codeartifact_index_url("arn:aws:s3:::bucket")
 
 
 @pytest.mark.slow
@@ -131,16 +207,24 @@ def test_requirements_leave_torch_and_numpy_to_the_image():
     assert "papermill" in names and not names & {"torch", "numpy", "torchvision"}
 
 
-@pytest.mark.slow
-def test_the_shipped_kit_installs_with_pip(tmp_path):
-    """The bundle's kit folder is what run_step.py pip-installs in the container."""
-    bundle = build_bundle(steps.step("train").notebook)
-    for name, data in bundle.files.items():
-        path = tmp_path / "bundle" / name
+def write_bundle(folder: Path, notebook: str) -> Path:
+    """A step's code bundle as the container's code input holds it."""
+    for name, data in build_bundle(notebook).files.items():
+        path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    return folder
+
+
+@pytest.mark.slow
+def test_the_shipped_kit_installs_with_pip_and_no_index(tmp_path, monkeypatch):
+    """The bundle's kit folder is what run_step.py pip-installs in the container, with the image's setuptools:
+    nothing comes from the index (here a dead one), which a locked-down job may not reach."""
+    bundle = write_bundle(tmp_path / "bundle", steps.step("train").notebook)
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{free_port()}/simple/")
+    monkeypatch.setenv("PIP_RETRIES", "0")
     site = tmp_path / "site"
-    run_step.install_kit(tmp_path / "bundle" / KIT_DIR, "--no-build-isolation", "--quiet", "--target", str(site))
+    run_step.install_kit(bundle / KIT_DIR, "--quiet", "--target", str(site))
     assert (site / "deepfake" / "orchestration" / "steps.py").read_bytes() == Path(steps.__file__).read_bytes()
     assert (site / "deepfake" / "orchestration" / "notebook.py").is_file()
 

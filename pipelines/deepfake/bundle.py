@@ -150,8 +150,10 @@ def content_hash(files: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def upload_bundle(bundle: CodeBundle, s3_client: Any, bucket: str, prefix: str) -> str:
-    """Upload the bundle unless its prefix already holds it; returns its S3 URI."""
+def upload_bundle(bundle: CodeBundle, s3_client: Any, bucket: str, prefix: str,
+                  put_arguments: Mapping[str, str] | None = None) -> str:
+    """Upload the bundle unless its prefix already holds it; returns its S3 URI. ``put_arguments`` go with
+    each ``PutObject`` (SSE-KMS with the account's key: ``AccountSettings.s3_put_arguments``)."""
     from botocore.exceptions import ClientError
 
     key_prefix = _key_prefix(prefix, bundle.sha256)
@@ -164,13 +166,13 @@ def upload_bundle(bundle: CodeBundle, s3_client: Any, bucket: str, prefix: str) 
             raise _s3_error(exc, bucket) from None
     try:
         for name, data in sorted(bundle.files.items()):
-            s3_client.put_object(Bucket=bucket, Key=key_prefix + name, Body=data)
+            s3_client.put_object(Bucket=bucket, Key=key_prefix + name, Body=data, **(put_arguments or {}))
         marker = {"sha256": bundle.sha256, "kit_version": deepfake.__version__,
                   "files": sorted(bundle.files),
                   # the commit that first shipped this code (not hashed: the same code keeps its prefix)
                   "git_commit": (git_commit() or ("",))[0]}
         s3_client.put_object(Bucket=bucket, Key=key_prefix + MARKER,
-                             Body=json.dumps(marker, indent=1).encode())
+                             Body=json.dumps(marker, indent=1).encode(), **(put_arguments or {}))
     except ClientError as exc:
         raise _s3_error(exc, bucket) from None
     return bundle.uri(bucket, prefix)

@@ -35,6 +35,7 @@ from deepfake.core.vocabulary import APPROVAL_STATUSES, MODEL_GROUP
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import check_parameters
 from deepfake.scoring.schema import gate_comparison
+from pipelines.deepfake.account import AccountSettings
 from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,14 @@ def get_pipeline(
     processing_image_uri: str | None = None,
     training_image_uri: str | None = None,
     inference_image_uri: str | None = None,
+    subnets: Sequence[str] = (),
+    security_group_ids: Sequence[str] = (),
+    enable_network_isolation: bool = False,
+    encrypt_inter_container_traffic: bool = False,
+    volume_kms_key: str | None = None,
+    output_kms_key: str | None = None,
+    pip_index_url: str | None = None,
+    codeartifact_repository_arn: str | None = None,
     sagemaker_session: Any = None,
     gate_metric: str = steps.GATE_METRIC,
 ) -> Any:
@@ -125,6 +134,7 @@ def get_pipeline(
     AWS PyTorch images, and each step pip-installs its requirements, pinned by the lock.
     ``gate_metric`` is the metric of ``evaluation.json`` the quality gate compares with ``MetricThreshold``
     (``>=``, or ``<=`` for a lower-is-better one such as ``video_false_positive_rate``).
+    The VPC, KMS and package-index arguments are a locked-down account's (:mod:`pipelines.deepfake.account`).
     """
     try:
         gate_comparison(gate_metric)
@@ -136,6 +146,11 @@ def get_pipeline(
                      training_instance_type=training_instance_type,
                      inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb,
                      images=(processing_image_uri, training_image_uri, inference_image_uri))
+    account = AccountSettings.from_arguments(
+        subnets=subnets, security_group_ids=security_group_ids, enable_network_isolation=enable_network_isolation,
+        encrypt_inter_container_traffic=encrypt_inter_container_traffic, volume_kms_key=volume_kms_key,
+        output_kms_key=output_kms_key, pip_index_url=pip_index_url,
+        codeartifact_repository_arn=codeartifact_repository_arn)
     settings = profile_settings(profile)
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
@@ -148,7 +163,8 @@ def get_pipeline(
     bundles = {s.name: build_bundle(s.notebook, backbone) for s in steps.STEPS}   # each step ships only what it runs
     if upload_code:
         s3 = session.boto_session.client("s3")
-        code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix) for name, b in bundles.items()}
+        code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix, account.s3_put_arguments())
+                     for name, b in bundles.items()}
     else:
         code_uris = {name: b.uri(bucket, base_job_prefix) for name, b in bundles.items()}
     params = pipeline_parameters(bucket, base_job_prefix, processing_instance_type, training_instance_type,
@@ -162,6 +178,7 @@ def get_pipeline(
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
             bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb, settings=settings.get(step.name, {}),
+            account=account,
             property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
         )
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
@@ -266,7 +283,7 @@ def step_parameters(step: steps.Step, params: Parameters | None = None,
 
 def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameters, *, session: Any,
                    role: str, image: str, code_uri: str, bucket: str, prefix: str, volume_size_gb: int,
-                   property_files: list[Any] | None, settings: Mapping[str, Any]) -> Any:
+                   property_files: list[Any] | None, settings: Mapping[str, Any], account: AccountSettings) -> Any:
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
@@ -280,7 +297,8 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
         instance_count=params.processing_count if sharded_param else 1,
         entrypoint=["python3", f"{code_dir}/{ENTRY_POINT}"],
         volume_size_in_gb=volume_size_gb, base_job_name=f"{prefix}-{step.name}",
-        env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session,
+        env={"PYTHONUNBUFFERED": "1", **account.environment()}, sagemaker_session=session,
+        **account.processor_arguments(),
     )
 
     def s3_input(name: str, uri: Any, sharded: bool = False) -> Any:

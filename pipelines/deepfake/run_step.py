@@ -12,7 +12,16 @@ It then runs the step's notebook through ``deepfake.orchestration.notebook.run_n
 the same call the local runner makes: parameters arrive as strings and are typed by
 the notebook's parameters cell, the executed notebook and its HTML report land in
 the report output even when a cell fails, and a failure exits non-zero so the step
-and the pipeline fail, with the reason in the job's exit message.
+and the pipeline fail, with the reason in the job's exit message: the failing cell
+and error, and the S3 URIs of the executed notebook and its report, in at most the
+1 KB SageMaker keeps (``DescribeProcessingJob``'s ``ExitMessage``; ``run-pipeline``
+prints it under the step's generic failure reason).
+
+Packages come from pip's index: PyPI, a mirror named by ``PIP_INDEX_URL`` in the
+job's environment, or a CodeArtifact repository (``DEEPFAKE_CODEARTIFACT_REPOSITORY``,
+its ARN: a token is fetched here for the install, never written into the pipeline
+definition). The kit itself installs without build isolation, with the image's
+setuptools: an isolated build would fetch setuptools from the index too.
 
 Only the standard library is imported before the install.
 """
@@ -22,9 +31,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +44,9 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
 
 log = logging.getLogger("run_step")
 
@@ -47,6 +61,12 @@ EXIT_MESSAGE_LIMIT = 1024                            # bytes SageMaker keeps of 
 IMAGE_MANIFEST_ENV = "DEEPFAKE_IMAGE_MANIFEST"
 IMAGE_MANIFEST = "/opt/deepfake/image.json"
 KIT_PACKAGE = ("src", "deepfake")                   # the package inside the shipped kit
+ELLIPSIS = "…"                                       # marks where a long error was shortened
+INDEX_ENV = "PIP_INDEX_URL"                          # pip's own setting: the index packages come from
+CODEARTIFACT_ENV = "DEEPFAKE_CODEARTIFACT_REPOSITORY"   # a CodeArtifact repository's ARN: its pypi endpoint
+CODEARTIFACT_ARN = re.compile(r"arn:aws[a-z-]*:codeartifact:([a-z0-9-]+):(\d{12}):repository/"
+                              r"([a-z][a-z0-9-]{1,49})/([A-Za-z0-9][A-Za-z0-9._-]{1,99})")
+TOKEN_SECONDS = 3600                                 # the CodeArtifact token lives as long as the install may
 
 # Exit codes: 0 done, 1 the notebook failed, 2 bad step or parameters, 3 install failed.
 EXIT_NOTEBOOK, EXIT_CONFIG, EXIT_INSTALL = 1, 2, 3
@@ -76,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     return start(f"step {args.step}", args.install) or run(args)
 
 
+class InstallError(Exception):
+    """The step's packages cannot be installed (raised before the kit, and its errors, are importable)."""
+
+
 def start(what: str, install_kit: bool) -> int:
     """Log to stdout (the job's log) and install the shipped kit and its requirements when asked:
     0, or the failure reported for ``what`` and its exit code."""
@@ -87,8 +111,13 @@ def start(what: str, install_kit: bool) -> int:
     log.info("%s", plan.reason)
     try:
         install(KIT, REQUIREMENTS, plan)
+    except InstallError as exc:
+        return fail(f"{what}: {exc}", EXIT_INSTALL)
     except subprocess.CalledProcessError as exc:
-        return fail(f"{what}: pip install failed (exit {exc.returncode}): {' '.join(exc.cmd)}", EXIT_INSTALL)
+        return fail(f"{what}: pip install failed (exit {exc.returncode}): {' '.join(exc.cmd[3:])}; "
+                    f"packages come from {index_name()}: a job with no route to it (a VPC without a NAT "
+                    "gateway or an endpoint of the index) fails here; give get_pipeline pip_index_url or "
+                    "codeartifact_repository_arn (docs/sagemaker.md, locked-down accounts)", EXIT_INSTALL)
     return 0
 
 
@@ -175,16 +204,18 @@ def install(kit: Path, requirements: Path, plan: InstallPlan | None = None) -> N
     if not (plan.requirements or plan.kit):
         return
     started = time.perf_counter()
+    index = index_environment()
+    log.info("installing from %s", index_name(index.get(INDEX_ENV)))
     if plan.requirements:
-        install_requirements(requirements)
+        install_requirements(requirements, env=index)
     if plan.kit:
-        install_kit(kit)
+        install_kit(kit, env=index)
     importlib.invalidate_caches()                        # this process imports the kit next
     log.info("installed %s in %.0fs", "the requirements and the kit" if plan.requirements else "the kit",
              time.perf_counter() - started)
 
 
-def install_requirements(requirements: Path) -> None:
+def install_requirements(requirements: Path, env: dict[str, str] | None = None) -> None:
     """``requirements.txt`` constrained by the lock (less the image's torch and numpy) and the image's own
     torch and numpy: what a step installs is what the lock pins, which CI tests."""
     keep = {name.lower() for name in KEEP}
@@ -196,20 +227,67 @@ def install_requirements(requirements: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="deepfake-install-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("".join(f"{line}\n" for line in [*pinned_constraints(), *locked]))
-        _pip("-r", str(requirements), "-c", str(constraints))
+        _pip("-r", str(requirements), "-c", str(constraints), env=env)
 
 
-def install_kit(kit: Path, *pip_args: str) -> None:
-    """``pip install --no-deps`` of a copy: the input mount may be read-only and pip builds in place."""
+def install_kit(kit: Path, *pip_args: str, env: dict[str, str] | None = None) -> None:
+    """``pip install --no-deps --no-build-isolation`` of a copy (the input mount may be read-only and pip
+    builds in place): the image's setuptools builds it, none is fetched from the index."""
     with tempfile.TemporaryDirectory(prefix="deepfake-kit-") as tmp:
         source = Path(tmp) / "kit"
         shutil.copytree(kit, source)
-        _pip("--no-deps", *pip_args, str(source))
+        _pip("--no-deps", "--no-build-isolation", *pip_args, str(source), env=env)
 
 
-def _pip(*args: str) -> None:
+def _pip(*args: str, env: dict[str, str] | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", *args]
-    subprocess.run(cmd, check=True, env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"})
+    subprocess.run(cmd, check=True, env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore", **(env or {})})
+
+
+def index_environment() -> dict[str, str]:
+    """pip's index for this install: a CodeArtifact repository's endpoint with a fresh token when the job
+    names one (``DEEPFAKE_CODEARTIFACT_REPOSITORY``), else nothing to add (``PIP_INDEX_URL`` or PyPI)."""
+    arn = os.environ.get(CODEARTIFACT_ENV, "").strip()
+    return {INDEX_ENV: codeartifact_index_url(arn)} if arn else {}
+
+
+def codeartifact_index_url(arn: str, client: Any = None) -> str:
+    """The pip index URL of the CodeArtifact repository ``arn``, with an authorization token in it
+    (what ``aws codeartifact login --tool pip`` writes into pip's configuration)."""
+    match = CODEARTIFACT_ARN.fullmatch(arn)
+    if match is None:
+        raise InstallError(f"{CODEARTIFACT_ENV}={arn!r} is not a CodeArtifact repository ARN "
+                           "(arn:aws:codeartifact:REGION:ACCOUNT:repository/DOMAIN/REPOSITORY)")
+    region, owner, domain, repository = match.groups()
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise InstallError(f"{CODEARTIFACT_ENV} needs boto3 in the image (the AWS framework images have it)") from None
+    try:
+        if client is None:
+            import boto3
+
+            client = boto3.client("codeartifact", region_name=region)
+        token = client.get_authorization_token(domain=domain, domainOwner=owner,
+                                               durationSeconds=TOKEN_SECONDS)["authorizationToken"]
+        endpoint = client.get_repository_endpoint(domain=domain, domainOwner=owner, repository=repository,
+                                                  format="pypi")["repositoryEndpoint"]
+    except (BotoCoreError, ClientError) as exc:
+        raise InstallError(
+            f"cannot read CodeArtifact repository {arn}: {exc}; the job's role needs codeartifact:"
+            "GetAuthorizationToken, GetRepositoryEndpoint and ReadFromRepository, and sts:GetServiceBearerToken; "
+            f"a job in a VPC needs its endpoints com.amazonaws.{region}.codeartifact.api and "
+            f"com.amazonaws.{region}.codeartifact.repositories") from None
+    scheme, _, rest = endpoint.partition("://")
+    return f"{scheme}://aws:{quote(token, safe='')}@{rest.rstrip('/')}/simple/"
+
+
+def index_name(url: str | None = None) -> str:
+    """The index pip uses, for the log and messages: its URL without credentials."""
+    url = url or os.environ.get(INDEX_ENV, "").strip()
+    if not url:
+        return "PyPI (pip's default index)"
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 def pinned_constraints() -> list[str]:
@@ -223,19 +301,26 @@ def pinned_constraints() -> list[str]:
     return out
 
 
+def job_config() -> dict[str, Any]:
+    """This job's CreateProcessingJob request (``/opt/ml/config/processingjobconfig.json``); empty outside a job."""
+    config = Path(str(_paths().SAGEMAKER_ROOT)) / "config" / "processingjobconfig.json"
+    try:
+        return dict(json.loads(config.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def track(uri: str, report_dir: Path, data_dir: str | None) -> None:
     """Point the notebook's MLflow tracking at ``uri`` (empty: off). The jobs of one pipeline execution
     share no folder, so the pipeline's run is named after the execution, and tagged with the data's S3
     URI, the code's sha256 and its git commit, all read from this job's own configuration: arguments carrying them would
     change with every execution and defeat SageMaker's step cache."""
-    from deepfake.core import paths
     from deepfake.orchestration import tracking
 
     os.environ["MLFLOW_TRACKING_URI"] = uri or tracking.OFF
-    config = Path(str(paths.SAGEMAKER_ROOT)) / "config" / "processingjobconfig.json"
-    if not uri or not config.is_file():
+    job = job_config()
+    if not uri or not job:
         return
-    job = json.loads(config.read_text())
     outputs = {o["S3Output"]["LocalPath"]: o["S3Output"]["S3Uri"] for o in job["ProcessingOutputConfig"]["Outputs"]}
     inputs = {i["S3Input"]["LocalPath"]: i["S3Input"]["S3Uri"] for i in job["ProcessingInputs"] if "S3Input" in i}
     report_uri = outputs.get(str(report_dir), "")
@@ -264,26 +349,67 @@ def current_host() -> str:
 
 
 def fail(message: str, code: int) -> int:
-    """Log the failure and leave it as the job's exit message, which SageMaker shows as its reason."""
+    """Log the failure and leave it as the job's exit message (``ExitMessage`` of DescribeProcessingJob),
+    with the job's local output paths given as the S3 URIs they are uploaded to."""
     log.error("%s", message)
     exit_message(message)
     return code
 
 
 def exit_message(message: str) -> None:
-    """Leave ``message`` as the job's exit message (``/opt/ml/output/message``), which SageMaker shows."""
+    """Leave ``message`` as the job's exit message (``/opt/ml/output/message``: ``ExitMessage`` of
+    DescribeProcessingJob), with the job's local output paths given as the S3 URIs they are uploaded to."""
+    target = Path(str(_paths().SAGEMAKER_ROOT)) / "output" / "message"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fit_exit_message(in_s3_terms(message, job_config())))
+    except OSError as exc:
+        log.warning("could not write the exit message to %s: %s", target, exc)
+
+
+def fit_exit_message(text: str, limit: int = EXIT_MESSAGE_LIMIT) -> bytes:
+    """``text`` as at most ``limit`` bytes of UTF-8 ending in a newline (several instances' messages are
+    concatenated), never splitting a character: SageMaker fails a job whose message is not UTF-8. A long error
+    is shortened, marked with an ellipsis, before the indented lines under it (where the notebook is)."""
+    text = text.rstrip("\n")
+    data = f"{text}\n".encode()
+    if len(data) <= limit:
+        return data
+    lines = text.split("\n")
+    keep = len(lines)
+    while keep > 1 and lines[keep - 1].startswith("  "):
+        keep -= 1
+    head, tail = "\n".join(lines[:keep]), "".join(f"\n{line}" for line in lines[keep:]) + "\n"
+    if len(tail.encode()) > limit // 2:
+        head, tail = text, "\n"
+    room = limit - len(tail.encode()) - len(ELLIPSIS.encode())
+    return head.encode()[:room].decode("utf-8", errors="ignore").encode() + ELLIPSIS.encode() + tail.encode()
+
+
+def in_s3_terms(message: str, job: dict[str, Any]) -> str:
+    """``message`` with each of the job's output folders (as this container sees it) replaced by its S3 URI."""
+    root = str(_paths().SAGEMAKER_ROOT)
+    for output in job.get("ProcessingOutputConfig", {}).get("Outputs", []):
+        spec = output.get("S3Output", {})
+        local, uri = spec.get("LocalPath", ""), spec.get("S3Uri", "")
+        _, sep, below = local.partition("/processing/")      # SageMaker keeps LocalPath under /opt/ml/processing/
+        if sep and isinstance(uri, str) and uri.startswith("s3://"):
+            message = message.replace(f"{root}/processing/{below.rstrip('/')}", uri.rstrip("/"))
+    return message
+
+
+def _paths() -> ModuleType:
+    """``deepfake.core.paths`` (the one module that spells the container layout), from the shipped kit's file
+    when the kit is not installed: an install that failed still leaves its exit message."""
     try:
         from deepfake.core import paths
-
-        target = Path(str(paths.SAGEMAKER_ROOT)) / "output" / "message"
-    except ImportError:                                  # the kit failed to install
-        target = None
-    if target is not None:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(message.encode("utf-8")[:EXIT_MESSAGE_LIMIT])
-        except OSError as exc:
-            log.warning("could not write the exit message to %s: %s", target, exc)
+    except ImportError:
+        spec = importlib.util.spec_from_file_location("deepfake_paths", KIT / "src" / "deepfake" / "core" / "paths.py")
+        if spec is None or spec.loader is None:
+            raise
+        paths = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(paths)
+    return paths
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ The steps are not cached: an archive grows, and the parts already make a rerun c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 from deepfake.core.vocabulary import MODEL_GROUP
+from pipelines.deepfake.account import AccountSettings
 from pipelines.deepfake.bundle import build_script_bundle, upload_bundle
 from pipelines.deepfake.pipeline import (
     BASE_JOB_PREFIX,
@@ -56,9 +58,24 @@ def get_pipeline(
     volume_size_gb: int = VOLUME_SIZE_GB,
     upload_code: bool = True,
     processing_image_uri: str | None = None,
+    subnets: Sequence[str] = (),
+    security_group_ids: Sequence[str] = (),
+    enable_network_isolation: bool = False,
+    encrypt_inter_container_traffic: bool = False,
+    volume_kms_key: str | None = None,
+    output_kms_key: str | None = None,
+    pip_index_url: str | None = None,
+    codeartifact_repository_arn: str | None = None,
     sagemaker_session: Any = None,
 ) -> Any:
-    """The scoring pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``); arguments as in ``pipeline.py``."""
+    """The scoring pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``); arguments as in ``pipeline.py``.
+
+    Network isolation is refused: ``score`` reads the model registry and S3 from inside its job."""
+    account = AccountSettings.from_arguments(
+        subnets=subnets, security_group_ids=security_group_ids, enable_network_isolation=enable_network_isolation,
+        encrypt_inter_container_traffic=encrypt_inter_container_traffic, volume_kms_key=volume_kms_key,
+        output_kms_key=output_kms_key, pip_index_url=pip_index_url,
+        codeartifact_repository_arn=codeartifact_repository_arn)
     if not role:
         raise PipelineError("role is missing: pass the SageMaker execution role ARN (--role-arn)")
     if default_bucket is None and not upload_code:
@@ -70,8 +87,8 @@ def get_pipeline(
     session = sagemaker_session or get_session(region, default_bucket)
     bucket = default_bucket or session.default_bucket()
     bundle = build_script_bundle(ENTRY_POINT)
-    code_uri = (upload_bundle(bundle, session.boto_session.client("s3"), bucket, base_job_prefix) if upload_code
-                else bundle.uri(bucket, base_job_prefix))
+    code_uri = (upload_bundle(bundle, session.boto_session.client("s3"), bucket, base_job_prefix,
+                              account.s3_put_arguments()) if upload_code else bundle.uri(bucket, base_job_prefix))
     params = {
         "archive": ParameterString("ArchiveUrl", default_value=f"s3://{bucket}/{base_job_prefix}/archive/"),
         "package": ParameterString("ModelPackageArn", default_value=""),
@@ -82,7 +99,7 @@ def get_pipeline(
     }
     image = processing_image_uri or _image(region, processing_instance_type, "training")
     common = {"role": role, "image": image, "session": session, "params": params, "code_uri": code_uri,
-              "volume_size_gb": volume_size_gb}
+              "volume_size_gb": volume_size_gb, "account": account}
     score = _step(SCORE_STEP, **common, count=params["count"], inputs={VIDEOS: (params["archive"], True)},
                   outputs={PARTS: (Join(on="/", values=[params["output"], PARTS]), "Continuous"),
                            SCORING: (_run_uri(bucket, base_job_prefix, SCORE_STEP, "output"), "EndOfJob")},
@@ -102,7 +119,7 @@ def get_pipeline(
 
 
 def _step(name: str, *, role: str, image: str, session: Any, params: dict[str, Any], code_uri: str,
-          volume_size_gb: int, count: Any, inputs: dict[str, tuple[Any, bool]],
+          volume_size_gb: int, account: AccountSettings, count: Any, inputs: dict[str, tuple[Any, bool]],
           outputs: dict[str, tuple[Any, str]], arguments: list[Any]) -> Any:
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
@@ -110,7 +127,8 @@ def _step(name: str, *, role: str, image: str, session: Any, params: dict[str, A
 
     processor = Processor(role=role, image_uri=image, instance_type=params["type"], instance_count=count,
                           entrypoint=["python3", f"{_input(CODE)}/{ENTRY_POINT}"], volume_size_in_gb=volume_size_gb,
-                          base_job_name=f"scoring-{name}", env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session)
+                          base_job_name=f"scoring-{name}", env={"PYTHONUNBUFFERED": "1", **account.environment()},
+                          sagemaker_session=session, **account.processor_arguments())
     channels = [ProcessingInput(input_name=channel, s3_input=ProcessingS3Input(
         s3_uri=uri, local_path=_input(channel), s3_data_type="S3Prefix", s3_input_mode="File",
         s3_data_distribution_type="ShardedByS3Key" if sharded else "FullyReplicated"))

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--definition", type=Path, help="a definition JSON file (get-pipeline-definition --file-name)")
     source.add_argument("--module-name", help="build the definition from this module's get_pipeline")
-    p.add_argument("--kwargs", default=None, help="JSON object of get_pipeline arguments (with --module-name)")
+    p.add_argument("--kwargs", action="append", default=None,
+                   help="JSON object of get_pipeline arguments (with --module-name); repeatable, merged in order")
     p.add_argument("--role-arn", default=LOCAL_ROLE, help="the role written into the definition")
     p.add_argument("--parameters", default=None, help='JSON object of pipeline parameters, e.g. {"Epochs": 1}')
     p.add_argument("--input", action="append", default=[], metavar="PARAM=FOLDER",

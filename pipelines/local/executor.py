@@ -111,8 +111,11 @@ def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, A
         say(f"  {name}: {record.status} in {record.seconds:.1f}s" + (f"  {record.detail}" if record.detail else ""))
         if outcome.status != SUCCEEDED:
             execution.status = FAILED
-            is_fail_step = record.type == "Fail"
-            execution.reason = outcome.reason if is_fail_step else f"step {name} failed: {outcome.reason}"
+            if record.type == "Fail":
+                execution.reason = outcome.reason
+            else:                                     # the step's record has the whole story; one line here
+                first = (outcome.properties.get("ExitMessage") or outcome.reason).strip().splitlines() or [""]
+                execution.reason = f"step {name} failed: {first[0]}"
             break
         if name == stop_after:
             execution.status, execution.reason = STOPPED, f"stopped after step {name} (--stop-after)"

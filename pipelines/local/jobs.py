@@ -24,8 +24,11 @@ Each instance gets a folder that stands in for its container root (``/opt/ml``):
 - ``Continuous`` outputs are uploaded as their files are written (a file once
   it stopped changing for a poll) and when the job ends, however it ends;
   ``EndOfJob`` outputs only when every instance succeeded;
-- the job fails if any instance exits non-zero; its reason is that instance's
-  exit message (``/opt/ml/output/message``), as SageMaker reports it.
+- the job fails if any instance exits non-zero, with SageMaker's reason for it
+  (``AlgorithmError: See job logs for more information``); its ``ExitMessage`` is
+  what the instances wrote to ``/opt/ml/output/message``, concatenated in host
+  order and cut to 1 KB, and a message that is not UTF-8 fails the job with a
+  ``ClientError``, as SageMaker does.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ KIT_SRC = ("kit", "src")              # where a code bundle ships the kit (pipel
 IMAGE_MANIFEST = "image.json"         # this environment as the kit's image, in the job folder
 LOG_TAIL_LINES = 15
 COMPLETED, JOB_FAILED = "Completed", "Failed"      # ProcessingJobStatus values
+EXIT_MESSAGE_BYTES = 1024                          # what SageMaker keeps of the instances' exit messages
+ALGORITHM_ERROR = "AlgorithmError: See job logs for more information"   # FailureReason of a non-zero exit
 
 
 @dataclass
@@ -64,7 +69,7 @@ class Instance:
     root: Path
     inputs: dict[str, list[str]] = field(default_factory=dict)    # channel -> local names
     exit_code: int | None = None
-    message: str = ""
+    message: bytes = b""                                           # what it wrote to output/message
 
     @property
     def log(self) -> Path:
@@ -109,19 +114,20 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
         _run_instances(arguments, instances, env, timeout_s)
     finally:
         continuous.finish()
-    failed = [i for i in instances if i.exit_code != 0]
-    if not failed:
-        for instance in instances:
-            for out in outputs:
-                if out["S3Output"].get("S3UploadMode", "EndOfJob") == "EndOfJob":
-                    storage.upload_tree(local_path(instance.root, out["S3Output"]["LocalPath"]), out["S3Output"]["S3Uri"])
-        return JobResult(COMPLETED, "", "", instances, time.perf_counter() - started)
-    first = failed[0]
-    who = f"{first.host}: " if count > 1 else ""
-    reason = first.message or (f"exit code {first.exit_code} and no exit message; last lines of {first.log}:\n"
-                               + log_tail(first.log))
-    return JobResult(JOB_FAILED, f"AlgorithmError: {who}{reason}", first.message, instances,
-                     time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    try:
+        message = b"".join(i.message for i in instances).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return JobResult(JOB_FAILED, f"ClientError: the exit message (/opt/ml/output/message) is not UTF-8 ({exc})",
+                         "", instances, seconds)
+    message = message.encode("utf-8")[:EXIT_MESSAGE_BYTES].decode("utf-8", errors="ignore")
+    if any(i.exit_code != 0 for i in instances):
+        return JobResult(JOB_FAILED, ALGORITHM_ERROR, message, instances, seconds)
+    for instance in instances:
+        for out in outputs:
+            if out["S3Output"].get("S3UploadMode", "EndOfJob") == "EndOfJob":
+                storage.upload_tree(local_path(instance.root, out["S3Output"]["LocalPath"]), out["S3Output"]["S3Uri"])
+    return JobResult(COMPLETED, "", message, instances, time.perf_counter() - started)
 
 
 def _stage_inputs(arguments: Mapping[str, Any], instances: list[Instance], storage: Storage) -> str:
@@ -221,7 +227,7 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
                 (instance.root / "output" / "message").write_text(f"stopped after MaxRuntimeInSeconds {timeout_s:g}")
             instance.exit_code = proc.returncode
             message = instance.root / "output" / "message"
-            instance.message = message.read_text(errors="replace").strip() if message.is_file() else ""
+            instance.message = message.read_bytes() if message.is_file() else b""
     finally:
         for _instance, proc in running:
             if proc.poll() is None:

@@ -17,10 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from deepfake.core.errors import DeepfakeError
+from pipelines._utils import job_failure
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.definition import Definition, Step
 from pipelines.local.expressions import Scope, condition, evaluate
-from pipelines.local.jobs import COMPLETED, JobResult, job_name, local_path, run_job
+from pipelines.local.jobs import (
+    ALGORITHM_ERROR,
+    COMPLETED,
+    JobResult,
+    job_name,
+    local_path,
+    log_tail,
+    run_job,
+)
 from pipelines.local.s3 import Storage, join_uri
 from pipelines.local.server import Aws
 
@@ -81,7 +90,12 @@ def run_processing(step: Step, ctx: Context) -> Outcome:
     count = len(result.instances)
     detail = f"{count} instances" if count > 1 else ""
     if result.status != COMPLETED:
-        return Outcome(FAILED, properties, reason=result.failure_reason, detail=detail, reports=reports)
+        logs = [i for i in result.instances if i.exit_code not in (0, None)] or list(result.instances)
+        where = ", ".join(str(i.log) for i in logs)
+        lines = job_failure(properties, where)
+        if result.failure_reason == ALGORITHM_ERROR and not result.exit_message:
+            lines += [f"last lines of {logs[0].log}:", log_tail(logs[0].log)]
+        return Outcome(FAILED, properties, reason="\n".join(lines), detail=detail, reports=reports)
     if key is not None and ctx.cache is not None:
         ctx.cache.store(ctx.pipeline, step.name, key, {"execution_id": ctx.execution_id, "properties": properties,
                                                         "reports": reports})
