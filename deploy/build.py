@@ -80,6 +80,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sagemaker-project-id", required=True)
     p.add_argument("--sagemaker-project-name", required=True)
     p.add_argument("--s3-bucket", required=True, help="bucket for data capture and asynchronous outputs")
+    # A locked-down account's settings, for both stages (empty: not set). CodeBuild passes them from its environment.
+    p.add_argument("--subnet-ids", default="", help="comma-separated subnets of the endpoints' VPC")
+    p.add_argument("--security-group-ids", default="", help="comma-separated security groups (with --subnet-ids)")
+    p.add_argument("--kms-key-id", default="",
+                   help="KMS key of what the endpoints write to S3 (captured requests, asynchronous results); "
+                        "empty: the bucket's default KMS key when it has one")
+    p.add_argument("--volume-kms-key-id", default="", help="KMS key of the endpoint instances' storage volumes")
+    p.add_argument("--pip-index-url", default="",
+                   help="package index the serving container installs code/requirements.txt from (no credentials)")
     p.add_argument("--import-staging-config", default=str(HERE / "staging-config.json"))
     p.add_argument("--import-prod-config", default=str(HERE / "prod-config.json"))
     p.add_argument("--export-staging-config", default="staging-config-export.json")
@@ -98,6 +107,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.page_size <= 100:
         p.error(f"--page-size {args.page_size} must be between 1 and 100")
+    if bool(args.subnet_ids.strip()) != bool(args.security_group_ids.strip()):
+        p.error("--subnet-ids and --security-group-ids go together: an endpoint in a VPC needs both")
     return args
 
 
@@ -108,6 +119,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
              package.get("ModelPackageVersion"), package.get("CreationTime"))
     record = describe_package(sm, package["ModelPackageArn"])
     _write_json(args.export_model_package, record)
+    account = account_parameters(args, boto3.client("s3"))
     stages = (
         ("staging", args.import_staging_config, args.export_staging_config, args.export_staging_params,
          args.export_staging_tags),
@@ -122,7 +134,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         code_uri = upload_monitoring_code(boto3.client("s3"), args.s3_bucket, args.monitoring_code_prefix)
         log.info("monitoring code: %s", code_uri)
     for stage, _source, config_out, params_out, tags_out in stages:
-        config = extend_config(args, record, configs[stage], monitoring_code=code_uri)
+        config = extend_config(args, record, configs[stage], account, monitoring_code=code_uri)
         _write_json(config_out, config)
         if args.export_cfn_params_tags:
             _write_json(params_out, cfn_parameters(config))
@@ -202,15 +214,42 @@ def upload_monitoring_code(s3: Any, bucket: str, prefix: str) -> str:
     return upload_bundle(build_script_bundle(MONITORING_ENTRY), s3, bucket, prefix)
 
 
+def account_parameters(args: argparse.Namespace, s3: Any) -> dict[str, str]:
+    """Template parameters of a locked-down account (VPC, KMS keys, package index), those given or found."""
+    key = args.kms_key_id.strip() or bucket_kms_key(s3, args.s3_bucket)
+    params = {"SubnetIds": args.subnet_ids, "SecurityGroupIds": args.security_group_ids, "OutputKmsKeyId": key,
+              "VolumeKmsKeyId": args.volume_kms_key_id, "PipIndexUrl": args.pip_index_url}
+    return {name: ",".join(v.strip() for v in value.split(",") if v.strip()) if name.endswith("Ids") else value.strip()
+            for name, value in params.items() if value.strip()}
+
+
+def bucket_kms_key(s3: Any, bucket: str) -> str:
+    """The bucket's default SSE-KMS key, so that captured videos are written under it explicitly ('' if none)."""
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    except ClientError as exc:      # no default encryption configured, or no s3:GetEncryptionConfiguration
+        log.info("no KMS key read from bucket %s (%s): captures use its default encryption", bucket,
+                 exc.response.get("Error", {}).get("Code"))
+        return ""
+    for rule in rules:
+        default = rule.get("ApplyServerSideEncryptionByDefault", {})
+        if default.get("SSEAlgorithm", "").startswith("aws:kms") and default.get("KMSMasterKeyID"):
+            log.info("captures and asynchronous results use bucket %s's KMS key %s", bucket, default["KMSMasterKeyID"])
+            return str(default["KMSMasterKeyID"])
+    return ""
+
+
 def extend_config(args: argparse.Namespace, package: dict[str, Any], stage_config: dict[str, Any],
-                  monitoring_code: str | None = None) -> dict[str, Any]:
-    """A stage's config plus what this build decided: the package, role, project, S3 paths and tags."""
+                  account: dict[str, str] | None = None, monitoring_code: str | None = None) -> dict[str, Any]:
+    """A stage's config plus what this build decided: the package, role, project, S3 paths, the account's
+    VPC, keys and index, and tags."""
     stage = stage_config["Parameters"]["StageName"]
     prefixes = [p.strip() for p in str(stage_config["Parameters"].get("S3InputPrefixes", "")).split(",") if p.strip()]
     bad = [p for p in prefixes if not p.startswith("s3://") or len(p) <= len("s3://")]
     if bad:
         raise DeployError(f"{stage} config: S3InputPrefixes {', '.join(bad)} must be s3://bucket/ or s3://bucket/folder/")
     params = {
+        **(account or {}),
         "SageMakerProjectName": args.sagemaker_project_name,
         "ModelPackageName": package["ModelPackageArn"],
         "ModelExecutionRoleArn": args.model_execution_role,

@@ -198,7 +198,8 @@ def test_staging_stack(aws, built, staging_endpoint):
     assert endpoint["EndpointStatus"] == "InService"
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     capture = config["DataCaptureConfig"]
-    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 100
+    # Captured requests are face videos: staging samples them as prod does, not all of them.
+    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 20
     assert capture["DestinationS3Uri"] == "s3://deepfake-artifacts/datacapture-staging"
     assert not config.get("AsyncInferenceConfig")  # NoValue: real-time only
     (variant,) = config["ProductionVariants"]
@@ -268,11 +269,82 @@ def test_prod_stack_with_auto_scaling_and_async_inference(aws, built):
     assert endpoint_config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
 
 
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
+def test_a_locked_down_account_s_endpoint_runs_in_its_vpc_with_its_keys_and_index(aws, built, tmp_path):
+    """build.py passes the account's VPC, keys and index to both stages (the KMS key of what the endpoint writes
+    defaults to the bucket's own); the stack gives them to the Model, the endpoint config and data capture."""
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="locked-down-artifacts")
+    s3.put_bucket_encryption(Bucket="locked-down-artifacts", ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY}}]})
+    index = "https://pypi.internal.example/simple/"
+    result = run_build(aws, tmp_path, "deepfake-detector", "--s3-bucket", "locked-down-artifacts",
+                       "--subnet-ids", "subnet-0a1b2c3d, subnet-4e5f6a7b", "--security-group-ids", "sg-0a1b2c3d",
+                       "--volume-kms-key-id", "alias/endpoint-volumes", "--pip-index-url", index)
+    assert result.returncode == 0, result.stderr
+    config = _read(tmp_path / "prod-config-export.json")
+    assert {k: config["Parameters"][k] for k in ("SubnetIds", "SecurityGroupIds", "OutputKmsKeyId",
+                                                   "VolumeKmsKeyId", "PipIndexUrl")} == {
+        "SubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b", "SecurityGroupIds": "sg-0a1b2c3d",
+        "OutputKmsKeyId": KMS_KEY, "VolumeKmsKeyId": "alias/endpoint-volumes", "PipIndexUrl": index}
+    config["Parameters"].update(EnableAsyncInference="true", EnableNetworkIsolation="true")
+    name = deploy_stack(aws, "deepfake-locked-down", config)
+    sm = aws.client("sagemaker")
+    endpoint_config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+    assert endpoint_config["KmsKeyId"] == "alias/endpoint-volumes"
+    assert endpoint_config["DataCaptureConfig"]["KmsKeyId"] == KMS_KEY
+    assert endpoint_config["AsyncInferenceConfig"]["OutputConfig"]["KmsKeyId"] == KMS_KEY
+    model = sm.describe_model(ModelName=endpoint_config["ProductionVariants"][0]["ModelName"])
+    assert model["VpcConfig"] == {"Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
+    environment = model["PrimaryContainer"]["Environment"]
+    assert environment["PIP_INDEX_URL"] == index and environment["DEEPFAKE_MAX_S3_BYTES"] == str(1024 ** 3)
+
+    half = run_build(aws, tmp_path, "deepfake-detector", "--subnet-ids", "subnet-0a1b2c3d")
+    assert half.returncode == 2 and "--subnet-ids and --security-group-ids go together" in half.stderr
+
+
+def test_what_the_emulator_skips_is_in_the_template_as_cloudformation_reads_it():
+    """What moto's CloudFormation skips (auto scaling) or ignores (RetainAllVariantProperties, the Model's
+    EnableNetworkIsolation, Rules), read from the template; cfn-lint checks the resources' schemas."""
+    from cfnlint.decode import decode_str
+
+    template, problems = decode_str(TEMPLATE.read_text())
+    assert not problems
+    resources = template["Resources"]
+    assert resources["Model"]["Properties"]["EnableNetworkIsolation"] == {"Fn::If": ["IsolateNetwork", True, False]}
+    scale_to_zero = template["Rules"]["OnlyAsynchronousEndpointsScaleToZero"]
+    assert scale_to_zero["RuleCondition"] == {"Fn::Equals": [{"Ref": "AutoScalingMinCapacity"}, "0"]}
+    endpoint = resources["Endpoint"]["Properties"]
+    assert endpoint["RetainAllVariantProperties"] == {"Fn::If": ["UseAutoScaling", True, False]}
+    assert endpoint["ExcludeRetainedVariantProperties"]["Fn::If"][1] == [{"VariantPropertyType": "DataCaptureConfig"}]
+    policy, alarm = resources["ScaleFromZeroPolicy"], resources["BacklogWithoutCapacityAlarm"]
+    assert policy["Condition"] == alarm["Condition"] == "ScaleOnBacklog"
+    assert template["Conditions"]["ScaleOnBacklog"] == {"Fn::And": [{"Condition": "UseAutoScaling"},
+                                                                    {"Condition": "UseAsyncInference"}]}
+    step = policy["Properties"]["StepScalingPolicyConfiguration"]
+    assert policy["Properties"]["PolicyType"] == "StepScaling" and step["AdjustmentType"] == "ChangeInCapacity"
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    watched = alarm["Properties"]
+    assert (watched["Namespace"], watched["MetricName"]) == ("AWS/SageMaker", "HasBacklogWithoutCapacity")
+    assert watched["Dimensions"] == [{"Name": "EndpointName", "Value": {"Fn::GetAtt": ["Endpoint", "EndpointName"]}}]
+    assert watched["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and watched["Threshold"] == 1
+    assert watched["AlarmActions"] == [{"Ref": "ScaleFromZeroPolicy"}]
+
+
+ASYNC_OUTPUT = "s3://deepfake-artifacts/async-inference-staging"     # build.py's AsyncOutputPath of staging
+
+
 @pytest.fixture(scope="module")
-def local_endpoint(tmp_path_factory):
+def local_endpoint(aws, tmp_path_factory):
+    """The real model behind `deepfake serve`, answering the Runtime API's real-time and asynchronous calls."""
     work = tmp_path_factory.mktemp("staging-model")
     archive = package_model(make_model(work / "model"), work / "model.tar.gz")
-    with serve(archive, log=work / "serve.log") as url:
+    aws.client("s3").create_bucket(Bucket="deepfake-artifacts")
+    with serve(archive, log=work / "serve.log", env=aws.subprocess_env(), args=("--async-output", ASYNC_OUTPUT)) as url:
         yield url
 
 
@@ -297,6 +369,27 @@ def test_staging_test_passes_against_the_local_endpoint(aws, built, staging_endp
                                                       "face_found", "label"]
     assert results["response"]["status"] == "ok" and results["response"]["label"] in ("REAL", "FAKE")
     assert results["request"]["video"].endswith("single_face.mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
+def test_staging_test_of_an_asynchronous_endpoint_reads_its_answer_from_s3(aws, built, local_endpoint, tmp_path):
+    """An asynchronous staging endpoint answers no InvokeEndpoint: the video goes to S3, InvokeEndpointAsync names
+    where the answer will be, and the test reads and checks it there."""
+    out, _ = built
+    config = _read(out / "staging-config-export.json")
+    config["Parameters"]["EnableAsyncInference"] = "true"
+    name = deploy_stack(aws, "deepfake-staging-async", config)
+    results_file = tmp_path / "test-results.json"
+    result = run_staging_test(aws, built, local_endpoint, results_file, "--endpoint-name", name, "--video", "auto")
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = _read(results_file)
+    assert results["status"] == "passed" and results["response"]["status"] == "ok"
+    request = results["request"]
+    assert request["asynchronous"] is True and request["input_location"].startswith(f"{ASYNC_OUTPUT}/inputs/")
+    assert request["output_location"].startswith(f"{ASYNC_OUTPUT}/") and request["output_location"].endswith(".out")
+    bucket, _, key = request["output_location"].removeprefix("s3://").partition("/")
+    assert json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()) == results["response"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,15 @@ from deepfake.core.errors import (
 from deepfake.serving.handlers import input_fn, model_fn, output_fn, predict_fn
 from deepfake.serving.packaging import package_model
 from deepfake.serving.predictor import Predictor
-from deepfake.serving.requests import MAX_PAYLOAD_ENV, S3_PREFIXES_ENV, ImageRequest, S3Request, VideoRequest
+from deepfake.serving.requests import (
+    MAX_DECODE_ENV,
+    MAX_PAYLOAD_ENV,
+    MAX_S3_BYTES_ENV,
+    S3_PREFIXES_ENV,
+    ImageRequest,
+    S3Request,
+    VideoRequest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +216,19 @@ def test_s3_video(model, face_clip, face_result, tmp_path, monkeypatch):
         with pytest.raises(InvalidInputError, match="s3://videos/in/text.mp4"):
             predict_fn(input_fn(b'{"s3_uri": "s3://videos/in/text.mp4"}', "application/json"), model)
 
+        # A real-time request is bounded by what it can score within SageMaker's 60 s: its bytes (before the
+        # download) and its decoding (frames up to the last of 4 sampled of 12, 320x240: 0.8 megapixels).
+        request = input_fn(json.dumps({"s3_uri": "s3://videos/in/clip.mp4"}), "application/json")
+        monkeypatch.setenv(MAX_S3_BYTES_ENV, str(face_clip.stat().st_size - 1))
+        with pytest.raises(PayloadTooLargeError, match="asynchronous endpoint") as info:
+            predict_fn(request, model)
+        assert info.value.status == 413 and f"{face_clip.stat().st_size} bytes" in str(info.value)
+        monkeypatch.setenv(MAX_S3_BYTES_ENV, str(face_clip.stat().st_size))
+        monkeypatch.setenv(MAX_DECODE_ENV, "0.5")
+        with pytest.raises(PayloadTooLargeError, match=r"320x240 video; scoring it decodes 11 frames \(0.8 megapixels"):
+            predict_fn(request, model)
+        monkeypatch.setenv(MAX_DECODE_ENV, "1")                     # the async endpoint's raised bounds: scored
+        assert predict_fn(request, model)["p_fake"] == face_result["p_fake"]
 
 @pytest.mark.slow      # B4's 64 MB of weights packed, unpacked and loaded twice
 def test_an_efficientnet_b4_model_round_trips_through_the_archive_cli_and_handler(face_clip, tmp_path, monkeypatch,

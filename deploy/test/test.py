@@ -7,6 +7,13 @@ real face video, validates the response schema (``docs/inference.md``) and
 label, and writes the results file. Any failed check exits non-zero, which
 fails the stage and stops the promotion to prod.
 
+An asynchronous endpoint (its endpoint config has ``AsyncInferenceConfig``)
+answers no ``InvokeEndpoint``: the video is uploaded under the config's
+``S3OutputPath`` (``inputs/``; an ``s3://`` video is used where it is), sent
+with ``InvokeEndpointAsync``, and its answer read from the output location it
+names (an error from the failure location), waiting up to
+``--async-wait-s`` (an endpoint scaled to zero takes minutes to start one).
+
     python deploy/test/test.py --import-build-config staging-config-export.json \\
         --export-test-results test-results.json [--video auto|PATH|s3://bucket/key]
 
@@ -28,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,7 @@ from deepfake.core.errors import DeployError
 
 MAX_REALTIME_BYTES = 6 * 1024 * 1024     # SageMaker's real-time payload limit (deepfake.serving.requests.MAX_PAYLOAD_BYTES)
 INVOKE_TIMEOUT_S = 70                    # the container has 60 s per request; the SDK should wait a little longer
+ASYNC_POLL_S = 5.0                       # seconds between two looks for an asynchronous answer
 LABELS = ("REAL", "FAKE")
 STATUSES = ("ok", "no_face")
 VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".avi": "video/x-msvideo",
@@ -75,6 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-no-face", action="store_true", help="accept status no_face (a video without faces)")
     p.add_argument("--wait-in-service-s", type=float, default=0.0,
                    help="seconds to wait for the endpoint to reach InService")
+    p.add_argument("--async-wait-s", type=float, default=900.0,
+                   help="seconds to wait for an asynchronous endpoint's answer (one scaled to zero starts an instance)")
     p.add_argument("--sagemaker-endpoint-url", default=None, help="SageMaker API URL (tests: an emulator)")
     p.add_argument("--runtime-endpoint-url", default=None, help="SageMaker Runtime URL (tests: deepfake serve)")
     return p.parse_args(argv)
@@ -102,22 +113,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                               if desc.get("FailureReason") else "")):
             return _finish(results)
 
-        body, content_type, label = request_for(args.video)
-        results["request"] = {"video": label, "content_type": content_type, "bytes": len(body)}
         runtime = boto3.client("sagemaker-runtime", endpoint_url=args.runtime_endpoint_url,
                                config=Config(read_timeout=INVOKE_TIMEOUT_S, retries={"max_attempts": 1}))
+        output_path = async_output_path(sm, desc["EndpointConfigName"])
         started = time.perf_counter()
-        try:
-            reply = runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType=content_type,
-                                            Accept="application/json")
-        except ClientError as exc:
-            check("invoke", False, f"invoke_endpoint failed: {exc}")
-            return _finish(results)
+        if output_path:
+            answer = invoke_async(runtime, boto3.client("s3"), name, args.video, output_path, args.async_wait_s,
+                                  results)
+        else:
+            answer = invoke(runtime, name, args.video, results)
         results["latency_ms"] = round(1000 * (time.perf_counter() - started), 1)
-        raw = reply["Body"].read()
-        if not check("invoke", reply.get("ContentType", "").startswith("application/json"),
-                     f"answered {len(raw)} bytes of {reply.get('ContentType')} in {results['latency_ms']} ms"):
+        if not check("invoke", answer.ok, f"{answer.detail} in {results['latency_ms']} ms"):
             return _finish(results)
+        raw = answer.body
         try:
             response = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -139,6 +147,82 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except (DeployError, BotoCoreError, ClientError, OSError) as exc:
         check("error", False, f"{type(exc).__name__}: {exc}")
     return _finish(results)
+
+
+@dataclass(frozen=True)
+class Answer:
+    ok: bool
+    body: bytes
+    detail: str
+
+
+def invoke(runtime: Any, name: str, video: str, results: dict[str, Any]) -> Answer:
+    """InvokeEndpoint with the video (or ``{"s3_uri": ...}``)."""
+    body, content_type, label = request_for(video)
+    results["request"] = {"video": label, "content_type": content_type, "bytes": len(body)}
+    try:
+        reply = runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType=content_type,
+                                        Accept="application/json")
+    except ClientError as exc:
+        return Answer(False, b"", f"invoke_endpoint failed: {exc}")
+    raw = reply["Body"].read()
+    return Answer(reply.get("ContentType", "").startswith("application/json"), raw,
+                  f"answered {len(raw)} bytes of {reply.get('ContentType')}")
+
+
+def invoke_async(runtime: Any, s3: Any, name: str, video: str, output_path: str, wait_s: float,
+                 results: dict[str, Any]) -> Answer:
+    """InvokeEndpointAsync with the video in S3, then its answer from the output (or failure) location."""
+    location, content_type = async_input(s3, video, output_path)
+    results["request"] = {"video": video if video != "auto" else str(sample_video()), "content_type": content_type,
+                          "input_location": location, "asynchronous": True}
+    try:
+        reply = runtime.invoke_endpoint_async(EndpointName=name, InputLocation=location, ContentType=content_type,
+                                              Accept="application/json")
+    except ClientError as exc:
+        return Answer(False, b"", f"invoke_endpoint_async failed: {exc}")
+    output, failure = reply["OutputLocation"], reply.get("FailureLocation", "")
+    results["request"].update(output_location=output, failure_location=failure)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for uri, ok in ((output, True), (failure, False)):
+            body = _read_s3(s3, uri) if uri else None
+            if body is not None:
+                detail = f"answered {len(body)} bytes at {uri}" if ok else f"failed: {body.decode(errors='replace')}"
+                return Answer(ok, body, detail)
+        if time.monotonic() >= deadline:
+            return Answer(False, b"", f"no answer at {output} or {failure} after {wait_s:.0f} s (--async-wait-s)")
+        time.sleep(min(ASYNC_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def async_output_path(sm: Any, config_name: str) -> str:
+    """The endpoint config's asynchronous output path ('' for a real-time endpoint)."""
+    config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    return str(((config.get("AsyncInferenceConfig") or {}).get("OutputConfig") or {}).get("S3OutputPath", ""))
+
+
+def async_input(s3: Any, video: str, output_path: str) -> tuple[str, str]:
+    """``(S3 URI, content type)`` of an asynchronous request's input: the ``s3://`` video itself, or the file
+    uploaded under ``<output path>/inputs/``."""
+    if video.startswith("s3://"):
+        return video, _content_type(Path(video))
+    path = sample_video() if video == "auto" else Path(video)
+    if not path.is_file():
+        raise DeployError(f"test video {path} does not exist")
+    bucket, _, prefix = output_path.removeprefix("s3://").partition("/")
+    key = "/".join(p for p in (prefix.strip("/"), "inputs", f"staging-test-{int(time.time())}{path.suffix}") if p)
+    s3.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}", _content_type(path)
+
+
+def _read_s3(s3: Any, uri: str) -> bytes | None:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
 
 
 def endpoint_name_from_config(path: str) -> str:
@@ -174,10 +258,14 @@ def request_for(video: str) -> tuple[bytes, str, str]:
     if len(data) > MAX_REALTIME_BYTES:
         raise DeployError(f"test video {path} is {len(data)} bytes, above the real-time limit "
                           f"{MAX_REALTIME_BYTES}; upload it to S3 and pass --video s3://bucket/key")
+    return data, _content_type(path), str(path)
+
+
+def _content_type(path: Path) -> str:
     content_type = VIDEO_TYPES.get(path.suffix.lower())
     if content_type is None:
         raise DeployError(f"test video {path}: unknown suffix {path.suffix!r}; use one of {', '.join(VIDEO_TYPES)}")
-    return data, content_type, str(path)
+    return content_type
 
 
 def sample_video() -> Path:

@@ -142,6 +142,11 @@ def _serving_commands(sub: Any) -> None:
     p.add_argument("--no-capture-input", dest="capture_input", action="store_false",
                    help="capture responses only, not the request bodies (videos are large; CaptureMode Output)")
     p.add_argument("--endpoint-name", default="local", help="the endpoint name the capture files are filed under")
+    p.add_argument("--async-output", default=None, metavar="S3_URI",
+                   help="answer the Runtime API's asynchronous invocations too, writing results under this S3 "
+                        "prefix (an asynchronous endpoint's S3OutputPath; for testing an async deployment)")
+    p.add_argument("--async-failure", default=None, metavar="S3_URI",
+                   help="where asynchronous errors go (default: <--async-output>/failures)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="score videos or images from the command line")

@@ -155,7 +155,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     def build() -> InferenceApp:
         predictor = Predictor.from_path(source, device=device)
-        app = make_app(predictor, capture=capture)
+        app = make_app(predictor, capture=capture, async_output=args.async_output,
+                       async_failure=args.async_failure)
         info = predictor.describe()
         log.info("model %s from %s on %s (aggregation %s, %d frames per video, detector %s); request limit %d "
                  "bytes", predictor.version, where, device, info["aggregation"], info["frames_per_video"],

@@ -38,17 +38,22 @@ from deepfake.core.errors import (
     VideoDecodeError,
 )
 from deepfake.media.images import decode_image
+from deepfake.media.video import frame_indices, probe
 from deepfake.serving.predictor import IMAGE_SUFFIXES, Predictor, scoring_device
 from deepfake.serving.requests import (
-    MAX_S3_VIDEO_BYTES,
+    MAX_DECODE_ENV,
+    MAX_S3_BYTES_ENV,
     ImageRequest,
     Request,
     S3Request,
     VideoRequest,
     error_body,
     http_status,
+    max_decode_megapixels,
+    max_s3_bytes,
     parse_request,
     render_response,
+    too_slow_for_real_time,
 )
 
 
@@ -104,6 +109,8 @@ def _predict_s3(request: S3Request, predictor: Predictor) -> dict[str, Any]:
             result = predictor.predict_image(decode_image(local.read_bytes(), request.uri))
         else:
             try:
+                check_decoding(local, request.uri, predictor.extract_config.frames_per_video,
+                               predictor.extract_config.stride)
                 result = predictor.predict_video(local)
             except VideoDecodeError as exc:
                 raise VideoDecodeError(request.uri, exc.reason) from None
@@ -120,9 +127,10 @@ def _download(request: S3Request, local: Path) -> None:
     s3 = boto3.client("s3")
     try:
         size = int(s3.head_object(Bucket=request.bucket, Key=request.key)["ContentLength"])
-        if size > MAX_S3_VIDEO_BYTES:
-            raise PayloadTooLargeError(
-                f"{request.uri} is {size} bytes, above the {MAX_S3_VIDEO_BYTES}-byte limit for one video")
+        limit = max_s3_bytes()
+        if size > limit:
+            raise PayloadTooLargeError(f"{request.uri} is {size} bytes, " + too_slow_for_real_time(
+                "the video", f"{limit} bytes, {MAX_S3_BYTES_ENV}"))
         s3.download_file(request.bucket, request.key, str(local))
     except ClientError as exc:
         error = exc.response.get("Error", {})
@@ -136,6 +144,24 @@ def _download(request: S3Request, local: Path) -> None:
         raise InvalidInputError(f"cannot download {request.uri}: {code} {error.get('Message', '')}".strip()) from None
     except BotoCoreError as exc:
         raise InvalidInputError(f"cannot download {request.uri}: {exc}") from None
+
+
+def check_decoding(path: Path, uri: str, frames_per_video: int, stride: int) -> None:
+    """Refuse (413) a video whose sampled frames need more decoding than fits the request's time: the stream is
+    decoded up to its last sampled frame, whose index the container's header gives before anything is decoded
+    (a header without a frame count leaves the byte bound alone to decide)."""
+    info = probe(path)
+    if info.frame_count <= 0:
+        return
+    decoded = max(frame_indices(info.frame_count, frames_per_video, stride)) + 1
+    megapixels = decoded * info.width * info.height / 1e6
+    limit = max_decode_megapixels()
+    if megapixels > limit:
+        length = f"{info.duration_s:.1f} s" if info.duration_s else f"{info.frame_count} frames"
+        raise PayloadTooLargeError(
+            f"{uri} is {length} of {info.width}x{info.height} video; scoring it decodes {decoded} frames "
+            f"({megapixels:,.1f} megapixels), " + too_slow_for_real_time(
+                "the video", f"{limit:,g} megapixels, {MAX_DECODE_ENV}"))
 
 
 @contextmanager

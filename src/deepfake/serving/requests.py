@@ -42,8 +42,16 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_PAYLOAD_ENV = "DEEPFAKE_MAX_PAYLOAD_BYTES"
 
 
-# Largest S3 video an endpoint downloads for one request: 1 GB, SageMaker's asynchronous payload limit.
-MAX_S3_VIDEO_BYTES = 1024 * 1024 * 1024
+# An {"s3_uri": ...} request is bounded by what a real-time endpoint scores within SageMaker's 60-second
+# invocation limit; an asynchronous endpoint (1 GB, an hour) raises both bounds through its environment.
+# Decoding dominates: the whole stream up to the last sampled frame is decoded, about 500 megapixels a
+# second on 2 CPU cores (docs/benchmarks.md: 1.23 s for 10 s of 1080p at 30 fps). 18,000 megapixels
+# (about 36 s of decoding: 5.4 minutes of 1080p at 30 fps, 12 of 720p) leaves time for the download, the
+# face detection and the model. The byte bound keeps a request from downloading what it will refuse.
+MAX_S3_BYTES_ENV = "DEEPFAKE_MAX_S3_BYTES"
+MAX_S3_BYTES = 128 * 1024 * 1024                 # real time: ~5 min of 1080p at DFDC's ~3 Mbit/s
+MAX_DECODE_ENV = "DEEPFAKE_MAX_DECODE_MEGAPIXELS"
+MAX_DECODE_MEGAPIXELS = 18_000                   # real time: frames decoded x width x height / 1e6
 JSON_KEYS = ("s3_uri",)
 # The S3 prefixes an ``s3_uri`` request may name, comma-separated (the stage config's S3InputPrefixes,
 # an environment variable of the endpoint's model); unset or empty: the endpoint reads no S3 input, so
@@ -76,12 +84,37 @@ Request = VideoRequest | ImageRequest | S3Request
 
 def max_payload_bytes() -> int:
     """The request size limit: ``DEEPFAKE_MAX_PAYLOAD_BYTES`` or SageMaker's real-time 6 MB."""
-    env = os.environ.get(MAX_PAYLOAD_ENV, "").strip()
+    return _positive_env(MAX_PAYLOAD_ENV, MAX_PAYLOAD_BYTES, "bytes")
+
+
+def max_s3_bytes() -> int:
+    """The largest S3 video one request downloads: ``DEEPFAKE_MAX_S3_BYTES`` or the real-time bound."""
+    return _positive_env(MAX_S3_BYTES_ENV, MAX_S3_BYTES, "bytes")
+
+
+def max_decode_megapixels() -> float:
+    """The most decoding one S3 video may need: ``DEEPFAKE_MAX_DECODE_MEGAPIXELS`` or the real-time bound."""
+    return _positive_env(MAX_DECODE_ENV, MAX_DECODE_MEGAPIXELS, "megapixels", kind=float)
+
+
+def too_slow_for_real_time(what: str, limit_name: str) -> str:
+    """The end of a 413 message for a video a real-time request cannot score in time."""
+    return (f"more than a real-time request can score within SageMaker's 60-second invocation limit "
+            f"({limit_name}); send it to the deployment's asynchronous endpoint (EnableAsyncInference=true, "
+            f"videos up to 1 GB), or score {what} with `deepfake score` or the scoring pipeline")
+
+
+def _positive_env(name: str, default: int, unit: str, kind: type = int) -> Any:
+    env = os.environ.get(name, "").strip()
     if not env:
-        return MAX_PAYLOAD_BYTES
-    if not env.isdigit() or int(env) < 1:
-        raise ConfigError(f"{MAX_PAYLOAD_ENV}={env!r} must be a positive number of bytes")
-    return int(env)
+        return default
+    try:
+        value = kind(env)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise ConfigError(f"{name}={env!r} must be a positive {'whole ' if kind is int else ''}number of {unit}")
+    return value
 
 
 def media_type(content_type: str | None) -> str:

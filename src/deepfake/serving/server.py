@@ -10,6 +10,12 @@ Routes:
   uses, so ``boto3.client("sagemaker-runtime", endpoint_url=...)`` can call this
   server; like SageMaker, it answers a model's 4xx/5xx as a ``ModelError``
   (HTTP 424) carrying ``OriginalStatusCode`` and ``OriginalMessage``;
+- ``POST /endpoints/<name>/async-invocations`` (with ``--async-output``): the
+  Runtime API's ``InvokeEndpointAsync``, for testing an asynchronous deployment
+  here: the input is read from the S3 ``InputLocation``, scored like an
+  invocation, and the answer written to ``<output>/<inference id>.out`` (an
+  error's to ``<failure path>/<inference id>-error.out``) before the 202 reply,
+  where SageMaker queues the request and answers at once;
 - ``GET /execution-parameters``: what SageMaker batch transform asks a container.
 
 With a :class:`~deepfake.serving.capture.CaptureWriter` (``deepfake serve --capture DIR``)
@@ -31,10 +37,12 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from deepfake.core import paths
 from deepfake.core.errors import ConfigError, DeepfakeError, InvalidInputError, PayloadTooLargeError
 from deepfake.core.vocabulary import JSON_TYPE
 from deepfake.serving.capture import INFERENCE_ID_HEADER, VARIANT_NAME, CaptureWriter
@@ -62,7 +70,8 @@ READ_CHUNK = 1 << 20           # bytes read from the request body at a time
 DRAIN_LIMIT = 256 * 1024 * 1024
 INFERENCE_ID_ENVIRON = "HTTP_" + INFERENCE_ID_HEADER.upper().replace("-", "_")   # the header in WSGI's environ
 _ENDPOINT_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+_ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
             411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
             424: "Failed Dependency", 500: "Internal Server Error"}
 
@@ -74,10 +83,13 @@ class InferenceApp:
     """The WSGI application (also runs under ``wsgiref`` or any WSGI server)."""
 
     def __init__(self, predictor: Predictor, *, max_payload: int | None = None,
-                 capture: CaptureWriter | None = None) -> None:
+                 capture: CaptureWriter | None = None, async_output: str | None = None,
+                 async_failure: str | None = None) -> None:
         self.predictor = predictor
         self.max_payload = max_payload_bytes() if max_payload is None else int(max_payload)
         self.capture = capture
+        self.async_output = async_output.rstrip("/") if async_output else None
+        self.async_failure = (async_failure or f"{self.async_output}/failures").rstrip("/") if async_output else None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -101,23 +113,34 @@ class InferenceApp:
                 status, headers, body = _as_runtime_response(status, headers, body)
             start_response(_status_line(status), headers)
             return [body]
+        if _ASYNC_PATH.match(path) and self.async_output:
+            if method != "POST":
+                return self._method_not_allowed(start_response, "POST")
+            return self.invoke_async(environ, start_response)
         return _json(start_response, 404, {
             "error": "NotFound", "status": 404,
             "message": f"no route {method} {path}; routes: GET /ping, POST /invocations, "
-                       "POST /endpoints/<name>/invocations, GET /execution-parameters"})
+                       "POST /endpoints/<name>/invocations, GET /execution-parameters"
+                       + (", POST /endpoints/<name>/async-invocations" if self.async_output else "")})
 
-    def invoke(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One invocation: ``(status, headers, body)``, never an exception."""
+    def invoke(self, environ: dict[str, Any], s3_input: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One invocation: ``(status, headers, body)``, never an exception. An asynchronous one (``s3_input``)
+        reads its body from S3 and its content type and Accept from the Runtime API's headers."""
         started = time.perf_counter()
         received = datetime.now(timezone.utc)
-        content_type = environ.get("CONTENT_TYPE") or None
+        if s3_input is None:
+            content_type, accept = environ.get("CONTENT_TYPE") or None, environ.get("HTTP_ACCEPT")
+        else:
+            content_type = environ.get("HTTP_X_AMZN_SAGEMAKER_CONTENT_TYPE") or None
+            accept = environ.get("HTTP_X_AMZN_SAGEMAKER_ACCEPT")
         body: bytes | None = None
         try:
-            body = self._read_body(environ)  # first: a client still sending gets its answer, not a reset
-            check_accept(environ.get("HTTP_ACCEPT"))
+            # first: a client still sending gets its answer, not a reset
+            body = self._read_body(environ) if s3_input is None else _read_s3(s3_input)
+            check_accept(accept)
             request = parse_request(body, content_type, self.max_payload)
             prediction = predict(request, self.predictor)
-            payload, response_type = render_response(prediction, environ.get("HTTP_ACCEPT"))
+            payload, response_type = render_response(prediction, accept)
             status = 200
         except DeepfakeError as exc:
             status = http_status(exc)
@@ -132,6 +155,25 @@ class InferenceApp:
                    ("X-Deepfake-Latency-Ms", f"{1000 * (time.perf_counter() - started):.1f}")]
         self._capture(environ, received, body, content_type, payload, response_type)
         return status, headers, payload
+
+    def invoke_async(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """InvokeEndpointAsync: score the S3 input now, write the answer where SageMaker would, reply 202."""
+        inference_id = environ.get(INFERENCE_ID_ENVIRON) or str(uuid.uuid4())
+        source = environ.get("HTTP_X_AMZN_SAGEMAKER_INPUTLOCATION", "")
+        if not paths.is_s3(source):
+            return _json(start_response, 400, {"error": "ValidationError", "status": 400,
+                                               "message": f"InputLocation {source!r} must be an s3:// URI"})
+        output = f"{self.async_output}/{inference_id}.out"
+        failure = f"{self.async_failure}/{inference_id}-error.out"
+        status, headers, payload = self.invoke(environ, s3_input=source)
+        content_type = next(v for k, v in headers if k == "Content-Type")
+        try:
+            _write_s3(output if status == 200 else failure, payload, content_type)
+        except DeepfakeError as exc:
+            return _json(start_response, 500, error_body(exc, 500))
+        return _json(start_response, 202, {"InferenceId": inference_id, "OutputLocation": output,
+                                           "FailureLocation": failure},
+                     [("X-Amzn-SageMaker-OutputLocation", output), ("X-Amzn-SageMaker-FailureLocation", failure)])
 
     def _capture(self, environ: dict[str, Any], received: datetime, body: bytes | None, content_type: str | None,
                  payload: bytes, response_type: str) -> None:
@@ -176,10 +218,12 @@ class InferenceApp:
                                            "message": f"use {allow} on this path"}, [("Allow", allow)])
 
 
-def make_app(predictor: Predictor, *, max_payload: int | None = None,
-             capture: CaptureWriter | None = None) -> InferenceApp:
-    """The WSGI callable serving ``predictor`` (capturing its traffic with ``capture``)."""
-    return InferenceApp(predictor, max_payload=max_payload, capture=capture)
+def make_app(predictor: Predictor, *, max_payload: int | None = None, capture: CaptureWriter | None = None,
+             async_output: str | None = None, async_failure: str | None = None) -> InferenceApp:
+    """The WSGI callable serving ``predictor`` (capturing its traffic with ``capture``; ``async_output``: the S3
+    prefix of asynchronous answers)."""
+    return InferenceApp(predictor, max_payload=max_payload, capture=capture, async_output=async_output,
+                        async_failure=async_failure)
 
 
 def run_server(app: InferenceApp | Callable[[], InferenceApp], *, host: str = "127.0.0.1", port: int = 8080,
@@ -241,6 +285,29 @@ def _as_runtime_response(status: int, headers: list[tuple[str, str]], body: byte
     keep = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
     return 424, [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload))),
                  ("x-amzn-ErrorType", "ModelError"), *keep], payload
+
+
+def _read_s3(uri: str) -> bytes:
+    """An asynchronous request's input (SageMaker reads it with the endpoint's role)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = paths.split_s3(uri)
+    try:
+        return bytes(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (BotoCoreError, ClientError) as exc:
+        raise InvalidInputError(f"cannot read the asynchronous request's input {uri}: {exc}") from None
+
+
+def _write_s3(uri: str, payload: bytes, content_type: str) -> None:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = paths.split_s3(uri)
+    try:
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=payload, ContentType=content_type)
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"cannot write the asynchronous answer to {uri}: {exc}") from None
 
 
 def _json(start_response: StartResponse, status: int, doc: dict[str, Any],
