@@ -21,6 +21,7 @@ from serving_support import make_model, serve
 
 from deepfake.core.vocabulary import ACCEPTED_TYPES
 from deepfake.serving.packaging import package_model
+from deepfake.serving.requests import MAX_DECODE_MEGAPIXELS
 
 pytestmark = pytest.mark.aws
 
@@ -302,6 +303,7 @@ def test_a_locked_down_account_s_endpoint_runs_in_its_vpc_with_its_keys_and_inde
     assert model["VpcConfig"] == {"Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"], "SecurityGroupIds": ["sg-0a1b2c3d"]}
     environment = model["PrimaryContainer"]["Environment"]
     assert environment["PIP_INDEX_URL"] == index and environment["DEEPFAKE_MAX_S3_BYTES"] == str(1024 ** 3)
+    assert float(environment["DEEPFAKE_MAX_DECODE_MEGAPIXELS"]) > 60 * MAX_DECODE_MEGAPIXELS   # an hour, not 60 s
 
     half = run_build(aws, tmp_path, "deepfake-detector", "--subnet-ids", "subnet-0a1b2c3d")
     assert half.returncode == 2 and "--subnet-ids and --security-group-ids go together" in half.stderr

@@ -46,7 +46,7 @@ MAX_PAYLOAD_ENV = "DEEPFAKE_MAX_PAYLOAD_BYTES"
 # invocation limit; an asynchronous endpoint (1 GB, an hour) raises both bounds through its environment.
 # Decoding dominates: the whole stream up to the last sampled frame is decoded, about 500 megapixels a
 # second on 2 CPU cores (docs/benchmarks.md: 1.23 s for 10 s of 1080p at 30 fps). 18,000 megapixels
-# (about 36 s of decoding: 5.4 minutes of 1080p at 30 fps, 12 of 720p) leaves time for the download, the
+# (about 36 s of decoding: 4.8 minutes of 1080p at 30 fps, 11 of 720p) leaves time for the download, the
 # face detection and the model. The byte bound keeps a request from downloading what it will refuse.
 MAX_S3_BYTES_ENV = "DEEPFAKE_MAX_S3_BYTES"
 MAX_S3_BYTES = 128 * 1024 * 1024                 # real time: ~5 min of 1080p at DFDC's ~3 Mbit/s
