@@ -69,7 +69,11 @@ class Instance:
     root: Path
     inputs: dict[str, list[str]] = field(default_factory=dict)    # channel -> local names
     exit_code: int | None = None
-    message: bytes = b""                                           # what it wrote to output/message
+    raw_message: bytes = b""                                       # what it wrote to output/message
+
+    @property
+    def message(self) -> str:
+        return self.raw_message.decode("utf-8", errors="replace").strip()
 
     @property
     def log(self) -> Path:
@@ -116,7 +120,7 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
         continuous.finish()
     seconds = time.perf_counter() - started
     try:
-        message = b"".join(i.message for i in instances).decode("utf-8")
+        message = b"".join(i.raw_message for i in instances).decode("utf-8")
     except UnicodeDecodeError as exc:
         return JobResult(JOB_FAILED, f"ClientError: the exit message (/opt/ml/output/message) is not UTF-8 ({exc})",
                          "", instances, seconds)
@@ -227,7 +231,7 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
                 (instance.root / "output" / "message").write_text(f"stopped after MaxRuntimeInSeconds {timeout_s:g}")
             instance.exit_code = proc.returncode
             message = instance.root / "output" / "message"
-            instance.message = message.read_bytes() if message.is_file() else b""
+            instance.raw_message = message.read_bytes() if message.is_file() else b""
     finally:
         for _instance, proc in running:
             if proc.poll() is None:
