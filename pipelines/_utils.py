@@ -82,11 +82,14 @@ def parse_kwargs(texts: str | Sequence[str] | None) -> dict[str, Any]:
 
 
 def check_kwargs(kwargs: dict[str, Any], get_pipeline: Callable[..., Any]) -> None:
-    """Reject a key that ``get_pipeline`` (or this module) does not take, listing those it does."""
+    """Reject a key that ``get_pipeline`` (or this module) does not take, listing those it does: its named
+    parameters and, for its ``**kwargs``, the names in its ``extra_keys`` (without them, any key goes there)."""
     signature = inspect.signature(get_pipeline)
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+    extra = getattr(get_pipeline, "extra_keys", None)
+    if extra is None and any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         return
-    known = [n for n in signature.parameters if n != "sagemaker_session"] + list(EXTRA_KEYS)
+    known = [n for n, p in signature.parameters.items() if n != "sagemaker_session" and p.kind is not p.VAR_KEYWORD]
+    known += [*(extra or ()), *EXTRA_KEYS]
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
         raise PipelineError(f"--kwargs has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")

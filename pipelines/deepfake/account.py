@@ -4,7 +4,7 @@ Service control policies commonly deny ``CreateProcessingJob`` unless the job ru
 in the account's VPC or encrypts its volume and outputs with the account's keys, and
 a VPC without internet egress has no route to PyPI, where the steps install what the
 image lacks. Both pipelines (``pipeline.py``, ``scoring.py``) take these settings as
-``get_pipeline`` arguments (``--kwargs`` keys, the same names), checked here once:
+``get_pipeline`` keyword arguments (``**account``; ``--kwargs`` keys, the same names), checked here once:
 
 - ``subnets`` + ``security_group_ids``: the jobs' ``NetworkConfig.VpcConfig``;
 - ``enable_network_isolation``: no network at all in the container (only with an
@@ -21,8 +21,8 @@ image lacks. Both pipelines (``pipeline.py``, ``scoring.py``) take these setting
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,9 +49,18 @@ class AccountSettings:
     codeartifact_repository_arn: str | None = None
 
     @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The ``get_pipeline`` keyword arguments these settings come from (``--kwargs`` keys)."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
     def from_arguments(cls, *, subnets: Sequence[str] = (), security_group_ids: Sequence[str] = (),
                        installs: bool = True, **settings: Any) -> AccountSettings:
         """Checked settings; ``installs``: the jobs pip-install at start (no network isolation then)."""
+        unknown = sorted(set(settings) - set(cls.keys()))
+        if unknown:
+            raise PipelineError(f"unknown argument(s) {', '.join(unknown)}; a locked-down account's are "
+                                f"{', '.join(cls.keys())}")
         problems = [*_id_problems("subnets", subnets, _SUBNET, MAX_SUBNETS),
                     *_id_problems("security_group_ids", security_group_ids, _SECURITY_GROUP, MAX_SECURITY_GROUPS)]
         if bool(subnets) != bool(security_group_ids) and not problems:
@@ -95,6 +104,13 @@ class AccountSettings:
         if not self.output_kms_key:
             return {}
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.output_kms_key}
+
+
+def takes_account_settings(get_pipeline: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a ``get_pipeline`` whose ``**account`` are these settings: ``--kwargs`` checks their names
+    (``pipelines._utils.check_kwargs`` reads ``extra_keys``)."""
+    get_pipeline.extra_keys = AccountSettings.keys()     # type: ignore[attr-defined]
+    return get_pipeline
 
 
 def _id_problems(name: str, values: Any, pattern: re.Pattern[str], limit: int) -> list[str]:

@@ -35,7 +35,7 @@ from deepfake.core.vocabulary import APPROVAL_STATUSES, MODEL_GROUP
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import check_parameters
 from deepfake.scoring.schema import gate_comparison
-from pipelines.deepfake.account import AccountSettings
+from pipelines.deepfake.account import AccountSettings, takes_account_settings
 from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class Parameters:
                 *self.run.values(), self.threshold, self.approval, *([self.tracking] if self.tracking else [])]
 
 
+@takes_account_settings
 def get_pipeline(
     region: str,
     role: str | None = None,
@@ -109,16 +110,9 @@ def get_pipeline(
     processing_image_uri: str | None = None,
     training_image_uri: str | None = None,
     inference_image_uri: str | None = None,
-    subnets: Sequence[str] = (),
-    security_group_ids: Sequence[str] = (),
-    enable_network_isolation: bool = False,
-    encrypt_inter_container_traffic: bool = False,
-    volume_kms_key: str | None = None,
-    output_kms_key: str | None = None,
-    pip_index_url: str | None = None,
-    codeartifact_repository_arn: str | None = None,
     sagemaker_session: Any = None,
     gate_metric: str = steps.GATE_METRIC,
+    **account: Any,
 ) -> Any:
     """The deepfake pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``).
 
@@ -134,7 +128,8 @@ def get_pipeline(
     AWS PyTorch images, and each step pip-installs its requirements, pinned by the lock.
     ``gate_metric`` is the metric of ``evaluation.json`` the quality gate compares with ``MetricThreshold``
     (``>=``, or ``<=`` for a lower-is-better one such as ``video_false_positive_rate``).
-    The VPC, KMS and package-index arguments are a locked-down account's (:mod:`pipelines.deepfake.account`).
+    ``account``: a locked-down account's VPC, KMS keys and package index
+    (:class:`pipelines.deepfake.account.AccountSettings`: ``subnets``, ``security_group_ids``, ...).
     """
     try:
         gate_comparison(gate_metric)
@@ -146,11 +141,7 @@ def get_pipeline(
                      training_instance_type=training_instance_type,
                      inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb,
                      images=(processing_image_uri, training_image_uri, inference_image_uri))
-    account = AccountSettings.from_arguments(
-        subnets=subnets, security_group_ids=security_group_ids, enable_network_isolation=enable_network_isolation,
-        encrypt_inter_container_traffic=encrypt_inter_container_traffic, volume_kms_key=volume_kms_key,
-        output_kms_key=output_kms_key, pip_index_url=pip_index_url,
-        codeartifact_repository_arn=codeartifact_repository_arn)
+    account_settings = AccountSettings.from_arguments(**account)
     settings = profile_settings(profile)
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
@@ -163,7 +154,7 @@ def get_pipeline(
     bundles = {s.name: build_bundle(s.notebook, backbone) for s in steps.STEPS}   # each step ships only what it runs
     if upload_code:
         s3 = session.boto_session.client("s3")
-        code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix, account.s3_put_arguments())
+        code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix, account_settings.s3_put_arguments())
                      for name, b in bundles.items()}
     else:
         code_uris = {name: b.uri(bucket, base_job_prefix) for name, b in bundles.items()}
@@ -178,7 +169,7 @@ def get_pipeline(
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
             bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb, settings=settings.get(step.name, {}),
-            account=account,
+            account=account_settings,
             property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
         )
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,

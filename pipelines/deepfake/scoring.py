@@ -21,14 +21,13 @@ The steps are not cached: an archive grows, and the parts already make a rerun c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 from deepfake.core.vocabulary import MODEL_GROUP
-from pipelines.deepfake.account import AccountSettings
+from pipelines.deepfake.account import AccountSettings, takes_account_settings
 from pipelines.deepfake.bundle import build_script_bundle, upload_bundle
 from pipelines.deepfake.pipeline import (
     BASE_JOB_PREFIX,
@@ -47,6 +46,7 @@ CODE, VIDEOS, PARTS, SCORING, MERGED = "code", "videos", "parts", "scoring", "me
 WORKERS = 2                          # videos scored at once on one instance (threads sharing one model)
 
 
+@takes_account_settings
 def get_pipeline(
     region: str,
     role: str | None = None,
@@ -58,24 +58,13 @@ def get_pipeline(
     volume_size_gb: int = VOLUME_SIZE_GB,
     upload_code: bool = True,
     processing_image_uri: str | None = None,
-    subnets: Sequence[str] = (),
-    security_group_ids: Sequence[str] = (),
-    enable_network_isolation: bool = False,
-    encrypt_inter_container_traffic: bool = False,
-    volume_kms_key: str | None = None,
-    output_kms_key: str | None = None,
-    pip_index_url: str | None = None,
-    codeartifact_repository_arn: str | None = None,
     sagemaker_session: Any = None,
+    **account: Any,
 ) -> Any:
     """The scoring pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``); arguments as in ``pipeline.py``.
 
     Network isolation is refused: ``score`` reads the model registry and S3 from inside its job."""
-    account = AccountSettings.from_arguments(
-        subnets=subnets, security_group_ids=security_group_ids, enable_network_isolation=enable_network_isolation,
-        encrypt_inter_container_traffic=encrypt_inter_container_traffic, volume_kms_key=volume_kms_key,
-        output_kms_key=output_kms_key, pip_index_url=pip_index_url,
-        codeartifact_repository_arn=codeartifact_repository_arn)
+    account_settings = AccountSettings.from_arguments(**account)
     if not role:
         raise PipelineError("role is missing: pass the SageMaker execution role ARN (--role-arn)")
     if default_bucket is None and not upload_code:
@@ -88,7 +77,7 @@ def get_pipeline(
     bucket = default_bucket or session.default_bucket()
     bundle = build_script_bundle(ENTRY_POINT)
     code_uri = (upload_bundle(bundle, session.boto_session.client("s3"), bucket, base_job_prefix,
-                              account.s3_put_arguments()) if upload_code else bundle.uri(bucket, base_job_prefix))
+                              account_settings.s3_put_arguments()) if upload_code else bundle.uri(bucket, base_job_prefix))
     params = {
         "archive": ParameterString("ArchiveUrl", default_value=f"s3://{bucket}/{base_job_prefix}/archive/"),
         "package": ParameterString("ModelPackageArn", default_value=""),
@@ -99,7 +88,7 @@ def get_pipeline(
     }
     image = processing_image_uri or _image(region, processing_instance_type, "training")
     common = {"role": role, "image": image, "session": session, "params": params, "code_uri": code_uri,
-              "volume_size_gb": volume_size_gb, "account": account}
+              "volume_size_gb": volume_size_gb, "account": account_settings}
     score = _step(SCORE_STEP, **common, count=params["count"], inputs={VIDEOS: (params["archive"], True)},
                   outputs={PARTS: (Join(on="/", values=[params["output"], PARTS]), "Continuous"),
                            SCORING: (_run_uri(bucket, base_job_prefix, SCORE_STEP, "output"), "EndOfJob")},
