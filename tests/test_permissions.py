@@ -26,13 +26,13 @@ ROLE_RESOURCES = {ENDPOINT_ROLE: "ModelRole", MONITORING_ROLE: "MonitoringJobRol
 # file -> (the role it runs as, the services its clients call)
 CODE = {
     "pipelines/deepfake/score_step.py": ("sagemaker-pipeline", ("sagemaker", "s3")),   # a Processing job
-    "pipelines/deepfake/run_step.py": ("sagemaker-pipeline", ("sagemaker", "s3")),
+    "pipelines/deepfake/run_step.py": ("sagemaker-pipeline", ("sagemaker", "s3", "codeartifact")),  # its index
     "pipelines/run_pipeline.py": ("model-build", ("sagemaker",)),                      # the model-build CodeBuild
     "pipelines/deepfake/bundle.py": ("model-build", ("s3",)),
     "pipelines/deepfake/pipeline.py": ("model-build", ("sagemaker", "s3")),
     "pipelines/deepfake/scoring.py": ("model-build", ("s3",)),                       # its code upload, as pipeline.py
-    "deploy/build.py": ("deploy-build", ("sagemaker",)),
-    "deploy/test/test.py": ("staging-test", ("sagemaker", "sagemaker-runtime")),
+    "deploy/build.py": ("deploy-build", ("sagemaker", "s3")),                        # the bucket's KMS key
+    "deploy/test/test.py": ("staging-test", ("sagemaker", "sagemaker-runtime", "s3")),   # async requests via S3
     "src/deepfake/serving/handlers.py": (ENDPOINT_ROLE, ("s3",)),
     "src/deepfake/modeling/pretrained.py": ("sagemaker-pipeline", ("s3",)),          # ImageNetWeightsUri, in training
     "pipelines/deepfake/monitor_step.py": (MONITORING_ROLE, ("s3", "cloudwatch")),   # the scheduled monitoring job
@@ -56,7 +56,10 @@ SDK = {
 # S3 calls whose IAM action is not their operation's name; transfer methods of the client.
 S3_ACTIONS = {"head_object": "s3:GetObject", "download_file": "s3:GetObject", "download_fileobj": "s3:GetObject",
               "upload_file": "s3:PutObject", "upload_fileobj": "s3:PutObject", "list_objects_v2": "s3:ListBucket",
-              "list_objects": "s3:ListBucket", "head_bucket": "s3:ListBucket"}
+              "list_objects": "s3:ListBucket", "head_bucket": "s3:ListBucket",
+              "get_bucket_encryption": "s3:GetEncryptionConfiguration"}
+# What a call makes AWS check on the caller's behalf: a CodeArtifact token needs an STS bearer token.
+IMPLIED = {"codeartifact:GetAuthorizationToken": ("sts:GetServiceBearerToken",)}
 
 
 def operations(service: str) -> dict[str, str]:
@@ -80,7 +83,7 @@ def calls(path: Path, services: tuple[str, ...]) -> set[str]:
                 out.add(S3_ACTIONS[name])
             elif name in ops:
                 out.add(ops[name])
-    return out
+    return out | {implied for action in out for implied in IMPLIED.get(action, ())}
 
 
 def allowed_actions(role: str) -> list[str]:
@@ -102,6 +105,10 @@ def test_the_parse_sees_the_calls_it_must():
     assert "sagemaker:ListModelPackages" in calls(ROOT / "deploy" / "build.py", ("sagemaker",))     # a paginator
     assert "sagemaker:InvokeEndpoint" in calls(ROOT / "deploy" / "test" / "test.py", ("sagemaker-runtime",))
     assert {"s3:GetObject"} <= calls(ROOT / "src" / "deepfake" / "serving" / "handlers.py", ("s3",))
+    assert {"codeartifact:GetAuthorizationToken", "codeartifact:GetRepositoryEndpoint", "sts:GetServiceBearerToken"} \
+        <= calls(ROOT / "pipelines" / "deepfake" / "run_step.py", ("codeartifact",))
+    assert "s3:GetEncryptionConfiguration" in calls(ROOT / "deploy" / "build.py", ("s3",))
+    assert "sagemaker:InvokeEndpointAsync" in calls(ROOT / "deploy" / "test" / "test.py", ("sagemaker-runtime",))
 
 
 @pytest.mark.parametrize("path", sorted(CODE))
