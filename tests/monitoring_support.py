@@ -69,7 +69,8 @@ def evaluate_model(work: Path, data: Path) -> Evaluated:
     torch.manual_seed(SEED)
     loaded = load_artifact(make_model(work / "train" / "model", frames=FRAMES))
     out = work / "evaluate"
-    evaluation = evaluate(loaded, read_faces(work / "extract"), out, EvalConfig(split="all", threshold=THRESHOLD))
+    evaluation = evaluate(loaded, read_faces(work / "extract"), out, EvalConfig(split="all", operating_point="fixed",
+                                                                        threshold=THRESHOLD))
     gated = write_gated_model(loaded.path, evaluation, out / "model")
     model = package_model(gated, out / "model.tar.gz")
     table = videos.assign(path=[str(data / p) for p in videos["path"]])[["video_id", "path", "label"]]
