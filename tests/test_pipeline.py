@@ -198,6 +198,30 @@ def test_instance_types_and_images_follow_the_gpu_flag(definition):
         assert ("-gpu-" in image) == step.gpu
 
 
+@pytest.mark.aws
+def test_every_processing_step_has_its_volume_and_maximum_run_time(aws, definition):
+    from pipelines.deepfake.pipeline import get_pipeline
+    from pipelines.deepfake.resources import DEMO, DFDC
+
+    def sizes(d):
+        return {name: (s["Arguments"]["ProcessingResources"]["ClusterConfig"]["VolumeSizeInGB"],
+                       s["Arguments"]["StoppingCondition"]["MaxRuntimeInSeconds"])
+                for name, s in all_steps(d).items() if s["Type"] == "Processing"}
+
+    demo = sizes(definition)
+    assert demo and demo == {name: (DEMO[name].volume_gb, DEMO[name].max_runtime_s) for name in demo}
+    dfdc = sizes(json.loads(get_pipeline(**KWARGS, resources="dfdc").definition()))
+    assert dfdc == {name: (DFDC[name].volume_gb, DFDC[name].max_runtime_s) for name in dfdc}
+    mine = sizes(json.loads(get_pipeline(**KWARGS, resources={"train": {"volume_gb": 500}}).definition()))
+    assert mine["train"] == (500, DEMO["train"].max_runtime_s) and mine["explore"] == demo["explore"]
+    from deepfake.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="resources names step 'trian'"):
+        get_pipeline(**KWARGS, resources={"trian": {"volume_gb": 5}})
+    with pytest.raises(PipelineError, match="max_runtime_s 9999999 must be whole seconds in 1-777600"):
+        get_pipeline(**KWARGS, resources={"train": {"max_runtime_s": 9_999_999}})
+
+
 # -- the quality gate and registration ---------------------------------------------------------
 
 def write_evaluation(folder):

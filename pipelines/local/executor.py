@@ -26,6 +26,7 @@ from deepfake.core.files import write_json
 from pipelines.local.cache import StepCache
 from pipelines.local.definition import Definition
 from pipelines.local.expressions import ExpressionError, Scope
+from pipelines.local.limits import Limits
 from pipelines.local.s3 import Storage, join_uri
 from pipelines.local.server import Aws
 from pipelines.local.steps import (
@@ -75,7 +76,7 @@ def new_execution_id() -> str:
 
 def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, Any], aws: Aws, storage: Storage,
             folder: Path, cache: StepCache | None, execution_id: str | None = None, stop_after: str | None = None,
-            say: Callable[[str], None] | None = None) -> Execution:
+            say: Callable[[str], None] | None = None, limits: Limits | None = None) -> Execution:
     """Run the definition's steps; returns the finished execution (also written to ``folder/execution.json``).
 
     ``stop_after``: end the execution (status Stopped) once that step succeeded.
@@ -96,7 +97,7 @@ def execute(definition: Definition, *, pipeline: str, parameters: Mapping[str, A
         "PipelineArn": f"arn:aws:sagemaker:{aws.region}:{account}:pipeline/{pipeline.lower()}",
         "StartDateTime": now, "CurrentDateTime": now})
     scope.property_file = _property_files(definition, scope, storage)
-    ctx = Context(definition, pipeline, execution_id, scope, storage, aws, folder, cache, account)
+    ctx = Context(definition, pipeline, execution_id, scope, storage, aws, folder, cache, account, limits or Limits())
     runnable = set(definition.top_level())
     say(f"execution {execution_id} of {pipeline}: {len(runnable)} top-level steps, folder {folder}")
     while (name := _next_step(definition, execution, runnable)) is not None:

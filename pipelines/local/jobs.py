@@ -28,11 +28,18 @@ Each instance gets a folder that stands in for its container root (``/opt/ml``):
   (``AlgorithmError: See job logs for more information``); its ``ExitMessage`` is
   what the instances wrote to ``/opt/ml/output/message``, concatenated in host
   order and cut to 1 KB, and a message that is not UTF-8 fails the job with a
-  ``ClientError``, as SageMaker does.
+  ``ClientError``, as SageMaker does;
+- each instance is held to its limits (:mod:`pipelines.local.limits`): inputs
+  that do not fit ``VolumeSizeInGB`` fail the job before it starts, a job that
+  fills its volume, outgrows its instance's memory or runs past
+  ``MaxRuntimeInSeconds`` is stopped and fails with the reason; ``TMPDIR``
+  points into the instance's folder, so temporary files count against its
+  volume; ``job.log`` starts with what each input downloaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -50,6 +57,8 @@ from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 from deepfake.core.files import write_json
 from pipelines.deepfake.run_step import IMAGE_MANIFEST_ENV
+from pipelines.local.limits import POLL_S as LIMITS_POLL_S
+from pipelines.local.limits import Limits, disk_usage, memory_usage, process_tree, size_text
 from pipelines.local.s3 import S3Object, Storage, join_uri
 
 POLL_S = 1.0                          # seconds between two scans of the Continuous output folders
@@ -68,12 +77,20 @@ class Instance:
     host: str
     root: Path
     inputs: dict[str, list[str]] = field(default_factory=dict)    # channel -> local names
+    downloaded: dict[str, int] = field(default_factory=dict)      # channel -> bytes its objects hold
     exit_code: int | None = None
     raw_message: bytes = b""                                       # what it wrote to output/message
 
     @property
     def message(self) -> str:
         return self.raw_message.decode("utf-8", errors="replace").strip()
+    peak_disk: int = 0                                            # bytes on its volume, at most (sampled)
+    peak_memory: int = 0                                          # bytes of its process tree (PSS), at most
+    limit: str = ""                                               # why pipeline-local stopped it, if it did
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return sum(self.downloaded.values())
 
     @property
     def log(self) -> Path:
@@ -90,7 +107,7 @@ class JobResult:
 
 
 def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env: Mapping[str, str],
-            timeout_s: float | None = None) -> JobResult:
+            timeout_s: float | None = None, limits: Limits | None = None) -> JobResult:
     """Run the Processing job ``arguments`` (its expressions evaluated) with instances under ``folder``."""
     started = time.perf_counter()
     cluster = arguments["ProcessingResources"]["ClusterConfig"]
@@ -99,7 +116,8 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
         raise PipelineError(f"InstanceCount {count} must be at least 1")
     hosts = [f"algo-{i + 1}" for i in range(count)]
     instances = [Instance(host, folder / host) for host in hosts]
-    problem = _stage_inputs(arguments, instances, storage)
+    bounds = _Bounds.of(arguments, limits or Limits(), timeout_s)
+    problem = _stage_inputs(arguments, instances, storage, bounds.volume)
     if problem:
         return JobResult(JOB_FAILED, f"ClientError: {problem}", "", instances, time.perf_counter() - started)
     problem = _check_image(arguments, instances, folder / IMAGE_MANIFEST)
@@ -115,7 +133,7 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
                                        if o["S3Output"].get("S3UploadMode") == "Continuous"])
     continuous.start()
     try:
-        _run_instances(arguments, instances, env, timeout_s)
+        _run_instances(arguments, instances, env, bounds)
     finally:
         continuous.finish()
     seconds = time.perf_counter() - started
@@ -126,7 +144,9 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
                          "", instances, seconds)
     message = message.encode("utf-8")[:EXIT_MESSAGE_BYTES].decode("utf-8", errors="ignore")
     if any(i.exit_code != 0 for i in instances):
-        return JobResult(JOB_FAILED, ALGORITHM_ERROR, message, instances, seconds)
+        limits = [i.limit for i in instances if i.limit]          # a limit pipeline-local enforced: its reason
+        return JobResult(JOB_FAILED, f"AlgorithmError: {limits[0]}" if limits else ALGORITHM_ERROR, message,
+                         instances, seconds)
     for instance in instances:
         for out in outputs:
             if out["S3Output"].get("S3UploadMode", "EndOfJob") == "EndOfJob":
@@ -134,21 +154,38 @@ def run_job(arguments: Mapping[str, Any], *, folder: Path, storage: Storage, env
     return JobResult(COMPLETED, "", message, instances, time.perf_counter() - started)
 
 
-def _stage_inputs(arguments: Mapping[str, Any], instances: list[Instance], storage: Storage) -> str:
+def _stage_inputs(arguments: Mapping[str, Any], instances: list[Instance], storage: Storage,
+                  volume: int | None) -> str:
     """Download every input into every instance; returns the problem that stops the job, or ''."""
+    plans: list[tuple[Mapping[str, Any], str, list[list[S3Object]]]] = []
     for item in arguments.get("ProcessingInputs", []):
         spec = item["S3Input"]
         name, uri = item["InputName"], spec["S3Uri"]
         objects = storage.list(uri)
         if not objects:
             return f"input {name}: no object under {uri}; check the S3 prefix the step reads"
+        sharded = spec.get("S3DataDistributionType") == "ShardedByS3Key"
+        plans.append((item, name, [objects[i::len(instances)] if sharded else objects
+                                   for i in range(len(instances))]))
+    for index, instance in enumerate(instances):
+        sizes = {name: sum(o.size for o in shares[index]) for item, name, shares in plans
+                 if not item.get("AppManaged")}
+        if volume is not None and sum(sizes.values()) > volume:
+            parts = ", ".join(f"{name} {size_text(n)}" for name, n in sizes.items())
+            return (f"No space left on device: the File-mode inputs of {instance.host} hold "
+                    f"{size_text(sum(sizes.values()))} ({parts}), more than its {_volume_text(arguments, volume)}; "
+                    "give the step a larger volume, more instances to share a sharded input, or an input "
+                    "that holds only what the step reads")
+    for item, name, shares in plans:
+        spec = item["S3Input"]
         for index, instance in enumerate(instances):
-            mine: list[S3Object] = objects
-            if spec.get("S3DataDistributionType") == "ShardedByS3Key":
-                mine = objects[index::len(instances)]
             target = local_path(instance.root, spec["LocalPath"])
             target.mkdir(parents=True, exist_ok=True)
-            instance.inputs[name] = [] if item.get("AppManaged") else storage.download(uri, mine, target)
+            if item.get("AppManaged"):
+                instance.inputs[name] = []
+                continue
+            instance.inputs[name] = storage.download(spec["S3Uri"], shares[index], target)
+            instance.downloaded[name] = sum(o.size for o in shares[index])
     return ""
 
 
@@ -177,6 +214,11 @@ def entry_script(cmd: Sequence[str]) -> Path | None:
         if cmd and Path(cmd[0]).name in (*PYTHONS, Path(sys.executable).name) else None
 
 
+def _volume_text(arguments: Mapping[str, Any], volume: int) -> str:
+    gb = arguments["ProcessingResources"]["ClusterConfig"].get("VolumeSizeInGB")
+    return f"volume of VolumeSizeInGB {gb} ({size_text(volume)} here)"
+
+
 def _write_config(instance: Instance, hosts: list[str], arguments: Mapping[str, Any]) -> None:
     config = instance.root / "config"
     write_json(config / "resourceconfig.json", {"current_host": instance.host, "hosts": hosts,
@@ -184,6 +226,7 @@ def _write_config(instance: Instance, hosts: list[str], arguments: Mapping[str, 
                                                 ["ClusterConfig"].get("InstanceType")})
     write_json(config / "processingjobconfig.json", dict(arguments))
     write_json(instance.root / "inputs.json", instance.inputs)
+    (instance.root / "tmp").mkdir(exist_ok=True)
 
 
 def command(arguments: Mapping[str, Any], root: Path) -> list[str]:
@@ -203,39 +246,131 @@ def job_env(arguments: Mapping[str, Any], root: Path, aws_env: Mapping[str, str]
     env.update({k: str(v) for k, v in (arguments.get("Environment") or {}).items()})
     env["DEEPFAKE_SAGEMAKER_ROOT"] = str(root)
     env[IMAGE_MANIFEST_ENV] = str(root.parent / IMAGE_MANIFEST)
+    env["TMPDIR"] = str(root / "tmp")                   # temporary files count against the volume
     shipped = [str(local_path(root, i["S3Input"]["LocalPath"]).joinpath(*KIT_SRC))
                for i in arguments.get("ProcessingInputs", [])]
     env["PYTHONPATH"] = os.pathsep.join(p for p in shipped if Path(p).is_dir())
     return env
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """One job's limits, in bytes and seconds (None: not enforced)."""
+
+    volume: int | None
+    memory: int | None
+    runtime_s: float | None
+    volume_gb: Any = None
+
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any], limits: Limits, timeout_s: float | None) -> _Bounds:
+        cluster = arguments["ProcessingResources"]["ClusterConfig"]
+        return cls(limits.volume_bytes(cluster.get("VolumeSizeInGB")), limits.memory_bytes(cluster.get("InstanceType")),
+                   timeout_s, cluster.get("VolumeSizeInGB"))
+
+
 def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_env: Mapping[str, str],
-                   timeout_s: float | None) -> None:
+                   bounds: _Bounds) -> None:
     running = []
     for instance in instances:
         cmd = command(arguments, instance.root)
+        env = job_env(arguments, instance.root, aws_env)
+        if bounds.memory is not None:
+            env["DEEPFAKE_MEMORY_BYTES"] = str(bounds.memory)     # the memory the kit sees, as on the instance
         with open(instance.log, "wb") as log:
             log.write(f"$ {shlex.join(cmd)}\n".encode())
+            for name, size in instance.downloaded.items():
+                log.write(f"downloaded input {name}: {len(instance.inputs.get(name, []))} objects, "
+                          f"{size_text(size)}\n".encode())
+            log.write(_limits_line(bounds).encode())
             log.flush()
             running.append((instance, subprocess.Popen(
-                cmd, cwd=instance.root, env=job_env(arguments, instance.root, aws_env), stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)))
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+                cmd, cwd=instance.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
+    deadline = None if bounds.runtime_s is None else time.monotonic() + bounds.runtime_s
     try:
+        while any(proc.poll() is None for _i, proc in running):
+            for instance, proc in running:
+                if proc.poll() is None:
+                    stop = _over_limit(instance, proc, bounds, deadline)
+                    if stop:
+                        instance.limit = stop
+                        _write_message(instance, stop)
+                        stop_tree(proc, graceful=stop.startswith("stopped"))
+            time.sleep(LIMITS_POLL_S)
         for instance, proc in running:
-            try:
-                proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                stop_group(proc)
-                (instance.root / "output").mkdir(exist_ok=True)
-                (instance.root / "output" / "message").write_text(f"stopped after MaxRuntimeInSeconds {timeout_s:g}")
-            instance.exit_code = proc.returncode
-            message = instance.root / "output" / "message"
-            instance.raw_message = message.read_bytes() if message.is_file() else b""
+            if proc.returncode == 0 and bounds.volume is not None:        # what it left on the volume at the end
+                used = disk_usage(instance.root)
+                instance.peak_disk = max(instance.peak_disk, used)
+                if used > bounds.volume:
+                    proc.returncode = 1
+                    instance.limit = _disk_full(used, bounds)
+                    _write_message(instance, instance.limit)
     finally:
         for _instance, proc in running:
             if proc.poll() is None:
                 stop_group(proc)
+    for instance, proc in running:
+        instance.exit_code = proc.returncode
+        message = instance.root / "output" / "message"
+        instance.raw_message = message.read_bytes() if message.is_file() else b""
+        with open(instance.log, "ab") as log:
+            log.write(f"instance {instance.host}: downloaded {size_text(instance.downloaded_bytes)}, volume "
+                      f"peak {size_text(instance.peak_disk)}, memory peak {size_text(instance.peak_memory)}\n".encode())
+
+
+def _over_limit(instance: Instance, proc: subprocess.Popen[bytes], bounds: _Bounds, deadline: float | None) -> str:
+    """Why ``instance`` must stop now, or ''."""
+    if deadline is not None and time.monotonic() > deadline:
+        return (f"stopped after MaxRuntimeInSeconds {bounds.runtime_s:g}: the job ran past the step's maximum "
+                "run time; give the step a longer one, or more instances")
+    if bounds.volume is None and bounds.memory is None:
+        return ""
+    tree = process_tree(proc.pid)
+    if bounds.volume is not None:
+        used = disk_usage(instance.root, tree)
+        instance.peak_disk = max(instance.peak_disk, used)
+        if used > bounds.volume:
+            return _disk_full(used, bounds)
+    if bounds.memory is not None:
+        rss = memory_usage(tree)
+        instance.peak_memory = max(instance.peak_memory, rss)
+        if rss > bounds.memory:
+            return (f"OutOfMemory: the job used {size_text(rss)}, more than its instance's {size_text(bounds.memory)} "
+                    "of memory, and was killed; use an instance with more memory, or a step setting that holds less")
+    return ""
+
+
+def _disk_full(used: int, bounds: _Bounds) -> str:
+    return (f"No space left on device: the job's inputs and what it wrote take {size_text(used)}, more than its "
+            f"volume of VolumeSizeInGB {bounds.volume_gb} ({size_text(bounds.volume or 0)} here); give the step "
+            "a larger volume, or have it write less")
+
+
+def _limits_line(bounds: _Bounds) -> str:
+    parts = [f"volume {size_text(bounds.volume)}" if bounds.volume is not None else "volume not enforced",
+             f"memory {size_text(bounds.memory)}" if bounds.memory is not None else "memory not enforced",
+             f"run time {bounds.runtime_s:g} s" if bounds.runtime_s is not None else "no maximum run time"]
+    return f"limits: {', '.join(parts)}\n"
+
+
+def _write_message(instance: Instance, text: str) -> None:
+    (instance.root / "output").mkdir(exist_ok=True)
+    (instance.root / "output" / "message").write_text(text)
+
+
+def stop_tree(proc: subprocess.Popen[bytes], *, graceful: bool) -> None:
+    """Stop an instance and every process it started, the notebook kernel (a session of its own) included:
+    SIGTERM first when ``graceful`` (a stopped job), SIGKILL at once otherwise (a full disk, the OOM killer)."""
+    tree = process_tree(proc.pid)
+    if graceful:
+        with contextlib.suppress(ProcessLookupError):
+            stop_group(proc)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+    proc.wait()
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -30,6 +30,7 @@ from pipelines.local.jobs import (
     log_tail,
     run_job,
 )
+from pipelines.local.limits import Limits, size_text
 from pipelines.local.s3 import Storage, join_uri
 from pipelines.local.server import Aws
 
@@ -50,6 +51,7 @@ class Context:
     folder: Path                                      # this execution's folder (job roots, records)
     cache: StepCache | None                           # None: --no-cache
     account: str = "000000000000"
+    limits: Limits = field(default_factory=Limits)    # each instance's volume and memory, as emulated
 
 
 @dataclass
@@ -84,11 +86,13 @@ def run_processing(step: Step, ctx: Context) -> Outcome:
                            detail=f"cache hit: execution {hit['execution_id']}", reports=hit.get("reports", []))
     stopping = arguments.get("StoppingCondition") or {}
     result = run_job(arguments, folder=ctx.folder / step.name, storage=ctx.storage, env=ctx.aws.env,
-                     timeout_s=stopping.get("MaxRuntimeInSeconds"))
+                     timeout_s=stopping.get("MaxRuntimeInSeconds"), limits=ctx.limits)
     properties = _describe(step, arguments, result, ctx)
     reports = _reports(arguments, result)
     count = len(result.instances)
-    detail = f"{count} instances" if count > 1 else ""
+    downloaded = size_text(sum(i.downloaded_bytes for i in result.instances))
+    detail = (f"{count} instances, " if count > 1 else "") + f"downloaded {downloaded}" + \
+        (f" (at most {size_text(max(i.downloaded_bytes for i in result.instances))} an instance)" if count > 1 else "")
     if result.status != COMPLETED:
         logs = [i for i in result.instances if i.exit_code not in (0, None)] or list(result.instances)
         where = ", ".join(str(i.log) for i in logs)
@@ -115,7 +119,8 @@ def _describe(step: Step, arguments: Mapping[str, Any], result: JobResult, ctx: 
                                      "ProcessingResources", "RoleArn", "StoppingCondition", "NetworkConfig")
            if k in arguments},
         "LocalInstances": [{"host": i.host, "root": str(i.root), "exit_code": i.exit_code, "log": str(i.log),
-                            "inputs": i.inputs} for i in result.instances],
+                            "inputs": i.inputs, "downloaded_bytes": i.downloaded, "peak_disk_bytes": i.peak_disk,
+                            "peak_memory_bytes": i.peak_memory} for i in result.instances],
     }
 
 
