@@ -228,6 +228,48 @@ def test_patience_stops_at_the_first_epoch_without_improvement(faces, tmp_path):
     assert result.best_epoch == int(np.argmin(losses)) + 1
 
 
+def weights(out_dir):
+    """The tensors' bytes of a saved model and its header, parsed: safetensors writes the header's metadata
+    in a random order (a Rust HashMap), so two saves of the same weights differ there byte for byte."""
+    import struct
+
+    data = (out_dir / "model" / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_bits(faces, tmp_path, monkeypatch, capsys):
+    import deepfake.stages.train as stage
+
+    config = TrainConfig(**{**FAST, "epochs": 3}, patience=0)
+    whole = train(faces, tmp_path / "whole", config, progress=False)
+    save = stage.save_checkpoint
+
+    class Stopped(Exception):
+        """The job is stopped right after epoch 1's checkpoint (its maximum run time, a failure)."""
+
+    def stop_after_epoch_1(folder, state):
+        path = save(folder, state)
+        if state["epoch"] == 1:
+            raise Stopped
+        return path
+
+    monkeypatch.setattr(stage, "save_checkpoint", stop_after_epoch_1)
+    with pytest.raises(Stopped):
+        train(faces, tmp_path / "resumed", config, progress=False)
+    monkeypatch.undo()
+    resumed = train(faces, tmp_path / "resumed", config)
+    assert "resuming from checkpoint" in capsys.readouterr().out
+    assert resumed.history_df["epoch"].tolist() == [1, 2, 3]
+    assert weights(tmp_path / "resumed") == weights(tmp_path / "whole")                # bit for bit
+    cols = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    pd.testing.assert_frame_equal(resumed.history_df[cols], whole.history_df[cols], check_exact=True)
+
+    other = train(faces, tmp_path / "resumed", config.replace(seed=1))                  # other settings: over
+    assert "other settings or data; training starts over" in capsys.readouterr().out
+    assert other.history_df["epoch"].tolist() == [1, 2, 3]
+
+
 def write_real_faces(folder, face_photos, size=72, margin=0.3):
     """Real face crops of the installed photos with their boxes and MTCNN landmarks: reals in train and val,
     one dataset fake (a flipped, tinted crop) per split for the ``both`` mode."""

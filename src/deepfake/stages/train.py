@@ -55,6 +55,7 @@ from deepfake.data.manifest import sources, write_manifest
 from deepfake.data.pseudofakes import DEFAULT_MIX, families, parse_mix
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
+from deepfake.modeling.checkpoint import fingerprint, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from deepfake.modeling.network import get_backbone
 from deepfake.modeling.runtime import Runtime, make_runtime, seed_everything
 from deepfake.modeling.training import (
@@ -70,7 +71,13 @@ from deepfake.modeling.training import (
 )
 from deepfake.scoring.metrics import expected_calibration_error, roc_auc
 from deepfake.scoring.rule import ScoringRule
-from deepfake.stages.train_data import build_datasets, family_datasets, split_frames, training_record
+from deepfake.stages.train_data import (
+    build_datasets,
+    family_datasets,
+    rows_digest,
+    split_frames,
+    training_record,
+)
 
 BALANCE_CHOICES = ("sampler", "pos_weight", "none")
 AUGMENT_ON = ("auto", "loader", "device")
@@ -78,6 +85,7 @@ MODES = TRAINING_MODES                      # where the training fakes come from
 # What val_predictions.csv holds: one row per scored val face (its video, frame and logit).
 VAL_PREDICTION_COLUMNS = ("video_id", "label", "manipulation", "frame_idx", "face_idx", "logit")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+CHECKPOINT_DIR = "checkpoint"               # under out_dir unless train() is given another folder
 
 
 @dataclass(frozen=True)
@@ -191,12 +199,16 @@ def train(
     config: TrainConfig | None = None,
     extract_config: Mapping[str, Any] | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train on the train split, keep the epoch with the lowest validation loss as ``out_dir/model``.
 
     Writes ``out_dir/history.csv`` (+ sidecar) after every epoch and the model
     artifact whenever the validation loss improves, so an interrupted run leaves
     its best model so far; at the end the best weights get their calibration.
+    After every epoch the whole state goes to ``checkpoint_dir`` (default
+    ``out_dir/checkpoint``), and a run started again with the same settings and
+    data resumes from it (:mod:`deepfake.modeling.checkpoint`).
     ``progress`` prints one line per epoch (and a tqdm bar when stderr is a terminal).
     """
     config = config or TrainConfig()
@@ -225,6 +237,8 @@ def train(
                    f"epochs of {steps_per_epoch} batches on {runtime.device.type}, image_size {config.image_size}")
     loop = _Loop(model, loss_fn, optimizer, scheduler, runtime, config, out, base, progress)
     loop.inputs = sources(faces_df)                      # the history's sidecar records their sha256
+    loop.rows = rows_digest(splits)                      # and a checkpoint resumes only on the same rows
+    loop.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out / CHECKPOINT_DIR
     history, best = loop.run(train_ds, train_loader, val_loader, steps_per_epoch)
     model.load_state_dict(best.state)
     calibration = calibrate(model, val_loader, runtime)
@@ -286,11 +300,15 @@ class _Loop:
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.runtime, self.config, self.out, self.base, self.progress = runtime, config, out, base, progress
         self.inputs: list[str] = []
+        self.checkpoint_dir: Path = out / CHECKPOINT_DIR
+        self.rows = ""                                   # digest of the crops each split trains on
 
     def run(self, train_ds: Any, train_loader: DataLoader, val_loader: DataLoader,
             steps_per_epoch: int) -> tuple[pd.DataFrame, _Best]:
-        config, best, rows = self.config, _Best(), []
-        for epoch in range(1, config.epochs + 1):
+        config = self.config
+        generators = [g for loader in (train_loader, val_loader) for g in _generators(loader)]
+        best, rows, finished = self._resume(generators)
+        for epoch in range(len(rows) + 1, 0 if finished else config.epochs + 1):
             start = time.perf_counter()
             train_ds.set_epoch(epoch)
             lr = max(g["lr"] for g in self.optimizer.param_groups)  # the head's rate at the epoch's start
@@ -306,7 +324,9 @@ class _Loop:
                 best = self._keep(epoch, val_loss, val_acc, stats)
             self._write_history(rows, best)
             self._log_epoch(rows[-1], improved)
-            if config.patience and best.epoch and epoch - best.epoch >= config.patience:
+            stop = bool(config.patience and best.epoch and epoch - best.epoch >= config.patience)
+            self._checkpoint(rows, best, generators, finished=stop or epoch == config.epochs)
+            if stop:
                 _log(self.progress, f"early stop: no better validation loss for {config.patience} epochs; "
                                     f"best epoch {best.epoch}")
                 break
@@ -316,6 +336,41 @@ class _Loop:
                 f"(lr={config.lr}); lower lr and train again"
             )
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS), best
+
+    def _fingerprint(self) -> str:
+        """Settings, data and code: a checkpoint of another kit's training code is not resumed either."""
+        from deepfake.core.imports import fingerprint as code_fingerprint
+
+        return fingerprint({**{k: self.base[k] for k in ("train", "extract", "data")}, "rows": self.rows,
+                            "code": code_fingerprint([__name__])}, self.inputs)
+
+    def _checkpoint(self, rows: list[dict[str, float]], best: _Best, generators: list[torch.Generator], *,
+                    finished: bool) -> None:
+        """Everything the rest of the run depends on, after the epoch of ``rows[-1]``."""
+        save_checkpoint(self.checkpoint_dir, {
+            "fingerprint": self._fingerprint(), "epoch": len(rows), "finished": finished, "rows": rows,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.runtime.scaler.state_dict() if self.runtime.scaler is not None else None,
+            "best": {"epoch": best.epoch, "val_loss": best.val_loss, "state": best.state, "record": best.record},
+            "rng": rng_state(generators)})
+
+    def _resume(self, generators: list[torch.Generator]) -> tuple[_Best, list[dict[str, float]], bool]:
+        """The best epoch, the history and whether training had ended, from a checkpoint of this run's settings
+        and data (the model, optimiser, schedule and generators are restored in place); a fresh start without one."""
+        state, note = load_checkpoint(self.checkpoint_dir, self._fingerprint())
+        if note:
+            _log(self.progress, note)
+        if state is None:
+            return _Best(), [], False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.runtime.scaler is not None and state["scaler"] is not None:
+            self.runtime.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], generators)
+        b = state["best"]
+        return _Best(b["epoch"], b["val_loss"], b["state"], b["record"]), list(state["rows"]), bool(state["finished"])
 
     def _keep(self, epoch: int, val_loss: float, val_acc: float, stats: EpochStats) -> _Best:
         """The new best epoch: its weights in memory, and on disk so an interrupted run keeps them."""
@@ -339,6 +394,12 @@ class _Loop:
                             + ("  *best" if improved else ""))
 
 
+
+
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The random generators a loader draws from as it iterates: its sampler's and its own (workers' seed)."""
+    found = [getattr(getattr(loader.sampler, "base", None), "generator", None), loader.generator]
+    return [g for g in found if isinstance(g, torch.Generator)]
 
 
 def _bar(progress: bool, total: int, desc: str) -> contextlib.AbstractContextManager:

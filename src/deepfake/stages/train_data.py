@@ -103,6 +103,19 @@ def family_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, ext
                               seed=config.seed + 1, cache=config.cache_crops) for name in names}
 
 
+def rows_digest(splits: Mapping[str, pd.DataFrame]) -> str:
+    """sha256 of which crops each split trains on (identity columns, never the absolute paths, which move
+    with the machine): a training checkpoint resumes only on the same rows."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        cols = [c for c in ("video_id", "frame_idx", "face_idx", "label", "path", "landmarks") if c in splits[name]]
+        h.update(f"{name}\n".encode())
+        h.update(splits[name][cols].to_csv(index=False).encode())
+    return h.hexdigest()
+
+
 def training_record(config: TrainConfig, splits: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """What the model learned from: recorded in the artifact, read by evaluation (seen vs unseen)."""
     seen: list[str] = []
