@@ -92,13 +92,20 @@ def extra_hint(extra: str) -> str:
 
 def distributions_of(import_names: list[str]) -> list[str]:
     """The installed distributions that provide these top-level import names (``cv2`` -> opencv-...)."""
-    provided = metadata.packages_distributions()
+    provided = _packages_distributions()
     out = []
     for name in import_names:
         for dist in provided.get(name, [name]):
             if normalize(dist) not in out:
                 out.append(normalize(dist))
     return out
+
+
+@lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    """Import name -> distributions, read once a process: scanning every installed distribution's files
+    took seconds a call, and a pipeline's definition derives the requirements of every step's bundle."""
+    return dict(metadata.packages_distributions())
 
 
 def _from_pyproject() -> list[tuple[str, bool]] | None:
