@@ -26,8 +26,9 @@ from deepfake.stages.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"explore": (ExploreConfig,), "extract": (ExtractConfig,), "train": (TrainConfig,),
            "evaluate": (EvalConfig, CalibrateConfig)}
-# Parameters a notebook takes beyond its stage configs and its input/output wiring.
-EXTRA = {"extract": {"shard"}, "evaluate": {"recalibrate"}}
+# Parameters a notebook takes beyond its stage configs and its input/output wiring: the shard, recalibration and
+# the training checkpoint's folder.
+EXTRA = {"extract": {"shard"}, "train": {"checkpoint_dir"}, "evaluate": {"recalibrate"}}
 
 
 @pytest.mark.parametrize("step", steps.STEPS, ids=lambda s: s.name)
