@@ -200,8 +200,9 @@ def test_instance_types_and_images_follow_the_gpu_flag(definition):
 
 @pytest.mark.aws
 def test_every_processing_step_has_its_volume_and_maximum_run_time(aws, definition):
+    from deepfake.core.errors import PipelineError
     from pipelines.deepfake.pipeline import get_pipeline
-    from pipelines.deepfake.resources import DEMO, DFDC
+    from pipelines.deepfake.resources import DEMO, DFDC, step_resources
 
     def sizes(d):
         return {name: (s["Arguments"]["ProcessingResources"]["ClusterConfig"]["VolumeSizeInGB"],
@@ -210,16 +211,14 @@ def test_every_processing_step_has_its_volume_and_maximum_run_time(aws, definiti
 
     demo = sizes(definition)
     assert demo and demo == {name: (DEMO[name].volume_gb, DEMO[name].max_runtime_s) for name in demo}
-    dfdc = sizes(json.loads(get_pipeline(**KWARGS, resources="dfdc").definition()))
-    assert dfdc == {name: (DFDC[name].volume_gb, DFDC[name].max_runtime_s) for name in dfdc}
-    mine = sizes(json.loads(get_pipeline(**KWARGS, resources={"train": {"volume_gb": 500}}).definition()))
+    mine = sizes(json.loads(get_pipeline(**KWARGS, upload_code=False, resources={
+        "train": {"volume_gb": 500}}).definition()))
     assert mine["train"] == (500, DEMO["train"].max_runtime_s) and mine["explore"] == demo["explore"]
-    from deepfake.core.errors import PipelineError
-
+    assert step_resources("dfdc") == dict(DFDC) and step_resources("demo", volume_size_gb=7)["score"].volume_gb == 7
     with pytest.raises(PipelineError, match="resources names step 'trian'"):
-        get_pipeline(**KWARGS, resources={"trian": {"volume_gb": 5}})
+        step_resources({"trian": {"volume_gb": 5}})
     with pytest.raises(PipelineError, match="max_runtime_s 9999999 must be whole seconds in 1-777600"):
-        get_pipeline(**KWARGS, resources={"train": {"max_runtime_s": 9_999_999}})
+        get_pipeline(**KWARGS, upload_code=False, resources={"train": {"max_runtime_s": 9_999_999}})
 
 
 # -- the quality gate and registration ---------------------------------------------------------
