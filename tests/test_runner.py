@@ -253,6 +253,16 @@ def test_two_runs_of_one_id_at_once_one_runs_and_the_other_refuses_changing_noth
     assert not list((tmp / "runs").rglob(LOCK_FILE))
 
 
+def _output_within(proc: subprocess.Popen, seconds: float, what: str) -> str:
+    """The command's output once it exits; one that has not exited after ``seconds`` (2 cores shared with another
+    test worker can be slow) is killed and the test fails with what it printed."""
+    try:
+        return proc.communicate(timeout=seconds)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"deepfake run had not exited {seconds:.0f} s {what}; it printed:\n{proc.communicate()[0]}")
+
+
 def _cli_run(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "deepfake", "run", "--data", str(tmp / "data"), "--run-id", "r1", "--no-register",
                "--set", f"extract.hold={tmp / 'go'}", "--set", f"evaluate.template={tmp / 'evaluation.json'}", *extra]
@@ -283,7 +293,7 @@ def test_ctrl_c_and_kill_keep_what_was_done_end_the_mlflow_run_and_the_same_comm
     proc = _cli_run(tmp, env=tracked)
     _wait_for(lambda: "extract" in executed(), "the extract step")
     os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out = _output_within(proc, 300, "after Ctrl-C")
     assert proc.returncode == 130, out
     assert "run r1 interrupted (Ctrl-C) during step extract: kept finished steps explore, and what step extract " \
            "had finished" in out
