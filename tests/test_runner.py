@@ -269,7 +269,14 @@ def _cli_run(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> subpr
     variables = {**os.environ, "DEEPFAKE_NOTEBOOKS": str(tmp / "notebooks"), "DEEPFAKE_RUNS": str(tmp / "runs"),
                  "DEEPFAKE_REGISTRY": str(tmp / "registry"), **(env or {})}
     return subprocess.Popen(command, env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_a_shell_starts_it)
+
+
+def _as_a_shell_starts_it() -> None:
+    """A command a shell runs in the foreground sees Ctrl-C: SIGINT at its default and no signal blocked, whatever
+    earlier tests of this worker process left in the signal state the child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def test_ctrl_c_and_kill_keep_what_was_done_end_the_mlflow_run_and_the_same_command_resumes(env):
