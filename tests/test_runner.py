@@ -260,7 +260,10 @@ def _output_within(proc: subprocess.Popen, seconds: float, what: str) -> str:
         return proc.communicate(timeout=seconds)[0]
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"deepfake run had not exited {seconds:.0f} s {what}; it printed:\n{proc.communicate()[0]}")
+        state = (f"this worker's SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked signals "
+                 f"{sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))}")
+        pytest.fail(f"deepfake run had not exited {seconds:.0f} s {what} ({state}); it printed:\n"
+                    f"{proc.communicate()[0]}")
 
 
 def _cli_run(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
