@@ -49,18 +49,26 @@ def log_loss(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -
     return float(np.mean(np.logaddexp(0.0, -np.abs(z)) + np.maximum(z, 0.0) - y * z))
 
 
+def _scores_and_labels(logits: np.ndarray, labels: np.ndarray, method: str, noun: str,
+                       nonfinite: str) -> tuple[np.ndarray, np.ndarray]:
+    """``logits`` and ``labels`` as float vectors, one label per score, every score finite (DataError naming
+    ``method`` otherwise): what every fit here checks first."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if z.size != y.size or z.size == 0:
+        raise DataError(f"{method} needs one label per {noun}; got {z.size} {noun}s and {y.size} labels")
+    if not np.isfinite(z).all():
+        raise DataError(f"{method} got {nonfinite}")
+    return z, y
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> TemperatureFit:
     """The ``T`` in :data:`T_RANGE` minimising the log loss of ``labels`` (golden-section search on log T).
 
     The log loss is convex in ``1 / T``, so the search finds the global minimum.
     Raises DataError when the labels hold a single class (nothing to calibrate against).
     """
-    z = np.asarray(logits, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if z.size != y.size or z.size == 0:
-        raise DataError(f"temperature scaling needs one label per logit; got {z.size} logits and {y.size} labels")
-    if not np.isfinite(z).all():
-        raise DataError("temperature scaling got non-finite logits; the model diverged")
+    z, y = _scores_and_labels(logits, labels, "temperature scaling", "logit", "non-finite logits; the model diverged")
     if len(np.unique(y)) < 2:
         raise DataError("temperature scaling needs real and fake examples in the validation data; "
                         f"all {y.size} labels are {int(y[0])}")
@@ -102,12 +110,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, *, bias: bool = True) -> P
     Raises DataError with a single class, or when the fitted scale is not positive (the scores rank the
     sample's reals above its fakes: a model that is wrong, not miscalibrated).
     """
-    z = np.asarray(logits, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if z.size != y.size or z.size == 0:
-        raise DataError(f"Platt scaling needs one label per score; got {z.size} scores and {y.size} labels")
-    if not np.isfinite(z).all():
-        raise DataError("Platt scaling got non-finite scores")
+    z, y = _scores_and_labels(logits, labels, "Platt scaling", "score", "non-finite scores")
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:
         raise DataError(f"recalibration needs real and fake videos; the sample's {z.size} are all "
