@@ -32,9 +32,11 @@ RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
         f"{NB}::test_dataset_mode_then_cross_dataset_evaluation_with_the_model",)),
     (r"^deepfake run --data /data/celebdf --model ", (
         f"{NB}::test_dataset_mode_then_cross_dataset_evaluation_with_the_model",)),
-    (r"^deepfake run --data (data/demo|/data/dfdc)( --run-id \w+)?( --profile \w+)?( --set \S+)*$", (
+    (r"^deepfake run --data (data/demo|/data/dfdc)( --run-id \w+)?( --profile \w+)?( --set (?!extract\.detector)\S+)*$", (
         f"{NB}::test_local_pipeline_runs_the_four_notebooks_and_registers",
         f"{NB}::test_runs_are_compared_in_mlflow")),
+    (r"^deepfake run --data data/demo --run-id \w+ --profile demo --set extract\.detector=mtcnn-track$", (
+        f"{NB}::test_local_pipeline_runs_the_four_notebooks_and_registers",)),     # its run t3
     (r"^deepfake extract --data \S+ --out \S+ --set detector=mtcnn-track$", (
         "tests/test_extract.py::test_cli_extract_as_the_readme_writes_it",)),
     (r"^MLFLOW_TRACKING_URI=\S+ deepfake run", (

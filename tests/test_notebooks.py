@@ -59,12 +59,14 @@ def _deepfake(*args, cwd, env_extra):
 @pytest.fixture(scope="module")
 def tracked(tiny_data, tmp_path_factory):
     """The tiny pipeline three times into one MLflow store: t1; t2 unchanged (every step reused, the model
-    already registered); t3 with another frame-to-video aggregation (the evaluation reruns)."""
+    already registered); t3 as README's tracking-detector line writes it, with another frame-to-video
+    aggregation too (extraction, training and evaluation rerun)."""
     root = tmp_path_factory.mktemp("tracked")
     env = {"DEEPFAKE_REGISTRY": str(root / "registry"), "DEEPFAKE_HOME": str(ROOT),
            "DEEPFAKE_RUNS": str(root / "runs"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     runs = {}
-    for run_id, more in (("t1", ()), ("t2", ()), ("t3", ("--set", "evaluate.aggregation=median"))):
+    t3 = ("--set", "extract.detector=mtcnn-track", "--set", "evaluate.aggregation=median")
+    for run_id, more in (("t1", ()), ("t2", ()), ("t3", t3)):
         runs[run_id] = _deepfake("run", "--data", str(tiny_data), "--run-id", run_id, "--profile", "tiny",
                                  "--threshold", "0", *more, cwd=root, env_extra=env)
         assert runs[run_id].returncode == 0, runs[run_id].stdout[-3000:] + runs[run_id].stderr[-3000:]
@@ -112,6 +114,12 @@ def test_local_pipeline_runs_the_four_notebooks_and_registers(tiny_data, tracked
     assert str(faces_csv) in predictions and str(run_dir / "train" / "model" / "model.safetensors") in predictions
     listed = json.loads(_deepfake("registry", "list", "--json", cwd=root, env_extra=env).stdout)
     assert [v["status"] for v in listed] == ["PendingManualApproval"] * 2          # t1's model, then t3's
+
+    # t3 detected with mtcnn-track: its faces, the model it trained and the model it registered say so
+    t3_dir = root / "runs" / "t3"
+    assert read_sidecar(t3_dir / "extract" / paths.FACES_MANIFEST)["config"]["detector"] == "mtcnn-track"
+    assert read_artifact_config(t3_dir / "evaluate" / paths.MODEL_ARCHIVE)["extract"]["detector"] == "mtcnn-track"
+    assert gated["extract"]["detector"] == "mtcnn"
 
     again = runs["t2"]                  # unchanged and fully cached: the same model is not registered again
     assert again.stdout.count("reused from cache") == 4
