@@ -303,7 +303,7 @@ def test_methods_change_the_face_only(photo_clip, method):
 
 def test_unknown_method_and_missing_donor_are_errors(photo_clip):
     frames, track = photo_clip
-    with pytest.raises(ConfigError, match="known: blendswap, face2face, faceswap, lipsync, reenact, warp"):
+    with pytest.raises(ConfigError, match="available: blendswap, face2face, faceswap, lipsync, reenact, warp"):
         mp.get_method("morph")
     with pytest.raises(ConfigError, match="donor"):
         mp.manipulate("faceswap", frames, track, np.random.default_rng(0))

@@ -340,7 +340,7 @@ def test_pseudo_fakes_mix_families_per_item(real_faces, tmp_path):
     from deepfake.data.pseudofakes import PseudoFakeMix, parse_mix
 
     assert parse_mix("sbi:1,warp:3") == {"sbi": 0.25, "warp": 0.75}
-    with pytest.raises(ConfigError, match="known: fwa, sbi, warp"):
+    with pytest.raises(ConfigError, match="available: fwa, sbi, warp"):
         TrainConfig(pseudo_fakes="faceswap")
     with pytest.raises(ConfigError, match="positive"):
         TrainConfig(pseudo_fakes="sbi:0")

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from deepfake.core.errors import ConfigError
+from deepfake.core.registry import Registry
 from deepfake.data.selfblend import check_crop, check_landmarks, face_hull, hull_mask, self_blend
 
 Synthesis = Callable[[np.ndarray, np.ndarray, np.random.Generator], "PseudoFake"]
@@ -44,26 +45,10 @@ class PseudoFake:
     family: str
 
 
-_FAMILIES: dict[str, Synthesis] = {}
-
-
-def register(name: str) -> Callable[[Synthesis], Synthesis]:
-    def wrap(fn: Synthesis) -> Synthesis:
-        _FAMILIES[name] = fn
-        return fn
-
-    return wrap
-
-
-def families() -> list[str]:
-    return sorted(_FAMILIES)
-
-
-def get_family(name: str) -> Synthesis:
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown pseudo-fake family {name!r}; known: {', '.join(families())}") from None
+_FAMILIES: Registry[Synthesis] = Registry("pseudo-fake family")
+register = _FAMILIES.register
+families = _FAMILIES.names
+get_family = _FAMILIES.get
 
 
 # The default of train.pseudo_fakes, chosen by make quality's held-out set (README): self-blends and local warps

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from deepfake.core.errors import ConfigError, DataError
+from deepfake.core.registry import Registry
 from deepfake.demo.tracking import FaceImage, FaceTrack, align, similarity, template
 
 MIN_RENDER = 32              # px: smallest render canvas of a method
@@ -44,7 +45,9 @@ class MethodSpec:
     summary: str
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("manipulation")
+available = _METHODS.names
+get_method = _METHODS.get
 
 
 def register(name: str, *, needs_donor: bool = False) -> Callable[[Method], Method]:
@@ -52,21 +55,10 @@ def register(name: str, *, needs_donor: bool = False) -> Callable[[Method], Meth
 
     def wrap(fn: Method) -> Method:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = MethodSpec(name, fn, needs_donor, summary)
+        _METHODS.add(name, MethodSpec(name, fn, needs_donor, summary))
         return fn
 
     return wrap
-
-
-def available() -> list[str]:
-    return sorted(_METHODS)
-
-
-def get_method(name: str) -> MethodSpec:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown manipulation {name!r}; known: {', '.join(available())}") from None
 
 
 def manipulate(

@@ -32,6 +32,7 @@ import numpy as np
 
 from deepfake.core.dependencies import pip_hint
 from deepfake.core.errors import DetectorError, ImageDecodeError
+from deepfake.core.registry import Registry
 
 # Landmark names in Detection.landmarks order (MTCNN's five points).
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -92,7 +93,7 @@ class FaceDetector(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_REGISTRY: dict[str, type[FaceDetector]] = {}
+_REGISTRY: Registry[type[FaceDetector]] = Registry("face detector", DetectorError)
 D = TypeVar("D", bound=type[FaceDetector])
 
 
@@ -100,33 +101,25 @@ def register(name: str) -> Callable[[D], D]:
     """Class decorator: make a detector available to :func:`get_detector` under ``name``."""
 
     def wrap(cls: D) -> D:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise DetectorError(f"detector name {name!r} is already taken by {_REGISTRY[name].__name__}")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return _REGISTRY.add(name, cls)
 
     return wrap
 
 
 def available() -> list[str]:
     """Registered detector names (whether or not their backend is installed)."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def detector_package(name: str) -> str | None:
     """The distribution detector ``name``'s backend needs beyond OpenCV (None: nothing more)."""
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise DetectorError(f"unknown face detector {name!r}; available: {', '.join(available())}")
-    return cls.package
+    return _REGISTRY.get(name).package
 
 
 def get_detector(name: str, **options: Any) -> FaceDetector:
     """Build the detector registered as ``name`` with its ``options``."""
     cls = _REGISTRY.get(name)
-    if cls is None:
-        raise DetectorError(f"unknown face detector {name!r}; available: {', '.join(available())}")
     try:
         return cls(**options)
     except TypeError as exc:

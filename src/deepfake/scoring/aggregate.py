@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from deepfake.core.errors import ConfigError, DataError
+from deepfake.core.errors import DataError
+from deepfake.core.registry import Registry
 
 Strategy = Callable[[np.ndarray], float]
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("aggregation")
 
 
 # confident_fake defaults, from the DFDC winning solution (selimsef), which scored 32 face crops a video.
@@ -29,25 +30,9 @@ MIN_FAKE_FRAMES = 3             # and number at least this many (the winner: > 1
 REAL_FRACTION = 0.9             # confidently real frames must exceed this share to average only them
 
 
-def register(name: str) -> Callable[[Strategy], Strategy]:
-    """Decorator adding a strategy under ``name``."""
-
-    def add(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        return fn
-
-    return add
-
-
-def available() -> list[str]:
-    return sorted(STRATEGIES)
-
-
-def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown aggregation {name!r}; available: {', '.join(available())}") from None
+register = STRATEGIES.register          # decorator adding a strategy under a name
+available = STRATEGIES.names
+get_strategy = STRATEGIES.get
 
 
 @register("mean")
