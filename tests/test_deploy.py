@@ -242,7 +242,10 @@ def test_without_a_role_the_stage_stack_makes_one_that_reads_only_the_stage_pref
 
     if isinstance(document, str):                                  # moto keeps a stack policy as its Python repr
         document = json.loads(document) if document.startswith("{\"") else ast.literal_eval(document)
-    statements = {st["Sid"]: st for st in document["Statement"]}
+    # moto leaves a statement whose condition is false (AWS::NoValue, here OutputKey) in the list as null, which
+    # CloudFormation drops
+    statements = {st["Sid"]: st for st in document["Statement"] if st is not None}
+    assert "OutputKey" not in statements                                                 # no OutputKmsKeyId
     assert statements["S3Input"]["Resource"] == ["arn:aws:s3:::uploads/staging/*", "arn:aws:s3:::samples/*"]
     assert statements["ModelData"]["Resource"] == params["ModelDataObjectArn"]
     reads = [st for st in statements.values() if "s3:GetObject" in st["Action"]]
@@ -505,6 +508,121 @@ def sub(text: str, values: dict) -> str:
     return re.sub(r"\$\{([^}!]+)\}", one, text)
 
 
+def resolve(node, values: dict, conditions: dict):
+    """A template value as CloudFormation resolves it: ``Ref``, ``Fn::GetAtt``, ``Fn::Sub`` (with its variable map), ``Fn::Join``,
+    ``Fn::Split``, ``Fn::Select``, ``Fn::If`` and the template's conditions (``Fn::Equals``, ``Fn::Not``, ``Fn::And``, ``Fn::Or``) over ``values``
+    (a ``CommaDelimitedList`` parameter's value a list)."""
+    if isinstance(node, list):
+        return [resolve(n, values, conditions) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if len(node) != 1 or not next(iter(node)).startswith(("Ref", "Condition", "Fn::")):
+        return {k: resolve(v, values, conditions) for k, v in node.items()}
+    (function, arg), = node.items()
+    if function == "Ref":
+        return values[arg]
+    if function == "Fn::GetAtt":
+        return values[".".join(arg)]
+    if function == "Condition":
+        return resolve(conditions[arg], values, conditions)
+    if function == "Fn::If":
+        return resolve(arg[1] if resolve({"Condition": arg[0]}, values, conditions) else arg[2], values, conditions)
+    if function == "Fn::Sub":
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        return sub(text, {**values, **{k: resolve(v, values, conditions) for k, v in variables.items()}})
+    args = resolve(arg, values, conditions)
+    if function == "Fn::Join":
+        return args[0].join(args[1])
+    if function == "Fn::Split":
+        return args[1].split(args[0])
+    if function == "Fn::Select":
+        return args[1][int(args[0])]
+    if function == "Fn::Equals":
+        return args[0] == args[1]
+    if function == "Fn::Not":
+        return not args[0]
+    if function == "Fn::And":
+        return all(args)
+    if function == "Fn::Or":
+        return any(args)
+    raise NotImplementedError(function)
+
+
+NO_VALUE = object()
+
+
+def stack_values(parameters: dict, **attributes) -> dict:
+    """What the template's ``Ref``/``${...}`` resolve to: the parameters over their defaults, the pseudo
+    parameters, and the resource attributes given."""
+    declared = template()["Parameters"]
+    values = {k: str(v.get("Default", "")) for k, v in declared.items()} | parameters
+    values |= {k: values[k].split(",") for k, v in declared.items() if v["Type"] == "CommaDelimitedList"}
+    return values | {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
+                     "AWS::NoValue": NO_VALUE} | attributes
+
+
+def monitoring_request(values: dict) -> dict:
+    """The CreateProcessingJob request the schedule sends, as EventBridge Scheduler fills it in."""
+    target = template()["Resources"]["MonitoringSchedule"]["Properties"]["Target"]
+    text = resolve(target["Input"], values, template()["Conditions"])
+    return json.loads(text.replace("<aws.scheduler.execution-id>", "d32c5kddcf5bb8c3")
+                      .replace("<aws.scheduler.scheduled-time>", "2026-12-07T01:10:00Z"))
+
+
+def role_statements(role: str, values: dict) -> dict:
+    """A role of the template's inline policy, its statements by Sid as the stack's values leave them."""
+    policy = template()["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = resolve(policy["Statement"], values, template()["Conditions"])
+    return {s["Sid"]: s for s in statements if s is not NO_VALUE}
+
+
+STAGE = {"SageMakerProjectName": PROJECT, "StageName": "staging", "ModelPackageName": "arn:aws:sagemaker:us-east-1:"
+         "123456789012:model-package/deepfake-detector/1", "ModelDataObjectArn": "arn:aws:s3:::models/model.tar.gz",
+         "ImageRepositoryArn": "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference",
+         "DataCaptureUploadPath": f"s3://{BUCKET}/datacapture-staging", "EnableMonitoring": "true",
+         "AsyncOutputPath": f"s3://{BUCKET}/async-inference-staging", "MonitoringImageUri": IMAGE,
+         "MonitoringCodeUri": f"s3://{BUCKET}/monitoring/code/abc/", "MonitoringModelDataUrl": "s3://models/model.tar.gz",
+         "MonitoringEvaluationUri": "s3://models/evaluate", "MonitoringOutputPath": f"s3://{BUCKET}/monitoring-staging"}
+ROLES = {"Endpoint.EndpointName": "deepfake-staging",
+         "MonitoringJobRole.Arn": "arn:aws:iam::123456789012:role/deepfake/endpoints/monitoring-job",
+         "MonitoringSchedulerRole.Arn": "arn:aws:iam::123456789012:role/deepfake/endpoints/monitoring-schedule"}
+
+
+def test_the_monitoring_job_runs_in_the_stage_s_vpc_with_its_keys_and_index(aws):
+    """Service control policies that require a VPC or KMS keys deny a CreateProcessingJob without them: the
+    scheduled job gets the stage's subnets, security groups, volume and output keys and package index (as the
+    endpoint does), its traffic between instances encrypted; its role may make the job's network interfaces
+    and use the keys, the scheduler's role may check them. The request passes SageMaker's API model."""
+    sm = aws.client("sagemaker")
+    locked = stack_values({**STAGE, "SubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b", "SecurityGroupIds": "sg-0a1b2c3d",
+                           "VolumeKmsKeyId": "alias/endpoint-volumes", "OutputKmsKeyId": KMS_KEY,
+                           "PipIndexUrl": "https://pypi.internal.example/simple/"}, **ROLES)
+    request = monitoring_request(locked)
+    assert request["NetworkConfig"] == {
+        "EnableInterContainerTrafficEncryption": True, "EnableNetworkIsolation": False,
+        "VpcConfig": {"Subnets": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"], "SecurityGroupIds": ["sg-0a1b2c3d"]}}
+    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == "alias/endpoint-volumes"
+    assert request["ProcessingOutputConfig"]["KmsKeyId"] == KMS_KEY
+    assert request["Environment"] == {"PIP_INDEX_URL": "https://pypi.internal.example/simple/"}
+    sm.create_processing_job(**request)
+    job = sm.describe_processing_job(ProcessingJobName=request["ProcessingJobName"])
+    assert job["NetworkConfig"]["VpcConfig"]["Subnets"] == ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+    job_role, scheduler = role_statements("MonitoringJobRole", locked), role_statements("MonitoringSchedulerRole", locked)
+    assert "ec2:CreateNetworkInterface" in job_role["JobInTheVpc"]["Action"]
+    assert {"kms:Decrypt", "kms:GenerateDataKey"} <= set(job_role["JobKmsKeys"]["Action"])
+    assert "ec2:DescribeSubnets" in scheduler["JobInTheVpc"]["Action"]
+    assert "kms:CreateGrant" in scheduler["JobKmsKeys"]["Action"]
+
+    open_account = stack_values(STAGE, **ROLES)
+    request = monitoring_request(open_account)
+    assert request["NetworkConfig"] == {"EnableInterContainerTrafficEncryption": True, "EnableNetworkIsolation": False}
+    assert "VolumeKmsKeyId" not in request["ProcessingResources"]["ClusterConfig"]
+    assert "KmsKeyId" not in request["ProcessingOutputConfig"] and "Environment" not in request
+    sm.create_processing_job(**{**request, "ProcessingJobName": "dfmon-staging-open"})
+    assert not {"JobInTheVpc", "JobKmsKeys"} & (role_statements("MonitoringJobRole", open_account).keys()
+                                                | role_statements("MonitoringSchedulerRole", open_account).keys())
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
 def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aws, loop, tmp_path):
@@ -543,10 +661,10 @@ def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aw
     cfn = aws.client("cloudformation").list_stack_resources(StackName="monitored-staging")["StackResourceSummaries"]
     role = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in cfn}
     iam = aws.client("iam")
-    values = {**params, "AWS::Partition": "aws", "AWS::Region": aws.region, "AWS::AccountId": "123456789012",
-              "Endpoint.EndpointName": endpoint,
-              "MonitoringJobRole.Arn": iam.get_role(RoleName=role["MonitoringJobRole"])["Role"]["Arn"],
-              "MonitoringSchedulerRole.Arn": iam.get_role(RoleName=role["MonitoringSchedulerRole"])["Role"]["Arn"]}
+    values = stack_values(config["Parameters"], **{
+        "AWS::Region": aws.region, "Endpoint.EndpointName": endpoint,
+        "MonitoringJobRole.Arn": iam.get_role(RoleName=role["MonitoringJobRole"])["Role"]["Arn"],
+        "MonitoringSchedulerRole.Arn": iam.get_role(RoleName=role["MonitoringSchedulerRole"])["Role"]["Arn"]})
 
     # the capture, where the endpoint's DataCaptureConfig writes it: <destination>/<endpoint>/AllTraffic/...
     local = loop.capture / "deepfake-staging"
@@ -564,7 +682,8 @@ def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aw
         ScheduleExpressionTimezone=schedule["ScheduleExpressionTimezone"], State=schedule["State"],
         FlexibleTimeWindow=schedule["FlexibleTimeWindow"],
         Target={"Arn": sub(target["Arn"]["Fn::Sub"], values), "RoleArn": values["MonitoringSchedulerRole.Arn"],
-                "RetryPolicy": target["RetryPolicy"], "Input": sub(target["Input"]["Fn::Sub"], values)})
+                "RetryPolicy": target["RetryPolicy"],
+                "Input": resolve(target["Input"], values, template()["Conditions"])})
     created = scheduler.get_schedule(Name="monitored-staging-monitoring")
     assert created["Target"]["Arn"] == "arn:aws:scheduler:::aws-sdk:sagemaker:createProcessingJob"
     assert created["ScheduleExpression"] == "cron(10 * * * ? *)"
