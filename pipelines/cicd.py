@@ -102,6 +102,10 @@ DERIVED: dict[str, Any] = {
                                      {"Fn::If": ["CreateConnection", {"Ref": "Connection"}, {"Ref": "ConnectionArn"}]}]},
     "ModelRoleBoundaryArn": {"Ref": BOUNDARY},
     "CodeCommitRepository": {"Ref": "RepositoryId"},
+    # Without a key of the project's, the bucket's is aws/s3, whose key policy lets the account's principals use it
+    # through S3: the statement naming its alias then grants nothing (IAM matches a key's ARN, not an alias's).
+    "UsedArtifactKmsKeyArn": {"Fn::If": ["HasArtifactKmsKey", {"Ref": "ArtifactKmsKeyArn"}, {
+        "Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:alias/aws/s3"}]},
 }
 _VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 
@@ -191,7 +195,9 @@ def generated_resources() -> dict[str, Any]:
 
 
 def render_block() -> str:
-    body = yaml.dump(generated_resources(), Dumper=_Dumper, sort_keys=False, width=118, default_flow_style=False)
+    # Innermost lists and maps on one line (``Action: [...]``, ``{Fn::Sub: ...}``): the template stays under the
+    # 51,200 bytes `aws cloudformation deploy` takes inline.
+    body = yaml.dump(generated_resources(), Dumper=_Dumper, sort_keys=False, width=118, default_flow_style=None)
     return BEGIN + "".join(f"  {line}\n" if line else "\n" for line in body.splitlines()) + END
 
 

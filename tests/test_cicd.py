@@ -53,7 +53,8 @@ def test_the_roles_hold_exactly_the_policy_documents_of_infra_policies():
 def test_a_policy_is_printed_with_its_variables_for_a_role_made_elsewhere():
     doc = cicd.concrete_policy("staging-test", {"ProjectName": "fraud", "AWS::Partition": "aws",
                                                 "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
-                                                "ArtifactBucket": "fraud-artifacts"})
+                                                "ArtifactBucket": "fraud-artifacts",
+                                                "UsedArtifactKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k"})
     text = json.dumps(doc)
     assert "${" not in text and f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/fraud-staging" in text
     proc = subprocess.run([sys.executable, "-m", "pipelines.cicd", "policy", "staging-test", "--set", "ProjectName=x"],

@@ -60,6 +60,11 @@ S3_ACTIONS = {"head_object": "s3:GetObject", "download_file": "s3:GetObject", "d
               "get_bucket_encryption": "s3:GetEncryptionConfiguration"}
 # What a call makes AWS check on the caller's behalf: a CodeArtifact token needs an STS bearer token.
 IMPLIED = {"codeartifact:GetAuthorizationToken": ("sts:GetServiceBearerToken",)}
+# What S3 asks KMS on the caller's behalf for an object under a customer managed key (SSE-KMS): a locked-down
+# account's bucket (the stack's ArtifactKmsKeyArn, the stage's OutputKmsKeyId).
+SSE_KMS = {"s3:GetObject": "kms:Decrypt", "s3:PutObject": "kms:GenerateDataKey"}
+ARTIFACT_KEY = "${UsedArtifactKmsKeyArn}"      # the one key the stack's CodeBuild and CodePipeline roles may use
+ARTIFACT_KEY_ROLES = ("model-build", "deploy-build", "staging-test", "codepipeline")
 
 
 def operations(service: str) -> dict[str, str]:
@@ -86,19 +91,23 @@ def calls(path: Path, services: tuple[str, ...]) -> set[str]:
     return out | {implied for action in out for implied in IMPLIED.get(action, ())}
 
 
-def allowed_actions(role: str) -> list[str]:
+def role_statements(role: str) -> list[dict]:
+    """The role's statements (a stage template role's conditional ones as when their condition holds)."""
     if role in ROLE_RESOURCES:
         template = cicd.load_template(ROOT / "deploy" / "endpoint-config-template.yml")
         resource = template["Resources"][ROLE_RESOURCES[role]]
         statements = resource["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-        statements = [s["Fn::If"][1] if "Fn::If" in s else s for s in statements]
-    else:
-        statements = cicd.policy_documents()[role]["Statement"]
-    out = []
-    for statement in statements:
-        actions = statement["Action"]
-        out += actions if isinstance(actions, list) else [actions]
-    return out
+        return [s["Fn::If"][1] if "Fn::If" in s else s for s in statements]
+    return cicd.policy_documents()[role]["Statement"]
+
+
+def statement_actions(statement: dict) -> list[str]:
+    actions = statement["Action"]
+    return actions if isinstance(actions, list) else [actions]
+
+
+def allowed_actions(role: str) -> list[str]:
+    return [action for statement in role_statements(role) for action in statement_actions(statement)]
 
 
 def test_the_parse_sees_the_calls_it_must():
@@ -133,3 +142,19 @@ def test_every_file_that_makes_aws_calls_is_listed():
             if re.search(r"(boto3|boto_session)\.client\(|sagemaker_client|\bs3_client\b", text):
                 found.add(rel)
     assert found <= set(CODE), sorted(found - set(CODE))
+
+
+@pytest.mark.parametrize("path", sorted(CODE))
+def test_a_role_may_use_the_kms_key_of_the_objects_it_reads_and_writes(path):
+    """In a locked-down account the bucket's objects are under a customer managed key: each S3 object call of the
+    code needs the KMS action S3 asks for it; the stack's CodeBuild and CodePipeline roles may use the artifact
+    key only."""
+    role, services = CODE[path]
+    made = calls(ROOT / path, tuple(s for s in services if s == "s3"))
+    needed = sorted({SSE_KMS[action] for action in made if action in SSE_KMS})
+    granted = [s for s in role_statements(role) if any(a.startswith("kms:") for a in statement_actions(s))]
+    allowed = [a for s in granted for a in statement_actions(s)]
+    missing = [a for a in needed if not any(fnmatch.fnmatchcase(a, pattern) for pattern in allowed)]
+    assert not missing, f"{path} runs as {role}, which may not {missing} on the key of the objects it reads or writes"
+    if role in ARTIFACT_KEY_ROLES:
+        assert {s["Resource"] for s in granted} <= {ARTIFACT_KEY}, f"{role}'s KMS rights reach beyond the artifact key"
