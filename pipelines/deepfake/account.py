@@ -7,8 +7,8 @@ image lacks. Both pipelines (``pipeline.py``, ``scoring.py``) take these setting
 ``get_pipeline`` keyword arguments (``**account``; ``--kwargs`` keys, the same names), checked here once:
 
 - ``subnets`` + ``security_group_ids``: the jobs' ``NetworkConfig.VpcConfig``;
-- ``enable_network_isolation``: no network at all in the container (only with an
-  image that already holds every package: the steps install theirs at start);
+- ``enable_network_isolation``: refused (:data:`NETWORK_ISOLATION_REFUSED`): an isolated
+  job has no network at all, and the steps call AWS from inside their jobs;
 - ``encrypt_inter_container_traffic``: between the instances of a sharded step;
 - ``volume_kms_key`` / ``output_kms_key``: the jobs' storage volumes and their
   S3 outputs (the step code the pipeline uploads is encrypted with the output key too);
@@ -33,6 +33,16 @@ _SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
 _SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}")
 _KMS_KEY = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/.-]+|alias/[\w/.-]+|(mrk-)?[0-9a-f-]{32,36}")
 MAX_SUBNETS, MAX_SECURITY_GROUPS = 16, 5      # VpcConfig's limits
+# Why a Processing job of these pipelines cannot run network-isolated, and what gives an account the same assurance
+# (docs/sagemaker.md, "Locked-down accounts"). Isolation leaves a container only what SageMaker itself copies in and
+# out (its ProcessingInputs and Outputs): no S3, SageMaker or CloudWatch API call, no package index.
+NETWORK_ISOLATION_REFUSED = (
+    "enable_network_isolation leaves a job no network at all, and these steps call AWS from inside their jobs "
+    "(S3: listing and reading the data and weights; SageMaker: the scoring step reads the model registry; "
+    "CodeArtifact: the index token; MLflow tracking) and install what the image lacks: run the jobs in your VPC "
+    "instead (subnets and security_group_ids, no internet route) with VPC endpoints for S3, the SageMaker API, "
+    "CloudWatch Logs and CodeArtifact, and the kit's image (processing_image_uri, training_image_uri) so that "
+    "nothing installs; see docs/sagemaker.md, Locked-down accounts")
 
 
 @dataclass(frozen=True)
@@ -55,8 +65,8 @@ class AccountSettings:
 
     @classmethod
     def from_arguments(cls, *, subnets: Sequence[str] = (), security_group_ids: Sequence[str] = (),
-                       installs: bool = True, **settings: Any) -> AccountSettings:
-        """Checked settings; ``installs``: the jobs pip-install at start (no network isolation then)."""
+                       **settings: Any) -> AccountSettings:
+        """Checked settings (``enable_network_isolation`` true is refused, with the reason and what to do)."""
         unknown = sorted(set(settings) - set(cls.keys()))
         if unknown:
             raise PipelineError(f"unknown argument(s) {', '.join(unknown)}; a locked-down account's are "
@@ -73,10 +83,8 @@ class AccountSettings:
             if key is not None and (not isinstance(key, str) or not _KMS_KEY.fullmatch(key)):
                 problems.append(f"{name} {key!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
         problems += _index_problems(settings.get("pip_index_url"), settings.get("codeartifact_repository_arn"))
-        if settings.get("enable_network_isolation") is True and installs:
-            problems.append("enable_network_isolation leaves a job no network, and these steps pip-install what "
-                            "the image lacks when they start: use subnets and security_group_ids with a private "
-                            "index (pip_index_url or codeartifact_repository_arn) instead")
+        if settings.get("enable_network_isolation") is True:
+            problems.append(NETWORK_ISOLATION_REFUSED)
         if problems:
             raise PipelineError("; ".join(problems))
         return cls(subnets=tuple(subnets), security_group_ids=tuple(security_group_ids), **settings)
