@@ -339,3 +339,5 @@ def test_invoke_says_what_it_needs(tmp_path, capsys):
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["invoke", "--reencode", "half", str(tmp_path / "a.mp4")]) == 2
     assert "must be SCALE:CRF" in capsys.readouterr().err
+    assert main(["invoke", "--no-face", "-1"]) == 2
+    assert "--no-face -1: give a number of videos, 0 or more" in capsys.readouterr().err

