@@ -17,7 +17,9 @@ the files they return as read-only (copy one into ``tmp_path`` to change it).
 - ``b0_checkpoint``: an ImageNet-shaped EfficientNet-B0 checkpoint file (random weights), for the weights
   that download (``weights_path``, URL, S3).
 - ``tiny_data``: the demo dataset of 12 videos that the runs of profile tiny read.
-- ``evaluated`` / ``loop``: a gated model with its evaluation, and `deepfake serve --capture` traffic of it.
+- ``evaluated`` / ``loop``: a gated model with its evaluation, and README's monitoring loop on it (`deepfake
+  serve --capture`, two windows of `deepfake invoke` traffic, `deepfake monitor` on each); ``pytest
+  --loop-run runs/demo --loop-data data/demo`` runs the loop on that run's model instead (``make demo`` does).
 
 `make test` runs the suite on one worker per core (pytest-xdist, ``--dist loadfile``: a module's tests stay
 on one worker, so its module fixtures are built once). The fixtures that several modules need and that take
@@ -53,6 +55,13 @@ os.environ["MLFLOW_TRACKING_URI"] = "off"
 LONGEST_FIRST = ("test_pipeline_local.py", "test_step_environments.py", "test_pipeline.py", "test_deploy.py",
                  "test_run_step.py", "test_notebooks.py", "test_runner.py", "test_monitoring_loop.py",
                  "test_monitoring.py", "test_deploy_walk.py", "test_benchmarks.py", "test_serve.py")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--loop-run", metavar="RUN", default=None,
+                     help="the monitoring loop (the loop fixture, tests/test_monitoring_loop.py) on this run's "
+                          "evaluated model, e.g. runs/demo (make demo runs it so), not on the small one")
+    parser.addoption("--loop-data", metavar="DIR", default=None, help="the dataset --loop-run's run evaluated")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -255,8 +264,13 @@ def evaluated(tmp_path_factory, face_photos):
 
 
 @pytest.fixture(scope="session")
-def loop(tmp_path_factory, evaluated, no_face_clip):
-    """`deepfake serve --capture` of the evaluated model, a baseline-like then a shifted window of traffic."""
-    from monitoring_support import run_loop
+def loop(tmp_path_factory, request):
+    """README's monitoring loop: `deepfake serve --capture` of the evaluated model (``--loop-run``'s, else
+    ``evaluated``), a baseline-like then a shifted window of traffic, each monitored."""
+    from monitoring_support import evaluated_run, run_loop
 
-    return built_once(tmp_path_factory, "loop", lambda work: run_loop(work, evaluated, no_face_clip))
+    run, data = request.config.getoption("--loop-run"), request.config.getoption("--loop-data")
+    if run:
+        return run_loop(tmp_path_factory.mktemp("loop"), evaluated_run(Path(run), data and Path(data)))
+    evaluated = request.getfixturevalue("evaluated")
+    return built_once(tmp_path_factory, "loop", lambda work: run_loop(work, evaluated))

@@ -59,15 +59,16 @@ def deepfake_cli() -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(model: Path, *, workers: int = 1, timeout: int = 60, env: dict[str, str] | None = None,
-          log: Path | None = None, args: tuple[str, ...] = ()) -> Iterator[str]:
-    """Run `deepfake serve` (gunicorn, with extra ``args``) on a free loopback port; yields its base URL."""
+def serve(model: Path | None, *, workers: int = 1, timeout: int = 60, env: dict[str, str] | None = None,
+          log: Path | None = None, args: tuple[str, ...] = (), cwd: Path | None = None) -> Iterator[str]:
+    """Run `deepfake serve` (gunicorn, with extra ``args``; ``model`` None: ``args`` give ``--model``) on a free
+    loopback port, in ``cwd``; yields its base URL."""
     port = free_port()
-    cmd = [*deepfake_cli(), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--timeout", str(timeout), *args]
+    cmd = [*deepfake_cli(), "serve", *(("--model", str(model)) if model is not None else ()), "--host",
+           "127.0.0.1", "--port", str(port), "--workers", str(workers), "--timeout", str(timeout), *args]
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S

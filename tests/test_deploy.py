@@ -640,6 +640,8 @@ def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aw
     from pipelines.local.s3 import Storage
 
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
+    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=BUCKET)    # the project's artifact bucket (the module's `built` makes it, if it ran)
     s3.create_bucket(Bucket="pipeline-outputs")
     evaluate = "s3://pipeline-outputs/runs/exec-1/evaluate"
     s3.upload_file(str(loop.evaluated.model), "pipeline-outputs", "runs/exec-1/gated/model.tar.gz")

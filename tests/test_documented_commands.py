@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMAND = re.compile(r"^(?:\.venv/bin/)?(?:[A-Z_]+=\S+ )?(deepfake|papermill|mlflow|curl|pipeline-local|make)\b")
 
 NB = "tests/test_notebooks.py"
+# README's monitoring loop: run as written, in one shell (tests/monitoring_support.py), on make demo's model too
+LOOP = ("tests/test_monitoring_loop.py::test_a_baseline_like_window_has_no_violation",
+        "tests/test_monitoring_loop.py::test_a_shifted_window_has_the_right_violations")
 # (pattern of documented commands, the tests that run them as written on tiny data)
 RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"^make (demo|quality|bench|test|test-quick|lint|format|help|policies|lock)$", ("tests/test_documented_commands.py::"
@@ -50,7 +53,8 @@ RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
         "tests/test_serve.py::test_curl_as_the_readme_writes_it_and_without_a_content_type",)),
     (r"^\.venv/bin/deepfake predict ", ("tests/test_predict.py::test_cli_uses_the_latest_approved_registry_version",
                                         "tests/test_predict.py::test_cli_table")),
-    (r"^deepfake (invoke|monitor) ", ("tests/test_monitoring_loop.py",)),
+    (r"^deepfake serve --model runs/demo/evaluate/model\.tar\.gz --capture capture/ &$", LOOP),
+    (r"^deepfake (invoke|monitor) ", LOOP),
     (r"^deepfake calibrate --model \S+ --data \S+ --out \S+ --register$", (   # with --folds 3 for its tiny sample
         "tests/test_calibrate.py::test_deepfake_calibrate_writes_and_registers_a_derived_model",)),
     (r"^papermill 01_explore_data\.ipynb out\.ipynb -p data_dir ", (
@@ -60,14 +64,15 @@ RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def documented_commands() -> list[tuple[str, str]]:
     """(where, command) of every command line in README.md's bash blocks and every papermill command of a
-    notebook's prose (comments dropped, continuation lines joined)."""
+    notebook's prose (comments dropped, continuation lines joined, a line of several commands, ``a; b && c``,
+    taken command by command)."""
     found = []
     readme = (ROOT / "README.md").read_text()
     for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.split(r"\s+#", line)[0].strip()
-            if line and COMMAND.match(line):
-                found.append(("README.md", " ".join(line.split())))
+            for part in re.split(r"\s*(?:;|&&)\s*", re.split(r"\s+#", line)[0].strip()):
+                if part and COMMAND.match(part):
+                    found.append(("README.md", " ".join(part.split())))
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(notebook.read_text())["cells"]:
             if cell["cell_type"] == "markdown":
