@@ -35,6 +35,7 @@ BUCKET = "deepfake-artifacts"
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
     with moto_server(tmp_path_factory.mktemp("aws")) as server:
+        server.client("s3").create_bucket(Bucket=BUCKET)   # the project's artifact bucket: monitoring code, captures
         yield server
 
 
@@ -86,7 +87,6 @@ def run_build(aws, out: Path, group: str, *extra: str) -> subprocess.CompletedPr
 def built(aws, tmp_path_factory):
     """Seven packages, two approved, one rejected after approval, paginated two at a time."""
     sm = aws.client("sagemaker")
-    aws.client("s3").create_bucket(Bucket=BUCKET)        # the project's artifact bucket: the monitoring code goes there
     arns = register(sm, "deepfake-detector", 7)
     for i in (1, 3, 4):
         set_status(sm, arns[i], "Approved")
@@ -349,7 +349,6 @@ def local_endpoint(aws, tmp_path_factory):
     """The real model behind `deepfake serve`, answering the Runtime API's real-time and asynchronous calls."""
     work = tmp_path_factory.mktemp("staging-model")
     archive = package_model(make_model(work / "model"), work / "model.tar.gz")
-    aws.client("s3").create_bucket(Bucket="deepfake-artifacts")
     with serve(archive, log=work / "serve.log", env=aws.subprocess_env(), args=("--async-output", ASYNC_OUTPUT)) as url:
         yield url
 
@@ -640,8 +639,6 @@ def test_the_schedule_runs_the_monitoring_job_on_what_deepfake_serve_captured(aw
     from pipelines.local.s3 import Storage
 
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
-    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=BUCKET)    # the project's artifact bucket (the module's `built` makes it, if it ran)
     s3.create_bucket(Bucket="pipeline-outputs")
     evaluate = "s3://pipeline-outputs/runs/exec-1/evaluate"
     s3.upload_file(str(loop.evaluated.model), "pipeline-outputs", "runs/exec-1/gated/model.tar.gz")
