@@ -50,8 +50,12 @@ $(TOOLS_STAMP): infra/lint-tools.txt
 demo-data: $(STAMP) ## build the small demo dataset from real faces shipped in packages
 	$(BIN)/deepfake demo-data --out $(DEMO_DATA) --videos $(DEMO_VIDEOS)
 
-demo: demo-data ## the main job: demo data, the four notebooks, gate, registry, reports
+# make demo ends with README's monitoring loop (serve with capture, two windows of traffic, monitor each) run as
+# written on the model it has just gated: tests/test_monitoring_loop.py, which make test runs on a small model
+demo: demo-data ## the main job: demo data, the four notebooks, gate, registry, reports, then the monitoring loop on its model
 	$(BIN)/deepfake run --data $(DEMO_DATA) --run-id $(RUN_ID) --profile demo
+	$(BIN)/pytest -q -p no:cacheprovider --timeout 1800 tests/test_monitoring_loop.py \
+	  --loop-run runs/$(RUN_ID) --loop-data $(DEMO_DATA)
 
 pipeline-local: demo-data ## the SageMaker pipeline executed here on the demo data, then the deploy pipeline of infra/cicd.yml walked: build, staging, test, approval (PROD_APPROVAL=ask|approve|reject), prod
 	$(BIN)/pipeline-local --module-name pipelines.deepfake.pipeline \
