@@ -95,3 +95,62 @@ def test_explore_prints_the_layout_and_the_protocol(tmp_path):
     assert "  Celeb-real/: 2 videos (2 real, 0 fake)" in text and "splits follow the official protocol" in text
     assert read_sidecar(tmp_path / "out" / "videos.csv")["protocol"] == exploration.profile["protocol"]
     assert read_videos(tmp_path / "out").attrs["protocol"]["follows"] == "official"
+
+
+def write_dfdc(folder, n=12, frames=6):
+    """A DFDC part of tiny mp4v clips (no faces: exploration only probes them), half fakes of the reals."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    meta = {}
+    for i in range(n):
+        name = f"v{i:02d}.mp4"
+        writer = cv2.VideoWriter(str(folder / name), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+        for f in range(frames):
+            writer.write(np.full((48, 64, 3), 20 * f + i, np.uint8))
+        writer.release()
+        meta[name] = {"label": "FAKE", "original": f"v{i - 1:02d}.mp4"} if i % 2 else {"label": "REAL"}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.aws
+def test_an_s3_dataset_is_explored_from_its_index_files_and_the_probed_videos_only(tmp_path, monkeypatch):
+    """The pipeline's exploration reads an S3 prefix: the catalog and the probes, never the archive."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from deepfake.data.listing import list_data
+    from deepfake.stages.explore import run_explore
+
+    data = write_dfdc(tmp_path / "data" / "dfdc_train_part_0")
+    config = ExploreConfig(probe_videos=3, mode="evaluate")
+    local = run_explore(tmp_path / "data", tmp_path / "local", config)
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))       # as TMPDIR on the job's volume
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="datasets")
+        for path in sorted(data.iterdir()):
+            s3.upload_file(str(path), "datasets", f"dfdc/dfdc_train_part_0/{path.name}")
+        listing = list_data("s3://datasets/dfdc/")
+        remote = run_explore("s3://datasets/dfdc/", tmp_path / "remote", config, data_digest=listing.digest)
+        s3.put_object(Bucket="datasets", Key="dfdc/dfdc_train_part_0/new.mp4", Body=b"x")
+        with pytest.raises(DataError, match="changed since the pipeline started"):
+            run_explore("s3://datasets/dfdc/", tmp_path / "again", config, data_digest=listing.digest)
+
+    pd.testing.assert_frame_equal(remote.videos, local.videos)             # the same table from the listing
+    record = remote.profile["data"]
+    assert record["digest"] == listing.digest and record["objects"] == 13 and record["videos"] == 12
+    probed = remote.probes["video_id"].tolist()
+    assert len(probed) == 3 and (remote.probes["error"] == "").all()
+    sizes = {p.stem: p.stat().st_size for p in data.glob("*.mp4")}
+    assert record["downloaded_bytes"] == sum(sizes[v] for v in probed) < record["video_bytes"]
+    on_disk = {p.stem for p in remote.root.rglob("*.mp4") if p.stat().st_size}   # the rest are empty names
+    assert on_disk == set(probed) and remote.root.is_relative_to(tmp_path / "tmp")
+    assert set(remote.readable["video_id"]) == set(probed)

@@ -1,13 +1,14 @@
-"""Step caching as SageMaker Pipelines does it, plus the content of the inputs.
+"""Step caching as SageMaker Pipelines does it.
 
 A step with ``CacheConfig.Enabled`` is reused from an earlier successful
 execution of the same pipeline when its cache key attributes are unchanged
 and that execution finished within ``ExpireAfter``: for a Processing step
 SageMaker's key is ``AppSpecification``, ``Environment`` and
 ``ProcessingInputs``, expressions evaluated (so a cached step's downstream
-steps see the same input URIs and hit too). SageMaker does not look inside
-the inputs; here their objects' keys and ETags are part of the key as well,
-so data uploaded again with other content is not served from the cache.
+steps see the same input URIs and hit too). Like SageMaker, the key never
+looks inside an input: data that changes under the same S3 prefix hits the
+cache unless a step argument says it changed (the deepfake pipeline's
+``inventory`` step passes the listing's digest to exploration for this).
 The reused step's properties are the earlier execution's: its outputs stay
 where that execution wrote them.
 """
@@ -30,10 +31,9 @@ _DURATION = re.compile(r"^P?(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(
                        re.IGNORECASE)
 
 
-def cache_key(pipeline: str, step: str, step_type: str, arguments: Mapping[str, Any],
-              input_digests: Mapping[str, str]) -> str:
+def cache_key(pipeline: str, step: str, step_type: str, arguments: Mapping[str, Any]) -> str:
     attributes = {name: arguments.get(name) for name in KEY_ATTRIBUTES.get(step_type, ())}
-    doc = {"pipeline": pipeline, "step": step, "type": step_type, "attributes": attributes, "inputs": input_digests}
+    doc = {"pipeline": pipeline, "step": step, "type": step_type, "attributes": attributes}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -107,14 +107,6 @@ class Storage:
         bucket, key = split_uri(uri)
         return any(o.key == key for o in self.list(uri))
 
-    def digest(self, uri: str) -> str:
-        """sha256 over the relative keys and ETags under ``uri``: changes when any object does."""
-        _, prefix = split_uri(uri)
-        h = hashlib.sha256()
-        for obj in self.list(uri):
-            h.update(f"{local_name(prefix, obj.key)}\0{obj.etag}\n".encode())
-        return h.hexdigest()
-
     def ensure_bucket(self, bucket: str) -> None:
         from botocore.exceptions import ClientError
 

@@ -78,8 +78,7 @@ def run_processing(step: Step, ctx: Context) -> Outcome:
     cache = step.spec.get("CacheConfig") or {}
     key = None
     if cache.get("Enabled") and ctx.cache is not None:
-        digests = {i["InputName"]: ctx.storage.digest(i["S3Input"]["S3Uri"]) for i in arguments["ProcessingInputs"]}
-        key = cache_key(ctx.pipeline, step.name, step.type, arguments, digests)
+        key = cache_key(ctx.pipeline, step.name, step.type, arguments)
         hit = ctx.cache.lookup(ctx.pipeline, step.name, key, cache.get("ExpireAfter"))
         if hit is not None and _outputs_exist(hit["properties"], ctx.storage):
             return Outcome(SUCCEEDED, hit["properties"], cached_from=hit["execution_id"],

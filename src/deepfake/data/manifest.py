@@ -91,3 +91,18 @@ def read_manifest(path: str | os.PathLike[str], required: Iterable[str] = ()) ->
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(sidecar_path(path))
+
+
+DATA_KEY = "data"          # sidecar key of the dataset's identity: its listing's source, digest, objects and bytes
+
+
+def data_identity(df: pd.DataFrame) -> dict[str, Any] | None:
+    """The dataset's identity (:meth:`deepfake.data.listing.Listing.record`) that the manifests ``df`` was read
+    from carry forward, None where none does (a table made before the kit recorded it)."""
+    for path in sources(df):
+        side = sidecar_path(path)
+        if side.is_file():
+            record = read_json(side).get(DATA_KEY)
+            if isinstance(record, Mapping):
+                return dict(record)
+    return None

@@ -100,3 +100,7 @@ MODEL_STEP = "evaluate"              # its output folder holds model.tar.gz as g
 # between instances with ShardedByS3Key when ProcessingInstanceCount > 1
 SHARDED: Mapping[str, str] = MappingProxyType({"extract": "data_dir"})
 SHARD_PARAMETER = "shard"            # str notebook parameter: this instance's part, "" when unsharded
+# step -> its data parameter, given the dataset's S3 URI itself instead of a File-mode copy: the step lists the
+# prefix and downloads only what it reads (exploration: the catalog's index files and the videos it probes)
+READS_S3: Mapping[str, str] = MappingProxyType({"explore": "data_dir"})
+DIGEST_PARAMETER = "data_digest"     # str notebook parameter of those steps: the listing's digest at the start

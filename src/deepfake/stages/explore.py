@@ -3,11 +3,20 @@
 The stage ends by checking that the data can train and evaluate a model (both
 classes present, no split empty); it writes the profile first, so a person can
 see exactly what is missing.
+
+The dataset may be an ``s3://`` prefix (the SageMaker pipeline passes one): the
+stage then lists it, downloads the catalog's index files and only the videos it
+probes into a local view (:mod:`deepfake.data.listing`), never the archive. The
+listing's digest, object count and bytes are the data's identity: recorded in
+``data_profile.json`` and ``videos.json``, and checked against the digest the
+pipeline computed as it started (``data_digest``), so a run never mixes data
+that changed while it ran.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +29,14 @@ from deepfake.core.errors import ConfigError, DataError, VideoDecodeError
 from deepfake.core.files import write_json
 from deepfake.core.vocabulary import SPLITS, TRAINING_MODES, label_name
 from deepfake.data.catalogs import LAYOUT_ATTR, describe_layout
-from deepfake.data.manifest import read_manifest, read_sidecar, sources, with_sources, write_manifest
+from deepfake.data.manifest import (
+    DATA_KEY,
+    read_manifest,
+    read_sidecar,
+    sources,
+    with_sources,
+    write_manifest,
+)
 from deepfake.data.splits import OFFICIAL, PROTOCOL_ATTR, PROTOCOLS, describe_protocol
 
 # What the data is checked for: a training mode of deepfake.stages.train (the fakes' source), or "evaluate"
@@ -56,6 +72,13 @@ class Exploration:
     videos: pd.DataFrame      # the videos table with splits
     probes: pd.DataFrame      # per probed video: duration_s, width, height, fps, frame_count, error
     profile: dict[str, Any]   # what data_profile.json holds
+    root: Path | None = None  # where the probed videos can be read: the dataset folder, or the local view of a prefix
+
+    @property
+    def readable(self) -> pd.DataFrame:
+        """The videos whose probe succeeded (on S3 data, the only ones downloaded)."""
+        ok = self.probes.loc[self.probes["error"] == "", "video_id"] if len(self.probes) else []
+        return self.videos[self.videos["video_id"].isin(set(ok))]
 
 
 DATASET_RECORDS = (LAYOUT_ATTR, PROTOCOL_ATTR)   # what videos.csv's sidecar says of the table (faces.csv's after it)
@@ -81,6 +104,11 @@ def describe(profile: dict[str, Any]) -> str:
     return "\n".join(lines + (describe_protocol(profile["protocol"]) if profile.get("protocol") else []))
 
 
+def probe_sample(videos: pd.DataFrame, limit: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The videos probed: up to ``limit`` (0: all), a seeded sample."""
+    return videos if limit == 0 or len(videos) <= limit else videos.sample(limit, random_state=seed)
+
+
 def probe_videos(videos: pd.DataFrame, data_dir: str | os.PathLike[str], limit: int = 200,
                  seed: int = 0) -> pd.DataFrame:
     """Duration, size and fps of up to ``limit`` videos (a seeded sample); failures are kept as rows."""
@@ -88,7 +116,7 @@ def probe_videos(videos: pd.DataFrame, data_dir: str | os.PathLike[str], limit: 
     from deepfake.media.video import probe
 
     root = dataset_root(data_dir)
-    sample = videos if limit == 0 or len(videos) <= limit else videos.sample(limit, random_state=seed)
+    sample = probe_sample(videos, limit, seed)
     rows = []
     for row in sample.itertuples(index=False):
         try:
@@ -213,18 +241,34 @@ def _explain(videos: pd.DataFrame, short: list[str], mode: str, reals: int, fake
 
 
 def run_explore(data_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
-                config: ExploreConfig) -> Exploration:
-    """Writes videos.csv, probes.csv and data_profile.json; the notebook calls check_trainable last."""
+                config: ExploreConfig, *, data_digest: str = "") -> Exploration:
+    """Writes videos.csv, probes.csv and data_profile.json; the notebook calls check_trainable last.
+
+    ``data_dir`` is a folder or an ``s3://`` prefix (read through a local view holding only the index files
+    and the probed videos); ``data_digest``, when given, must be the listing's digest now.
+    """
+    from deepfake.data.listing import fetch, list_data, stage
+
     out = paths.ensure_dir(output_dir)
-    videos = build_videos_table(data_dir, config)
-    probes = probe_videos(videos, data_dir, config.probe_videos, config.seed)
-    profile = data_profile(videos, probes)
+    listing = list_data(data_dir)
+    if data_digest and listing.digest != data_digest:
+        raise DataError(f"the data under {data_dir} changed since the pipeline started (listing digest "
+                        f"{data_digest[:12]}... then, {listing.digest[:12]}... now): start the pipeline again, so "
+                        "that every step reads the same data")
+    remote = paths.is_s3(str(data_dir))
+    root = stage(listing, tempfile.mkdtemp(prefix="deepfake-explore-")) if remote else paths.resolve(data_dir)
+    videos = build_videos_table(root, config)
+    sample = probe_sample(videos, config.probe_videos, config.seed)
+    downloaded = fetch(listing, sample["path"], root) if remote else 0
+    probes = probe_videos(sample, root, limit=0)
+    profile = {**data_profile(videos, probes), "data": {**listing.record(), "downloaded_bytes": downloaded}}
+    source = str(data_dir) if remote else str(paths.resolve(data_dir))
     write_manifest(videos, out / paths.VIDEOS_MANIFEST, config=config.to_dict(), inputs=sources(videos),
-                   extra={"data_dir": str(paths.resolve(data_dir)),
+                   extra={"data_dir": source, DATA_KEY: listing.record(),
                           **{key: videos.attrs.get(key) for key in DATASET_RECORDS}})
     write_manifest(probes, out / "probes.csv", config=config.to_dict())
     write_json(out / paths.DATA_PROFILE, profile)
-    return Exploration(videos, probes, profile)
+    return Exploration(videos, probes, profile, root if root.is_dir() else root.parent)
 
 
 def read_videos(videos_dir: str | os.PathLike[str]) -> pd.DataFrame:
