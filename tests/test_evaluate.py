@@ -505,3 +505,42 @@ def test_too_few_reals_give_a_prediction_bound_not_the_highest_score():
     tight = threshold_for_fpr([0.1, 0.1, 0.1], 0.05)               # no spread: just above the highest score
     assert tight.estimate == "empirical" and tight.threshold > 0.1
     assert threshold_for_fpr(np.linspace(0.01, 0.4, 40), 0.05).estimate == "empirical"
+
+
+def test_sharded_scoring_merges_to_the_single_instance_evaluation(tmp_path):
+    """The pipeline's evaluation at scale: crops packed into tars, instances score their share of the
+    tars (face logits), one evaluation merges them: the same evaluation.json as one instance scoring all."""
+    import shutil
+
+    from deepfake.data.shards import pack
+    from deepfake.modeling.artifact import load_artifact, save_artifact
+    from deepfake.modeling.network import build_model
+    from deepfake.stages.evaluate import read_face_logits, score_shard
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    loaded = load_artifact(save_artifact(build_model(image_size=64), tmp_path / "model", {"image_size": 64}))
+    config = EvalConfig(batch_size=8, operating_point="fixed")
+    faces = make_faces(tmp_path / "faces")
+    single = evaluate(loaded, faces, tmp_path / "single", config)
+
+    pack(faces, tmp_path / "faces", tmp_path / "tars", mode="evaluate", shard_bytes=2000, name="algo-1")
+    tars = sorted((tmp_path / "tars").rglob("*.tar"))
+    assert len(tars) >= 3
+    for i, host in enumerate(("algo-1", "algo-2")):                 # ShardedByS3Key: every other object
+        mine = tmp_path / host
+        mine.mkdir()
+        for tar in tars[i::2]:
+            shutil.copy(tar, mine / tar.name)
+        shard = read_faces(tmp_path / "faces", crops_dir=mine)
+        assert 0 < (shard["abs_path"] != "").sum() < (faces["abs_path"] != "").sum()
+        score_shard(loaded, shard, tmp_path / "logits", name=host, batch_size=8)
+    merged = evaluate(loaded, read_faces(tmp_path / "faces", crops_dir=tmp_path / "tars"), tmp_path / "merged",
+                      config, face_logits=read_face_logits(tmp_path / "logits"))
+
+    assert {k: v for k, v in merged.items() if k != "created"} == {k: v for k, v in single.items() if k != "created"}
+    for table in (paths.FRAME_PREDICTIONS, paths.VIDEO_PREDICTIONS):
+        assert (tmp_path / "merged" / table).read_bytes() == (tmp_path / "single" / table).read_bytes()
+    (tmp_path / "logits" / "face_logits-algo-2.csv").unlink()       # an instance's share missing: said, not guessed
+    with pytest.raises(DataError, match="have no logit from the score step's shards"):
+        evaluate(loaded, faces, tmp_path / "partial", config, face_logits=read_face_logits(tmp_path / "logits"))

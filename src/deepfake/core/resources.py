@@ -1,4 +1,5 @@
-"""The CPU cores this process may use, and how extraction shares them between workers and threads.
+"""The CPU cores and the memory this process may use, and how extraction shares the cores between workers
+and threads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,30 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+MEMORY_ENV = "DEEPFAKE_MEMORY_BYTES"     # the memory this process may use, where the machine's figure is not it
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def memory_bytes() -> int:
+    """The memory this process may use: the machine's, or less where a container's limit (cgroup) or
+    ``DEEPFAKE_MEMORY_BYTES`` says so (``pipeline-local`` sets it to the emulated instance's memory)."""
+    try:
+        found = [int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))]
+    except (ValueError, OSError, AttributeError):
+        found = [8 << 30]
+    for path in CGROUP_LIMITS:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            found.append(int(text))
+    if os.environ.get(MEMORY_ENV, "").isdigit():
+        found.append(int(os.environ[MEMORY_ENV]))
+    return min(found)
 
 
 def threads_per_worker(workers: int = 1) -> int:

@@ -24,15 +24,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from deepfake.core.errors import ConfigError
-from deepfake.core.resources import usable_cores
-from deepfake.media.images import read_image
+from deepfake.core.resources import memory_bytes, usable_cores
+from deepfake.data.shards import parse_ref, read_crop_bytes
+from deepfake.media.images import decode_image, read_image
 from deepfake.media.preprocess import resize_crop
 
 MEMORY_FRACTION = 0.25          # at most this share of the machine's RAM held in memory; beyond it, a file
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """A saved face crop as RGB uint8 (:func:`deepfake.media.images.read_image` with a hint for crops)."""
+    """A saved face crop as RGB uint8: a file, or a member of a tar shard (:mod:`deepfake.data.shards`)."""
+    if parse_ref(str(path)) is not None:
+        return decode_image(read_crop_bytes(str(path)), what=f"face crop {path}", hint="re-run face extraction")
     return read_image(path, what="face crop", hint="re-run face extraction")
 
 
@@ -46,7 +49,7 @@ class CropCache:
         self.paths = [str(p) for p in paths]
         self.image_size = int(image_size)
         shape = (len(self.paths), self.image_size, self.image_size, 3)
-        self.spilled = _nbytes(shape) > MEMORY_FRACTION * _memory_bytes()
+        self.spilled = _nbytes(shape) > MEMORY_FRACTION * memory_bytes()
         if self.spilled:
             with tempfile.NamedTemporaryFile(dir=spill_dir, prefix="crop-cache-", suffix=".u8") as tmp:
                 tmp.truncate(max(1, _nbytes(shape)))
@@ -77,10 +80,3 @@ class CropCache:
 
 def _nbytes(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
-
-
-def _memory_bytes() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30

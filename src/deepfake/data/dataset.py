@@ -74,6 +74,7 @@ class FaceDataset(Dataset):
             raise DataError("the crop cache holds other crops or another size than this dataset")
         # the augmentation's draws travel with the uint8 crop; deepfake.data.device_augment applies them
         self.device_augment = bool(device_augment) and augment is not None
+        self.streamed: dict[int, np.ndarray] = {}     # crops a ShardStream read for the item it is building
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,6 +89,8 @@ class FaceDataset(Dataset):
 
     def resized(self, index: int) -> np.ndarray:
         """The crop of item ``index`` at the model's size, not augmented (H x W x 3 uint8)."""
+        if index in self.streamed:
+            return self.streamed[index]
         if self.cache is not None:
             return self.cache[index]
         return resize_crop(read_rgb(self.paths[index]), self.image_size)

@@ -23,6 +23,7 @@ from deepfake.core.errors import (
 from deepfake.core.paths import FACES_MANIFEST, resolve
 from deepfake.data.manifest import read_sidecar, with_sources
 from deepfake.data.selfblend import REEXTRACT_HINT
+from deepfake.data.shards import is_packed, resolve_packed
 from deepfake.data.splits import PROTOCOL_ATTR
 from deepfake.media.crops import landmarks_in_crop
 
@@ -44,10 +45,12 @@ OPTIONAL_COLUMNS = ("landmarks",)
 _TEXT_COLUMNS = ["video_id", "original_id", "manipulation", "split", "box", "landmarks", "path", "status", "reason"]
 
 
-def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
+def read_faces(folder: str | os.PathLike[str], crops_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """The faces table of ``folder`` (its ``faces.csv``, or every ``shard-*/faces.csv``).
 
-    Adds ``abs_path``: the crop's absolute path, empty for status rows.
+    Adds ``abs_path``: the crop's absolute path, empty for status rows. Where extraction packed the crops
+    into tar shards (:mod:`deepfake.data.shards`), it is the crop's reference in its tar, found under
+    ``crops_dir`` or ``folder``, and empty for a crop whose tar is not there (another step's group).
     """
     root = resolve(folder)
     tables = [root / FACES_MANIFEST] if (root / FACES_MANIFEST).is_file() else sorted(root.glob(f"shard-*/{FACES_MANIFEST}"))
@@ -57,7 +60,10 @@ def read_faces(folder: str | os.PathLike[str]) -> pd.DataFrame:
     for table in tables:
         df = _read_faces_csv(table)
         base = str(table.parent.resolve())
-        df["abs_path"] = [os.path.normpath(os.path.join(base, p)) if p else "" for p in df["path"]]
+        if is_packed(base):
+            df["abs_path"] = resolve_packed(base, df["path"], [d for d in (crops_dir, root) if d])
+        else:
+            df["abs_path"] = [os.path.normpath(os.path.join(base, p)) if p else "" for p in df["path"]]
         frames.append(df)
     faces = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     protocol = read_sidecar(tables[0]).get(PROTOCOL_ATTR)
@@ -129,3 +135,14 @@ def crop_landmarks(faces_df: pd.DataFrame, margin: float, image_size: int) -> li
         raise DataError(f"{lacking} of {len(marks)} real face crops have no landmarks: {REEXTRACT_HINT}")
     boxes = [json.loads(str(b)) for b in faces_df["box"]]
     return [landmarks_in_crop(m, b, margin, image_size) for m, b in zip(marks, boxes, strict=True)]
+
+
+def require_crops(rows: pd.DataFrame, what: str) -> None:
+    """DataError when face rows of ``rows`` have no crop here: their tar shard is another step's input."""
+    ok = rows[rows["status"].astype(str) == "ok"] if "status" in rows.columns else rows
+    missing = ok[ok["abs_path"].astype(str) == ""] if "abs_path" in ok.columns else ok.iloc[0:0]
+    if len(missing):
+        raise DataError(f"{len(missing)} face crop(s) of {what} are not in this step's crops (e.g. "
+                        f"{missing['path'].iloc[0]!r}): extraction packed them into another step's tar shards "
+                        "(deepfake.data.shards.crop_group); give this step the crops_dir of their group, or extract "
+                        "with the mode this run trains in")

@@ -37,6 +37,7 @@ from deepfake.data.dataset import (
     pos_weight,
 )
 from deepfake.data.device_augment import augment_batch, normalize_batch
+from deepfake.data.stream import ShardStream
 from deepfake.modeling.network import head_parameter_names
 from deepfake.modeling.pretrained import WeightsSource, pretrained
 from deepfake.modeling.runtime import Runtime
@@ -197,7 +198,7 @@ def constant_linear_schedule(optimizer: torch.optim.Optimizer, epochs: int, step
 
 
 def make_loader(
-    dataset: FaceDataset | PairDataset,
+    dataset: FaceDataset | PairDataset | ShardStream,
     batch_size: int,
     *,
     train: bool,
@@ -206,7 +207,8 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """Shuffled (or class-balanced) batches for training, the dataset in order for validation.
+    """Shuffled (or class-balanced) batches for training, the dataset in order for validation; a
+    :class:`~deepfake.data.stream.ShardStream` in the order of its tar shards (balanced by the stream).
 
     ``batch_size`` counts crops: a :class:`PairDataset` item holds two, so its
     batches hold ``batch_size // 2`` items. Workers persist over epochs (no
@@ -216,6 +218,14 @@ def make_loader(
     left alone in workers: ``cv2.setNumThreads`` in a forked child deadlocks
     once the parent has used OpenCV's thread pool.)
     """
+    if isinstance(dataset, ShardStream):        # items in the order of their tar shards: no sampler
+        return DataLoader(
+            dataset.with_balance(train and balance == "sampler"),
+            batch_size=max(1, batch_size // 2) if isinstance(dataset.base, PairDataset) else batch_size,
+            collate_fn=collate_pairs if isinstance(dataset.base, PairDataset) else None,
+            num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=False,           # a worker reads the epoch as it starts (ShardStream)
+            generator=torch.Generator().manual_seed(int(seed) + 1), drop_last=False)
     pairs = isinstance(dataset, PairDataset)
     generator = torch.Generator().manual_seed(int(seed))
     if train and balance == "sampler":

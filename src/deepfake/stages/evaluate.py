@@ -61,8 +61,10 @@ from deepfake.scoring.operating_point import (
 from deepfake.scoring.rule import ScoringRule
 from deepfake.scoring.schema import METRIC_NAMES, SCHEMA_VERSION, validate_evaluation
 from deepfake.stages.evaluation_tables import (
+    LOGIT_KEYS,
     CropScorer,
     _require,
+    attach_logits,
     frame_predictions,
     generalisation_metrics,
     per_manipulation,
@@ -213,8 +215,8 @@ def choose_operating_point(loaded: Any, config: EvalConfig, val_predictions: pd.
 
 def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathLike[str],
              config: EvalConfig | None = None, *, model_path: str | os.PathLike[str] | None = None,
-             extraction: Mapping[str, Any] | None = None,
-             val_predictions: pd.DataFrame | None = None) -> dict[str, Any]:
+             extraction: Mapping[str, Any] | None = None, val_predictions: pd.DataFrame | None = None,
+             face_logits: pd.DataFrame | None = None) -> dict[str, Any]:
     """Score the selected videos, write the prediction tables and ``evaluation.json``; returns the evaluation.
 
     ``loaded`` is a ``deepfake.modeling.artifact.LoadedModel``; ``faces_df`` comes from
@@ -223,6 +225,8 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
     faces detected otherwise than the model's training faces are refused.
     ``val_predictions`` (:func:`read_val_predictions`) are the validation faces the threshold is chosen on
     (``operating_point="target_fpr"``).
+    ``face_logits`` (:func:`read_face_logits`): the faces' logits scored elsewhere (the pipeline's sharded
+    score step, :func:`score_shard`), used instead of scoring the crops here; everything after is the same.
     """
     config = config or EvalConfig()
     if extraction is not None and isinstance(getattr(loaded, "config", None), Mapping):
@@ -237,7 +241,8 @@ def evaluate(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathL
         raise DataError(f"no video of split {config.split!r} has a face to score "
                         f"({len(unscored)} video(s) failed or had no face); check the extraction report")
     rule, operating_point = choose_operating_point(loaded, config, val_predictions)
-    faces = score_faces(loaded, ok, rule, config.batch_size)
+    faces = (score_faces(loaded, ok, rule, config.batch_size) if face_logits is None
+             else attach_logits(ok, face_logits, rule))
     frames = frame_predictions(faces, rule)
     videos = video_predictions(frames, rule)
     seen = None if training is None else list(training.get("manipulations_seen") or [])
@@ -338,6 +343,36 @@ def _write(out_dir: str | os.PathLike[str], frames: pd.DataFrame, videos: pd.Dat
     write_manifest(frames, out / paths.FRAME_PREDICTIONS, config=config.to_dict(), inputs=inputs, extra=extra)
     write_manifest(videos, out / paths.VIDEO_PREDICTIONS, config=config.to_dict(), inputs=inputs, extra=extra)
     write_json(out / paths.EVALUATION, evaluation)
+
+
+FACE_LOGITS = "face_logits-{name}.csv"      # one per scoring instance (the pipeline's score step)
+
+
+def score_shard(loaded: CropScorer, faces_df: pd.DataFrame, out_dir: str | os.PathLike[str], *, name: str,
+                batch_size: int = 64) -> Path:
+    """The logits of every face whose crop this instance holds (its share of the crops the evaluation reads:
+    rows of other shards have no ``abs_path`` here), as ``out_dir/face_logits-<name>.csv``; an evaluation
+    given every instance's table (:func:`read_face_logits`) computes what it would from the crops."""
+    _require(faces_df, FACES_COLUMNS, hint="pass the table of deepfake.data.faces_table.read_faces")
+    ok = faces_df[(faces_df["status"].astype(str) == STATUS_OK) & (faces_df["abs_path"].astype(str) != "")]
+    scored = score_faces(loaded, ok, ScoringRule.from_model_config(getattr(loaded, "config", None) or {}), batch_size)
+    out = paths.ensure_dir(out_dir) / FACE_LOGITS.format(name=name)
+    table = scored[[*LOGIT_KEYS]].assign(logit=scored["logit"].astype("float64"))   # float32, exact in CSV
+    write_manifest(table, out, inputs=sources(faces_df),
+                   extra={"model_version": _version(loaded), "faces": int(len(scored)), "shard": name})
+    return out
+
+
+def read_face_logits(folder: str | os.PathLike[str] | None) -> pd.DataFrame | None:
+    """Every scoring instance's face logits in ``folder``; None for no folder (the evaluation scores the crops)."""
+    if not folder:
+        return None
+    tables = sorted(paths.resolve(folder).glob(FACE_LOGITS.format(name="*")))
+    if not tables:
+        raise DataError(f"no {FACE_LOGITS.format(name='*')} in {paths.resolve(folder)}: the score step writes them; "
+                        "did it run?")
+    return pd.concat([pd.read_csv(t, dtype={"video_id": str}, keep_default_na=False) for t in tables],
+                     ignore_index=True)
 
 
 def write_gated_model(model_path: str | os.PathLike[str], evaluation: Mapping[str, Any],

@@ -14,6 +14,7 @@ import pandas as pd
 from deepfake.core.errors import ConfigError, DataError, ManifestError, ModelError
 from deepfake.core.vocabulary import STATUS_OK
 from deepfake.data.dataset import read_rgb
+from deepfake.data.faces_table import require_crops
 from deepfake.scoring.aggregate import available
 from deepfake.scoring.metrics import (
     predicted_labels,
@@ -51,6 +52,7 @@ def score_faces(loaded: CropScorer, faces_df: pd.DataFrame, rule: ScoringRule, b
         faces = faces[faces["status"].astype(str) == STATUS_OK]
     _require(faces, ("video_id", "frame_idx", "face_idx", "label", "manipulation", "abs_path"),
              hint="read faces with deepfake.data.faces_table.read_faces, which adds abs_path")
+    require_crops(faces, "the evaluated rows")
     crop_paths = faces["abs_path"].astype(str).tolist()
     logits: list[np.ndarray] = []
     for start in range(0, len(crop_paths), batch_size):
@@ -64,6 +66,33 @@ def score_faces(loaded: CropScorer, faces_df: pd.DataFrame, rule: ScoringRule, b
     if z.size and not np.isfinite(z).all():
         raise ModelError(f"the model returned {int((~np.isfinite(z)).sum())} non-finite logits; "
                          "it cannot score these crops")
+    out_df = faces[[c for c in ID_COLUMNS if c in faces.columns]].reset_index(drop=True).copy()
+    out_df["label"] = out_df["label"].astype(int)
+    out_df["logit"] = z
+    out_df["p_fake"] = rule.face_probabilities(z)
+    return out_df
+
+
+LOGIT_KEYS = ("video_id", "frame_idx", "face_idx")     # one face: what joins a shard's logits to its row
+
+
+def attach_logits(faces_df: pd.DataFrame, face_logits: pd.DataFrame, rule: ScoringRule) -> pd.DataFrame:
+    """:func:`score_faces`'s table from logits already computed (the pipeline's sharded score step):
+    the same rows in the same order, each face's ``logit`` looked up, ``p_fake`` by the rule."""
+    faces = faces_df
+    if "status" in faces.columns:
+        faces = faces[faces["status"].astype(str) == STATUS_OK]
+    _require(face_logits, (*LOGIT_KEYS, "logit"), hint="read them with deepfake.stages.evaluate.read_face_logits")
+    keys = faces[list(LOGIT_KEYS)].astype({"video_id": str}).reset_index(drop=True)
+    table = face_logits[[*LOGIT_KEYS, "logit"]].astype({"video_id": str}).drop_duplicates(list(LOGIT_KEYS))
+    joined = keys.merge(table, on=list(LOGIT_KEYS), how="left", validate="one_to_one")
+    missing = joined["logit"].isna()
+    if missing.any():
+        first = joined[missing].iloc[0]
+        raise DataError(f"{int(missing.sum())} evaluated face(s) have no logit from the score step's shards (e.g. "
+                        f"video {first['video_id']!r}, frame {first['frame_idx']}); every crop the evaluation "
+                        "reads must be scored: check the score step's instances and its crops input")
+    z = joined["logit"].to_numpy(dtype=np.float32)
     out_df = faces[[c for c in ID_COLUMNS if c in faces.columns]].reset_index(drop=True).copy()
     out_df["label"] = out_df["label"].astype(int)
     out_df["logit"] = z

@@ -19,6 +19,10 @@ is built to survive long runs on many videos:
   the files: with ``shard=NAME`` only videos whose file is present are
   processed, into ``shard-NAME/``; :func:`deepfake.data.faces_table.read_faces`
   reads all shards.
+- *Packed.* :func:`pack_crops` ends an extraction for a large dataset: its
+  crop files go into tar shards grouped by the step that reads them
+  (:mod:`deepfake.data.shards`), and the per-video parts are removed (the
+  table holds every row), so the output is a few large objects, not millions.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from deepfake.core.progress import PROGRESS_MODES, Progress
 from deepfake.core.resources import decoder_threads, threads_per_worker
 from deepfake.core.vocabulary import STATUS_DECODE_ERROR, STATUS_NO_FACE, STATUS_OK
 from deepfake.data.faces_table import FACES_COLUMNS, META_COLUMNS, PART_COLUMNS, _format_box, format_landmarks
-from deepfake.data.manifest import sources, write_manifest
+from deepfake.data.manifest import DATA_KEY, data_identity, sources, write_manifest
+from deepfake.data.shards import pack
 from deepfake.data.splits import PROTOCOL_ATTR
 from deepfake.media.detectors import FaceDetector
 from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
@@ -73,7 +78,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
     data_root = resolve(data_dir)
     if data_root.is_file():  # a CSV catalog: its paths are relative to its folder (catalogs.dataset_root)
         data_root = data_root.parent
-    folder = resolve(out_dir) / f"shard-{_safe_name(shard)}" if shard else resolve(out_dir)
+    folder = shard_folder(out_dir, shard)
     parts = folder / PARTS_DIR
     _claim_parts(parts, config)
 
@@ -98,6 +103,7 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
     df = _assemble(table, jobs, folder)
     counts = df["status"].value_counts()
     write_manifest(df, folder / FACES_MANIFEST, config=config.to_dict(), inputs=sources(videos_df), extra={
+        DATA_KEY: data_identity(videos_df),                 # the dataset these faces came from (its listing)
         "shard": shard,
         # the content of the table the faces came from (the caller may pass it in memory)
         "videos_sha256": hashlib.sha256(table.to_csv(index=False).encode("utf-8")).hexdigest(),
@@ -111,6 +117,28 @@ def extract_faces(videos_df: pd.DataFrame, data_dir: str | os.PathLike[str], out
         PROTOCOL_ATTR: videos_df.attrs.get(PROTOCOL_ATTR),   # what the splits follow, for the evaluation to say
     })
     return df
+
+
+def shard_folder(out_dir: str | os.PathLike[str], shard: str | None = None) -> Path:
+    """Where an extraction writes: ``out_dir``, or ``out_dir/shard-<shard>`` for one instance's shard."""
+    return resolve(out_dir) / f"shard-{_safe_name(shard)}" if shard else resolve(out_dir)
+
+
+def pack_crops(out_dir: str | os.PathLike[str], crops_dir: str | os.PathLike[str], *, shard: str | None = None,
+               mode: str, shard_mb: int) -> pd.DataFrame | None:
+    """Pack the crops of an extraction (one shard's) into tar shards of about ``shard_mb`` MB under
+    ``crops_dir``, grouped for ``mode`` (:func:`deepfake.data.shards.crop_group`); returns the index.
+    ``shard_mb`` 0 packs nothing (None): the crops stay one file each."""
+    if shard_mb < 0:
+        raise ConfigError(f"pack_mb={shard_mb} must be 0 (one file per crop) or a size in MB")
+    if not shard_mb:
+        return None
+    folder = shard_folder(out_dir, shard)
+    faces = _read_part(folder / FACES_MANIFEST)
+    index = pack(faces, folder, crops_dir, mode=mode, shard_bytes=shard_mb * 1024**2,
+                 name=_safe_name(shard) if shard else "crops")
+    shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)      # faces.csv holds every row now
+    return index
 
 
 def _run_here(todo: list[tuple[str, Path]], folder: Path, config: ExtractConfig, bar: Progress) -> None:

@@ -51,7 +51,7 @@ from deepfake.core import paths
 from deepfake.core.config import StageConfig
 from deepfake.core.errors import ConfigError, ModelError
 from deepfake.core.vocabulary import TRAINING_MODES
-from deepfake.data.manifest import sources, write_manifest
+from deepfake.data.manifest import data_identity, sources, write_manifest
 from deepfake.data.pseudofakes import DEFAULT_MIX, families, parse_mix
 from deepfake.modeling.artifact import DEFAULT_SCORING, save_artifact
 from deepfake.modeling.calibration import TemperatureFit, fit_temperature, probabilities
@@ -74,6 +74,7 @@ from deepfake.scoring.rule import ScoringRule
 from deepfake.stages.train_data import (
     build_datasets,
     family_datasets,
+    loading_note,
     rows_digest,
     split_frames,
     training_record,
@@ -109,6 +110,9 @@ class TrainConfig(StageConfig):
     augment: bool = True             # flip, colour jitter, downscale, JPEG re-compression, cutout on train crops
     augment_on: str = "auto"         # "loader" (each crop in the DataLoader), "device" (a batch on the training device), "auto" (device on CUDA)
     cache_crops: bool = True         # decode and resize every crop once into a uint8 array instead of every epoch
+    cache_budget_mb: int = 0         # MB of decoded crops the cache may hold (0: a quarter of this process's memory);
+                                     # a larger set is not cached: it streams from its tar shards
+    shuffle_buffer: int = 1024       # decoded crops each loader worker shuffles among when training streams
     balance: str = "sampler"         # class imbalance: "sampler" (equal draws), "pos_weight" (weighted loss), "none"
     label_smoothing: float = 0.05    # train targets 0/1 -> eps/2 and 1-eps/2: a few-video model should not be sure
     patience: int = 3                # epochs without a better validation loss before stopping; 0 = never stop early
@@ -121,13 +125,13 @@ class TrainConfig(StageConfig):
     max_train_batches: int = 0       # cut each epoch after this many batches; 0 = all (for tests and benchmarks)
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "image_size")
+        positive = ("epochs", "batch_size", "image_size", "shuffle_buffer")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig {name}={getattr(self, name)!r} must be at least 1")
         if self.image_size < 32:
             raise ConfigError(f"TrainConfig image_size={self.image_size} is too small; use 32 pixels or more (224 is native)")
-        for name in ("num_workers", "cpu_threads", "patience", "max_train_batches", "seed"):
+        for name in ("num_workers", "cpu_threads", "patience", "max_train_batches", "seed", "cache_budget_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig {name}={getattr(self, name)!r} must not be negative")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -231,10 +235,12 @@ def train(
     data = {name: {**ds.class_counts(), "videos": int(df["video_id"].nunique()) if "video_id" in df else None}
             for name, ds, df in (("train", train_ds, splits["train"]), ("val", val_ds, splits["val"]))}
     base = {"train": config.to_dict(), "extract": extract, "image_size": config.image_size, "data": data,
-            "training": training_record(config, splits), "pretrained": training.weights.to_dict()}
+            "training": training_record(config, splits), "pretrained": training.weights.to_dict(),
+            "dataset": data_identity(faces_df)}
     _log(progress, f"training ({config.mode}, {config.backbone}) on {data['train']['real']} real + "
                    f"{data['train']['fake']} fake crops an epoch, validating on {len(val_ds)} items; {config.epochs} "
                    f"epochs of {steps_per_epoch} batches on {runtime.device.type}, image_size {config.image_size}")
+    _log(progress, loading_note(train_ds, config))
     loop = _Loop(model, loss_fn, optimizer, scheduler, runtime, config, out, base, progress)
     loop.inputs = sources(faces_df)                      # the history's sidecar records their sha256
     loop.rows = rows_digest(splits)                      # and a checkpoint resumes only on the same rows

@@ -9,11 +9,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from deepfake.core.errors import ConfigError, DataError, ManifestError
+from deepfake.core.resources import memory_bytes
 from deepfake.core.vocabulary import STATUS_OK, TRAINING_MODES
 from deepfake.data.augment import TrainAugment
+from deepfake.data.crop_cache import MEMORY_FRACTION
 from deepfake.data.dataset import FaceDataset, PairDataset
-from deepfake.data.faces_table import crop_landmarks
+from deepfake.data.faces_table import crop_landmarks, require_crops
 from deepfake.data.pseudofakes import mix_name, parse_mix
+from deepfake.data.shards import parse_ref
+from deepfake.data.stream import ShardStream
 from deepfake.modeling.network import normalization
 
 if TYPE_CHECKING:
@@ -57,16 +61,60 @@ def split_frames(faces_df: pd.DataFrame, mode: str = "dataset") -> dict[str, pd.
                 f"(crops per split: {summary}); mode 'dataset' needs both classes to train and validate "
                 "(mode 'self_blend' trains on real faces alone)"
             )
+        require_crops(rows, f"the {split} split")
         out[split] = rows.reset_index(drop=True)
     return out
 
 
 def build_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None,
-                   *, device_augment: bool = False) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
+                   *, device_augment: bool = False) -> tuple[Any, FaceDataset | PairDataset]:
     """The training and validation datasets of ``config.mode``; validation is never augmented.
-    ``device_augment``: training items carry their augmentation draws for the device to apply."""
+    ``device_augment``: training items carry their augmentation draws for the device to apply.
+
+    Crops are decoded once into memory (``cache_crops``) while the decoded set fits ``cache_budget_mb``;
+    a larger set is not cached: its training items stream from their tar shards
+    (:class:`~deepfake.data.stream.ShardStream`; decoded every epoch where the crops are files).
+    """
     augment = TrainAugment() if config.augment else None
-    cache = config.cache_crops
+    cache = config.cache_crops and decoded_bytes(splits, config.image_size) <= cache_budget(config)
+    train_ds, val_ds = _datasets(splits, config, extract, augment, cache, device_augment)
+    if not cache and packed(splits["train"]):
+        return ShardStream(train_ds, seed=config.seed, shuffle_buffer=config.shuffle_buffer), val_ds
+    return train_ds, val_ds
+
+
+def decoded_bytes(splits: Mapping[str, pd.DataFrame], image_size: int) -> int:
+    """What the train and val crops take decoded and resized: uint8, 3 channels."""
+    return sum(len(rows) for rows in splits.values()) * int(image_size) ** 2 * 3
+
+
+def cache_budget(config: TrainConfig) -> int:
+    """Bytes of decoded crops training may hold in memory: ``cache_budget_mb``, or a share of this
+    process's memory (:data:`deepfake.data.crop_cache.MEMORY_FRACTION`)."""
+    if config.cache_budget_mb:
+        return config.cache_budget_mb * 1024**2
+    return int(MEMORY_FRACTION * memory_bytes())
+
+
+def packed(rows: pd.DataFrame) -> bool:
+    """Whether the crops of ``rows`` are in tar shards."""
+    return bool(len(rows)) and parse_ref(str(rows["abs_path"].iloc[0])) is not None
+
+
+def loading_note(train_ds: Any, config: TrainConfig) -> str:
+    """One line on how the training crops are read."""
+    if isinstance(train_ds, ShardStream):
+        return (f"crops streamed from {train_ds.shards()} tar shard(s): their decoded size is over the cache "
+                f"budget of {cache_budget(config) / 1024**2:.0f} MB")
+    base = train_ds.reals if isinstance(train_ds, PairDataset) else train_ds
+    if base.cache is not None:
+        return f"crops decoded once into memory ({base.cache.nbytes / 1024**2:.0f} MB for the train split)"
+    return "crops decoded every epoch (not cached)"
+
+
+def _datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, extract: Mapping[str, Any] | None,
+              augment: TrainAugment | None, cache: bool, device_augment: bool
+              ) -> tuple[FaceDataset | PairDataset, FaceDataset | PairDataset]:
     norm = normalization(config.backbone)     # the mean and std its ImageNet weights expect
     if config.mode == "dataset":
         return (FaceDataset(splits["train"], config.image_size, norm, augment, seed=config.seed,
@@ -99,8 +147,9 @@ def family_datasets(splits: Mapping[str, pd.DataFrame], config: TrainConfig, ext
     rows = splits["val"]
     reals = rows[pd.to_numeric(rows["label"], errors="coerce") == 0].reset_index(drop=True)
     marks = crop_landmarks(reals, float(extract["margin"]), config.image_size)
+    cache = config.cache_crops and decoded_bytes({"val": reals}, config.image_size) <= cache_budget(config)
     return {name: PairDataset(reals, marks, config.image_size, normalization(config.backbone), None, pseudo_fakes=name,
-                              seed=config.seed + 1, cache=config.cache_crops) for name in names}
+                              seed=config.seed + 1, cache=cache) for name in names}
 
 
 def rows_digest(splits: Mapping[str, pd.DataFrame]) -> str:
