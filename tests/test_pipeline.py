@@ -119,7 +119,10 @@ def json_get(definition_value, document):
 
 @pytest.mark.aws
 def test_notebook_steps_are_the_local_steps_in_order_with_the_same_parameters(definition, tmp_path):
-    processing = [s for s in definition["Steps"] if s["Type"] == "Processing"]
+    from pipelines.deepfake import pipeline as sm_pipeline
+
+    notebook_steps = {s.name for s in steps.STEPS}
+    processing = [s for s in definition["Steps"] if s["Type"] == "Processing" and s["Name"] in notebook_steps]
     assert [s["Name"] for s in processing] == [s.name for s in steps.STEPS]
     data, run_dir = tmp_path / "data", tmp_path / "run"
     local = local_step_parameters(data, run_dir, "default", {})
@@ -128,9 +131,18 @@ def test_notebook_steps_are_the_local_steps_in_order_with_the_same_parameters(de
         options, params = container_arguments(sm)
         assert options["--step"] == step.name
         run_params = {param: name for name, (s, param, _, _) in steps.RUN_PARAMETERS.items() if s == step.name}
-        # Same notebook parameters as the local run, plus the run parameters the pipeline exposes.
-        assert set(params) == set(local[step.name]) | set(run_params)
+        # Same notebook parameters as the local run, plus the run parameters the pipeline exposes and its own
+        # wiring (packed crops, the score step's logits, the checkpoint, the data's digest).
+        own = {*sm_pipeline.CHANNEL_INPUTS.get(step.name, {}), *sm_pipeline.S3_ARGUMENTS.get(step.name, {}),
+               *sm_pipeline.CHANNEL_OUTPUTS.get(step.name, {}), *sm_pipeline.PIPELINE_SETTINGS.get(step.name, {}),
+               *(param for name, param in sm_pipeline.PIPELINE_LINKED if name == step.name),
+               *([steps.DIGEST_PARAMETER] if step.name in steps.READS_S3 else [])}
+        assert set(params) == set(local[step.name]) | set(run_params) | own
         for param, source in step.inputs.items():
+            if steps.READS_S3.get(step.name) == param:               # the prefix itself: nothing copied
+                assert params[param] == {"Get": "Parameters.InputDataUrl"}
+                assert all(i["InputName"] != "data" for i in sm["Arguments"]["ProcessingInputs"])
+                continue
             wired = channel(sm, "data" if source == steps.DATA else source)
             assert wired["LocalPath"] == params[param]
             if source == steps.DATA:
@@ -151,7 +163,8 @@ def test_notebook_steps_are_the_local_steps_in_order_with_the_same_parameters(de
 @pytest.mark.aws
 def test_every_step_runs_the_shipped_local_notebook(aws, definition):
     s3 = aws.client("s3")
-    processing = [s for s in definition["Steps"] if s["Type"] == "Processing"]
+    processing = [s for s in definition["Steps"] if s["Type"] == "Processing" and s["Name"] in
+                  {step.name for step in steps.STEPS}]
     code_uris = [channel(s, "code")["S3Uri"] for s in processing]
     assert len(set(code_uris)) == len(processing)                  # each step ships only its own code
     for step, sm, code in zip(steps.STEPS, processing, code_uris, strict=True):
@@ -175,6 +188,8 @@ def test_extraction_is_sharded_over_the_processing_instances(definition):
         options, _ = container_arguments(sm)
         sharded_param = steps.SHARDED.get(step.name)
         for param, source in step.inputs.items():
+            if steps.READS_S3.get(step.name) == param:
+                continue
             wired = channel(sm, "data" if source == steps.DATA else source)
             expected = "ShardedByS3Key" if param == sharded_param else "FullyReplicated"
             assert wired["S3DataDistributionType"] == expected, (step.name, param)
@@ -184,6 +199,15 @@ def test_extraction_is_sharded_over_the_processing_instances(definition):
         else:
             assert cluster["InstanceCount"] == 1 and "--shard-param" not in options
     assert steps.SHARDED, "no step scales out"
+    score = by_name["score"]["Arguments"]                           # the evaluation's scoring scales out too
+    assert score["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == {"Get": "Parameters.EvaluationInstanceCount"}
+    crops = channel(by_name["score"], "crops")
+    assert crops["S3DataDistributionType"] == "ShardedByS3Key"
+    assert crops["S3Uri"] == {"Std:Join": {"On": "/", "Values": [step_output_ref("extract", "crops"), "eval"]}}
+    assert channel(by_name["train"], "crops")["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        step_output_ref("extract", "crops"), "train"]}}                 # training downloads its own group only
+    assert channel(by_name["evaluate"], "logits")["S3Uri"] == step_output_ref("score", "score")
+    assert "crops" not in {i["InputName"] for i in by_name["evaluate"]["Arguments"]["ProcessingInputs"]}
 
 
 @pytest.mark.aws
@@ -210,7 +234,7 @@ def test_every_processing_step_has_its_volume_and_maximum_run_time(aws, definiti
                 for name, s in all_steps(d).items() if s["Type"] == "Processing"}
 
     demo = sizes(definition)
-    assert demo and demo == {name: (DEMO[name].volume_gb, DEMO[name].max_runtime_s) for name in demo}
+    assert set(demo) == set(DEMO) and demo == {name: (DEMO[name].volume_gb, DEMO[name].max_runtime_s) for name in demo}
     mine = sizes(json.loads(get_pipeline(**KWARGS, upload_code=False, resources={
         "train": {"volume_gb": 500}}).definition()))
     assert mine["train"] == (500, DEMO["train"].max_runtime_s) and mine["explore"] == demo["explore"]
@@ -345,6 +369,9 @@ def test_registration_arguments(definition):
     report = Path(steps.step(steps.EVALUATION_STEP).notebook).with_suffix(".html").name
     assert args["CustomerMetadataProperties"]["EvaluationReport"] == {"Std:Join": {"On": "/", "Values": [
         step_output_ref(steps.EVALUATION_STEP, "report"), report]}}
+    assert args["CustomerMetadataProperties"]["DataDigest"] == {"Std:JsonGet": {
+        "PropertyFile": {"Get": "Steps.inventory.PropertyFiles.DataListing"}, "Path": "digest"}}
+    assert args["CustomerMetadataProperties"]["DataUrl"] == {"Get": "Parameters.InputDataUrl"}
 
 
 IMAGES = {"processing_image_uri": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/deepfake-kit@sha256:{'a' * 64}",
@@ -474,7 +501,39 @@ def test_codebuild_upserts_starts_and_waits_and_an_unchanged_upsert_keeps_the_co
     second = json.loads(described["PipelineDefinition"])
     assert second == first == definition
     assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]} == uploaded
-    assert sum(k.endswith(MARKER) for k in uploaded) == len(steps.STEPS)   # one bundle per step
+    codes = {channel(st, "code")["S3Uri"] for st in definition["Steps"] if st["Type"] == "Processing"}
+    assert sum(k.endswith(MARKER) for k in uploaded) == len(codes)          # one bundle per step
+
+
+@pytest.mark.aws
+def test_run_pipeline_plan_lists_the_data_and_sizes_every_step_without_starting_anything(aws, tmp_path):
+    """The plan of a run on a dataset in S3: its listing (no video downloaded), each step's instances,
+    download, volume, time and cost; a step that cannot fit is refused with exit 1."""
+    from test_explore import write_dfdc
+
+    data = write_dfdc(tmp_path / "dfdc_train_part_0")
+    s3 = aws.client("s3")
+    for path in sorted(data.iterdir()):
+        s3.upload_file(str(path), BUCKET, f"plan-data/dfdc_train_part_0/{path.name}")
+    kwargs = {**KWARGS, "pipeline_name": "PlanOnly"}
+    args = [str(BIN / "run-pipeline"), "--module-name", "pipelines.deepfake.pipeline", "--plan",
+            "--parameters", json.dumps({"InputDataUrl": f"s3://{BUCKET}/plan-data/", "ProcessingInstanceCount": 3})]
+    ok = subprocess.run([*args, "--kwargs", json.dumps(kwargs)], capture_output=True, text=True, timeout=600,
+                        env=aws.subprocess_env(), cwd=ROOT)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "13 objects" in ok.stdout and "12 videos (6 real, 6 fake" in ok.stdout
+    rows = {line.split("|")[1].strip(): line for line in ok.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"inventory", "explore", "extract", "train", "score", "evaluate"}
+    assert "3 x ml.m5.xlarge" in rows["extract"] and "1 x ml.g4dn.xlarge" in rows["train"]
+    assert "assumptions" in ok.stdout and "REFUSED" not in ok.stdout
+    names = [p["Name"] for p in aws.client("sagemaker").list_pipelines()["PipelineSummaries"]]
+    assert "PlanOnly" not in names                                       # nothing upserted, nothing started
+
+    tight = {**kwargs, "resources": {"extract": {"max_runtime_s": 60}}}  # a job start alone takes longer
+    refused = subprocess.run([*args, "--kwargs", json.dumps(tight)], capture_output=True, text=True, timeout=600,
+                             env=aws.subprocess_env(), cwd=ROOT)
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "REFUSED: step extract takes about" in refused.stdout and "its maximum run time is 0.0 h" in refused.stdout
 
 
 @pytest.mark.aws
@@ -648,7 +707,7 @@ def test_each_step_logs_to_the_mlflow_server_the_pipeline_parameter_names(defini
     declared = {p["Name"]: p for p in definition["Parameters"]}
     assert declared[TRACKING_PARAMETER]["Type"] == "String" and declared[TRACKING_PARAMETER]["DefaultValue"] == ""
     execution = {"Get": "Execution.PipelineExecutionId"}
-    for sm in (s for s in definition["Steps"] if s["Type"] == "Processing"):
+    for sm in (s for s in definition["Steps"] if s["Name"] in {step.name for step in steps.STEPS}):
         options, params = container_arguments(sm)
         assert options["--tracking-uri"] == {"Get": f"Parameters.{TRACKING_PARAMETER}"}
         assert execution not in sm["Arguments"]["AppSpecification"]["ContainerArguments"]

@@ -93,16 +93,23 @@ def test_make_pipeline_local_runs_every_step_registers_approves_and_deploys(aws,
     notebook_steps = [s.name for s in steps.STEPS]
     records = execution["steps"]
     assert execution["status"] == "Succeeded"
-    assert all(records[name]["status"] == "Succeeded" for name in [*notebook_steps, "gate", "register"])
+    jobs = ["inventory", *notebook_steps, "score"]
+    assert all(records[name]["status"] == "Succeeded" for name in [*jobs, "gate", "register"])
     assert records["gate-failed"]["status"] == "NotStarted"
-    for name in [*notebook_steps, "gate", "register"]:                     # each step's status and duration
+    for name in [*jobs, "gate", "register"]:                               # each step's status and duration
         assert any(line.split()[:2] == [name, "Succeeded"] and line.rstrip().split()[2].endswith("s")
                    for line in out.splitlines()), name
+    for name in jobs:                                                      # and what its instances downloaded
+        assert any(line.split()[:1] == [name] and "downloaded" in line for line in out.splitlines()), name
     s3 = aws.client("s3")
     for step in steps.STEPS:                                               # every report, in S3 and printed
-        report = f"{output_uri(records[step.name], 'report')}/{Path(step.notebook).with_suffix('.html').name}"
-        assert report in out
-        s3.head_object(Bucket=BUCKET, Key=report.removeprefix(f"s3://{BUCKET}/"))
+        html = Path(step.notebook).with_suffix(".html").name
+        hosts = [f"{i['host']}/" for i in records[step.name]["properties"]["LocalInstances"]] \
+            if step.name in steps.SHARDED else [""]                       # each instance's under its own keys
+        for host in hosts:
+            report = f"{output_uri(records[step.name], 'report')}/{host}{html}"
+            assert report in out
+            s3.head_object(Bucket=BUCKET, Key=report.removeprefix(f"s3://{BUCKET}/"))
 
     registered = records["register"]["properties"]
     assert registered["ModelApprovalStatus"] == "PendingManualApproval"   # as registered, before --approve

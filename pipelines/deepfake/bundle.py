@@ -78,15 +78,16 @@ def build_bundle(notebook: str, backbone: str | None = None) -> CodeBundle:
     return CodeBundle(files=files, sha256=content_hash(files))
 
 
-def build_script_bundle(entry: str) -> CodeBundle:
+def build_script_bundle(entry: str, backbone: str | None = None) -> CodeBundle:
     """A script step's code (no notebook): ``entry`` beside this folder's ``run_step.py`` (whose
-    install and exit-message helpers it uses), the kit modules both import, and their requirements."""
+    install and exit-message helpers it uses), the kit modules both import, and their requirements
+    (with what ``backbone`` needs when the script builds networks, as :func:`build_bundle`)."""
     scripts = {name: _read(HERE / name) for name in dict.fromkeys((entry, ENTRY_POINT))}
     modules = script_step_modules(entry)
     package = Path(deepfake.__file__).resolve().parent
     files: dict[str, bytes] = {
         **scripts,
-        REQUIREMENTS: step_requirements(modules).encode("utf-8"),
+        REQUIREMENTS: step_requirements(modules, backbone_packages(modules, backbone)).encode("utf-8"),
         LOCK: _read(_lock()),
         f"{KIT_DIR}/pyproject.toml": _read(_pyproject()),
         f"{KIT_DIR}/README.md": README,

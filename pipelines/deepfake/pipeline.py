@@ -8,6 +8,10 @@ folders. After evaluation a ConditionStep compares ``metrics.<GATE_METRIC>`` of
 registered in the model package group, a failing one ends in a FailStep that says
 by how much it missed.
 
+Before them an ``inventory`` step (never cached) lists ``InputDataUrl`` and writes the
+listing's digest; exploration gets it as an argument, so the step cache reruns
+exploration and extraction when the data under the prefix changed.
+
 S3 layout under ``s3://<default_bucket>/<base_job_prefix>/``::
 
     data/                          default InputDataUrl
@@ -32,11 +36,13 @@ from deepfake import __version__
 from deepfake.core import paths
 from deepfake.core.errors import ConfigError, PipelineError
 from deepfake.core.vocabulary import APPROVAL_STATUSES, MODEL_GROUP
+from deepfake.data.shards import EVAL_GROUP, TRAIN_GROUP
 from deepfake.orchestration import steps
 from deepfake.orchestration.notebook import check_parameters
 from deepfake.scoring.schema import gate_comparison
 from pipelines.deepfake.account import AccountSettings, takes_account_settings
-from pipelines.deepfake.bundle import build_bundle, combined_sha256, upload_bundle
+from pipelines.deepfake.bundle import build_bundle, build_script_bundle, combined_sha256, upload_bundle
+from pipelines.deepfake.inventory_step import LISTING as INVENTORY_LISTING
 from pipelines.deepfake.resources import StepResources, step_resources
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ VOLUME_SIZE_GB = 100                          # EBS per instance of the scoring 
 CACHE_EXPIRY = "P30D"                         # reuse a finished step with the same arguments for 30 days
 FRAMEWORK_VERSION = "2.5.1"                   # AWS PyTorch framework image; numpy<2 inside
 PY_VERSION = "py311"
+INVENTORY_INSTANCE_TYPE = "ml.t3.medium"      # listing a prefix needs no more
 
 
 # Step and parameter names of the definition (notebook steps are named after STEPS).
@@ -59,11 +66,40 @@ GATE_STEP = "gate"
 REGISTER_STEP = "register"
 FAIL_STEP = "gate-failed"
 EVALUATION_PROPERTY_FILE = "EvaluationReport"
+INVENTORY_STEP = "inventory"
+LISTING_PROPERTY_FILE = "DataListing"
+INVENTORY_ENTRY_POINT = "inventory_step.py"
+SCORE_STEP = "score"
+SCORE_ENTRY_POINT = "score_faces_step.py"
 TRACKING_PARAMETER = "MlflowTrackingServerArn"
 CODE_CHANNEL = "code"
 DATA_CHANNEL = "data"
 REPORT_CHANNEL = "report"
+CROPS_CHANNEL = "crops"
+CHECKPOINT_CHANNEL = "checkpoints"
 ENTRY_POINT = "run_step.py"
+PACK_MB = 256                                 # extraction packs its crops into tar shards of about this size
+
+# What the pipeline wires beyond a local run's folders. A local run keeps every crop beside faces.csv and
+# scores in the evaluation; here extraction packs its crops into tar shards grouped by the step that reads
+# them (deepfake.data.shards), training reads its group, a sharded score step the evaluation's, and the
+# evaluation merges the score step's face logits.
+#   notebook parameter -> (step, output channel, folder of it): a File-mode input
+CHANNEL_INPUTS: Mapping[str, Mapping[str, tuple[str, str, str]]] = {
+    "train": {"crops_dir": ("extract", CROPS_CHANNEL, TRAIN_GROUP)},
+    "evaluate": {"logits_dir": (SCORE_STEP, SCORE_STEP, "")},
+}
+#   notebook parameter -> (step, output channel): its S3 URI as the parameter (the step reads a few objects)
+S3_ARGUMENTS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "evaluate": {"crops_dir": ("extract", CROPS_CHANNEL)},       # the worst errors' crops, by ranged GETs
+}
+#   notebook parameter -> output channel
+CHANNEL_OUTPUTS: Mapping[str, Mapping[str, str]] = {
+    "extract": {"crops_dir": CROPS_CHANNEL},
+    "train": {"checkpoint_dir": CHECKPOINT_CHANNEL},             # per pipeline, uploaded as written, restored
+}
+PIPELINE_SETTINGS: Mapping[str, Mapping[str, Any]] = {"extract": {"pack_mb": PACK_MB}}
+PIPELINE_LINKED: Mapping[tuple[str, str], str] = {("extract", "mode"): "TrainingMode"}   # -> a run parameter
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 # An ECR image: by digest (repository@sha256:...) as the kit's CodeBuild passes it, or by tag.
@@ -87,10 +123,12 @@ class Parameters:
     approval: Any
     run: Mapping[str, Any]            # RUN_PARAMETERS name -> pipeline parameter
     tracking: Any = None              # MLflow tracking server ARN; empty: no tracking
+    evaluation_count: Any = 1         # instances of the sharded evaluation scoring
 
     def all(self) -> list[Any]:
-        return [self.input_data, self.processing_type, self.processing_count, self.training_type,
-                *self.run.values(), self.threshold, self.approval, *([self.tracking] if self.tracking else [])]
+        return [self.input_data, self.processing_type, self.processing_count, self.evaluation_count,
+                self.training_type, *self.run.values(), self.threshold, self.approval,
+                *([self.tracking] if self.tracking else [])]
 
 
 @takes_account_settings
@@ -152,12 +190,15 @@ def get_pipeline(
     if default_bucket is None and not upload_code:
         raise PipelineError("default_bucket is required to build the definition without AWS access; "
                             'pass it in --kwargs, e.g. {"default_bucket": "my-bucket"}')
+    from sagemaker.core.workflow.functions import JsonGet
     from sagemaker.mlops.workflow.pipeline import Pipeline
 
     session = sagemaker_session or get_session(region, default_bucket)
     bucket = default_bucket or session.default_bucket()
     backbone = settings.get(steps.TRAIN_STEP, {}).get("backbone")             # what training and evaluation build
     bundles = {s.name: build_bundle(s.notebook, backbone) for s in steps.STEPS}   # each step ships only what it runs
+    bundles[INVENTORY_STEP] = build_script_bundle(INVENTORY_ENTRY_POINT)
+    bundles[SCORE_STEP] = build_script_bundle(SCORE_ENTRY_POINT, backbone)
     if upload_code:
         s3 = session.boto_session.client("s3")
         code_uris = {name: upload_bundle(b, s3, bucket, base_job_prefix, account_settings.s3_put_arguments())
@@ -170,20 +211,32 @@ def get_pipeline(
               True: training_image_uri or _image(region, training_instance_type, "training")}
 
     evaluation = _property_file()
+    listing = _property_file(LISTING_PROPERTY_FILE, INVENTORY_STEP, INVENTORY_LISTING)
+    inventory = _inventory_step(params, listing, session=session, role=role, image=images[False],
+                                code_uri=code_uris[INVENTORY_STEP], bucket=bucket, prefix=base_job_prefix,
+                                resources=sizes[INVENTORY_STEP])
+    digest = JsonGet(step_name=inventory.name, property_file=listing, json_path="digest")
     built: dict[str, Any] = {}
     for step in steps.STEPS:
+        if step.name == steps.EVALUATION_STEP:
+            built[SCORE_STEP] = _score_step(built, params, session=session, role=role, image=images[False],
+                                            code_uri=code_uris[SCORE_STEP], bucket=bucket, prefix=base_job_prefix,
+                                            resources=sizes[SCORE_STEP],
+                                            batch_size=settings.get(step.name, {}).get("batch_size"))
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
             bucket=bucket, prefix=base_job_prefix, resources=sizes[step.name], settings=settings.get(step.name, {}),
             account=account_settings,
-            property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None,
+            property_files=[evaluation] if step.name == steps.EVALUATION_STEP else None, digest=digest,
+            checkpoints=_checkpoint_uri(bucket, base_job_prefix, pipeline_name, step.name),
         )
     gate = _gate_step(built, evaluation, params, session=session, role=role, region=region,
                       group=model_package_group_name, inference_instance_types=inference_instance_types,
                       code_sha256=combined_sha256(bundles.values()), pipeline_name=pipeline_name,
                       project=sagemaker_project_name, step_images=images, gate_metric=gate_metric,
-                      inference_image=inference_image_uri or _image(region, inference_instance_types[0], "inference"))
-    return Pipeline(name=pipeline_name, parameters=params.all(), steps=[*built.values(), gate],
+                      inference_image=inference_image_uri or _image(region, inference_instance_types[0], "inference"),
+                      digest=digest)
+    return Pipeline(name=pipeline_name, parameters=params.all(), steps=[inventory, *built.values(), gate],
                     sagemaker_session=session)
 
 
@@ -243,6 +296,7 @@ def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
         input_data=ParameterString("InputDataUrl", default_value=f"s3://{bucket}/{prefix}/data/"),
         processing_type=ParameterString("ProcessingInstanceType", default_value=processing_instance_type),
         processing_count=ParameterInteger("ProcessingInstanceCount", default_value=1),
+        evaluation_count=ParameterInteger("EvaluationInstanceCount", default_value=1),
         training_type=ParameterString("TrainingInstanceType", default_value=training_instance_type),
         threshold=ParameterFloat("MetricThreshold", default_value=float(steps.GATE_THRESHOLD)),
         approval=ParameterString("ModelApprovalStatus", default_value="PendingManualApproval",
@@ -254,18 +308,34 @@ def pipeline_parameters(bucket: str, prefix: str, processing_instance_type: str,
 
 
 def step_parameters(step: steps.Step, params: Parameters | None = None,
-                    settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    settings: Mapping[str, Any] | None = None, digest: Any = "",
+                    built: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The papermill parameters of ``step`` in SageMaker, the container paths included.
 
     Run parameters are pipeline variables (strings at run time, typed again by
     ``run_step.py`` against the notebook); without ``params`` they are their defaults.
-    ``settings`` (a profile's values for this step) are fixed arguments, as text.
+    ``settings`` (a profile's values for this step) are fixed arguments, as text. A step of
+    ``steps.READS_S3`` gets the dataset's S3 URI and ``digest``, the listing's (the inventory's JsonGet);
+    the pipeline's own wiring (``CHANNEL_INPUTS``, ``S3_ARGUMENTS``, ``CHANNEL_OUTPUTS``) comes on top.
     """
     run_params = {param for step_name, param, _kind, _default in steps.RUN_PARAMETERS.values()
                   if step_name == step.name}
     out: dict[str, Any] = {k: str(v) for k, v in (settings or {}).items() if k not in run_params}
     for param, source in step.inputs.items():
         out[param] = paths.sagemaker_processing_dir("input", DATA_CHANNEL if source == steps.DATA else source)
+    if step.name in steps.READS_S3:
+        out[steps.READS_S3[step.name]] = "s3://bucket/data/" if params is None else params.input_data
+        out[steps.DIGEST_PARAMETER] = digest
+    for param in CHANNEL_INPUTS.get(step.name, {}):
+        out[param] = paths.sagemaker_processing_dir("input", _channel(param))
+    for param, (source, channel) in S3_ARGUMENTS.get(step.name, {}).items():
+        out[param] = f"s3://bucket/runs/x/{source}/{channel}" if built is None else output_uri(built[source], channel)
+    for param, channel in CHANNEL_OUTPUTS.get(step.name, {}).items():
+        out[param] = paths.sagemaker_processing_dir("output", channel)
+    out.update({k: str(v) for k, v in PIPELINE_SETTINGS.get(step.name, {}).items()})
+    for (name, param), run_name in PIPELINE_LINKED.items():
+        if name == step.name:
+            out[param] = steps.RUN_PARAMETERS[run_name][3] if params is None else params.run[run_name].to_string()
     out["output_dir"] = paths.sagemaker_processing_dir("output", step.name)
     linked = {(source, source_param): param for (name, param), (source, source_param) in steps.LINKED.items()
               if name == step.name}
@@ -280,9 +350,11 @@ def step_parameters(step: steps.Step, params: Parameters | None = None,
 
 def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameters, *, session: Any,
                    role: str, image: str, code_uri: str, bucket: str, prefix: str, resources: StepResources,
-                   property_files: list[Any] | None, settings: Mapping[str, Any], account: AccountSettings) -> Any:
+                   property_files: list[Any] | None, settings: Mapping[str, Any], account: AccountSettings,
+                   digest: Any = "", checkpoints: Any = None) -> Any:
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
 
     sharded_param = steps.SHARDED.get(step.name)
@@ -308,10 +380,13 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
     inputs = [s3_input(CODE_CHANNEL, code_uri)]
     for param, source in step.inputs.items():
         name = DATA_CHANNEL if source == steps.DATA else source
-        if any(i.input_name == name for i in inputs):
+        if any(i.input_name == name for i in inputs) or steps.READS_S3.get(step.name) == param:
             continue
         uri = params.input_data if source == steps.DATA else output_uri(built[source], source)
         inputs.append(s3_input(name, uri, sharded=param == sharded_param))
+    for param, (source, channel, folder) in CHANNEL_INPUTS.get(step.name, {}).items():
+        uri = output_uri(built[source], source if channel == source else channel)
+        inputs.append(s3_input(_channel(param), _join_uri(uri, folder)))
 
     def s3_output(name: str, local: str, mode: str) -> Any:
         return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
@@ -322,13 +397,21 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
     outputs = [s3_output(step.name, paths.sagemaker_processing_dir("output", step.name), "EndOfJob"),
                # Continuous: the executed notebook reaches S3 even when the job fails.
                s3_output(REPORT_CHANNEL, report_dir, "Continuous")]
-
     arguments: list[Any] = ["--step", step.name, "--report-dir", report_dir]
+    for channel in CHANNEL_OUTPUTS.get(step.name, {}).values():
+        local = paths.sagemaker_processing_dir("output", channel)
+        if channel == CHECKPOINT_CHANNEL:          # one place per pipeline: a rerun resumes from it
+            outputs.append(ProcessingOutput(output_name=channel, s3_output=ProcessingS3Output(
+                s3_uri=checkpoints, local_path=local, s3_upload_mode="Continuous")))
+            arguments += ["--restore", Join(on="=", values=[local, checkpoints])]
+        else:
+            outputs.append(s3_output(channel, local, "EndOfJob"))
+
     if sharded_param:
         arguments += ["--shard-param", steps.SHARD_PARAMETER]
     if params.tracking is not None:
         arguments += ["--tracking-uri", params.tracking]
-    for name, value in step_parameters(step, params, settings).items():
+    for name, value in step_parameters(step, params, settings, digest, built).items():
         arguments += ["--param", name, value]
     step_args = processor.run(inputs=inputs, outputs=outputs, arguments=arguments)
     return ProcessingStep(
@@ -345,6 +428,58 @@ def display_name(title: str) -> str:
     return _DISPLAY_NAME.sub("-", title).strip("-")[:DISPLAY_NAME_MAX]
 
 
+def _score_step(built: Mapping[str, Any], params: Parameters, *, session: Any, role: str, image: str,
+                code_uri: str, bucket: str, prefix: str, resources: StepResources, batch_size: Any) -> Any:
+    """The evaluation's face logits, on ``EvaluationInstanceCount`` instances: each scores its share of the
+    extraction's ``eval`` tar shards (ShardedByS3Key) with the trained model (``score_faces_step.py``)."""
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
+
+    extract, train = built["extract"], built[steps.TRAIN_STEP]
+    channels = {CODE_CHANNEL: (code_uri, False), "faces": (output_uri(extract, "extract"), False),
+                CROPS_CHANNEL: (_join_uri(output_uri(extract, CROPS_CHANNEL), EVAL_GROUP), True),
+                "model": (output_uri(train, steps.TRAIN_STEP), False)}
+    inputs = [ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+        s3_uri=uri, local_path=paths.sagemaker_processing_dir("input", name), s3_data_type="S3Prefix",
+        s3_input_mode="File", s3_data_distribution_type="ShardedByS3Key" if sharded else "FullyReplicated"))
+        for name, (uri, sharded) in channels.items()]
+    out_dir = paths.sagemaker_processing_dir("output", SCORE_STEP)
+    processor = Processor(
+        role=role, image_uri=image, instance_type=params.processing_type, instance_count=params.evaluation_count,
+        entrypoint=["python3", f"{paths.sagemaker_processing_dir('input', CODE_CHANNEL)}/{SCORE_ENTRY_POINT}"],
+        volume_size_in_gb=resources.volume_gb, max_runtime_in_seconds=resources.max_runtime_s,
+        base_job_name=f"{prefix}-{SCORE_STEP}", env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session)
+    arguments = ["--faces-dir", paths.sagemaker_processing_dir("input", "faces"),
+                 "--crops-dir", paths.sagemaker_processing_dir("input", CROPS_CHANNEL),
+                 "--model-dir", paths.sagemaker_processing_dir("input", "model"), "--out-dir", out_dir]
+    if batch_size is not None:
+        arguments += ["--batch-size", str(batch_size)]
+    step_args = processor.run(inputs=inputs, arguments=arguments, outputs=[ProcessingOutput(
+        output_name=SCORE_STEP, s3_output=ProcessingS3Output(
+            s3_uri=_run_uri(bucket, prefix, SCORE_STEP, "output"), local_path=out_dir, s3_upload_mode="EndOfJob"))])
+    return ProcessingStep(
+        name=SCORE_STEP, step_args=step_args, display_name=display_name("Evaluation scoring"),
+        description="face logits of the evaluation's crops, sharded over EvaluationInstanceCount instances",
+        cache_config=CacheConfig(enable_caching=True, expire_after=CACHE_EXPIRY), retry_policies=_retry_policies())
+
+
+def _channel(param: str) -> str:
+    """The input or output channel a folder parameter becomes: ``crops_dir`` -> ``crops``."""
+    return param.removesuffix("_dir")
+
+
+def _join_uri(uri: Any, folder: str) -> Any:
+    from sagemaker.core.workflow.functions import Join
+
+    return Join(on="/", values=[uri, folder]) if folder else uri
+
+
+def _checkpoint_uri(bucket: str, prefix: str, pipeline_name: str, step_name: str) -> str:
+    """Where a step's checkpoint lives across executions: one per pipeline and step."""
+    return f"s3://{bucket}/{prefix}/{CHECKPOINT_CHANNEL}/{pipeline_name}/{step_name}"
+
+
 def output_uri(processing_step: Any, channel: str) -> Any:
     """The S3 URI of a step's output channel, resolved at run time (cached steps included)."""
     return processing_step.properties.ProcessingOutputConfig.Outputs[channel].S3Output.S3Uri
@@ -353,7 +488,7 @@ def output_uri(processing_step: Any, channel: str) -> Any:
 def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *, session: Any, role: str,
                region: str, group: str, inference_instance_types: Sequence[str], code_sha256: str,
                pipeline_name: str, project: str | None, step_images: Mapping[bool, str], inference_image: str,
-               gate_metric: str = steps.GATE_METRIC) -> Any:
+               digest: Any, gate_metric: str = steps.GATE_METRIC) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
@@ -384,7 +519,9 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
                 # the MLflow run of this execution (deepfake.orchestration.tracking names it so)
                 "MlflowRunName": ExecutionVariables.PIPELINE_EXECUTION_ID,
                 # the runtime that trained and evaluated it: the kit's image by digest, or the AWS image's tag
-                "ProcessingImage": step_images[False], "TrainingImage": step_images[True]}
+                "ProcessingImage": step_images[False], "TrainingImage": step_images[True],
+                # the data it was trained and evaluated on: the prefix and its listing's digest (inventory step)
+                "DataUrl": params.input_data, "DataDigest": digest}
     if project:
         metadata["SageMakerProjectName"] = project
     register = ModelStep(name=REGISTER_STEP, display_name=display_name("Register the model"), step_args=builder.register(
@@ -411,10 +548,37 @@ def _gate_step(built: Mapping[str, Any], evaluation: Any, params: Parameters, *,
     )
 
 
-def _property_file() -> Any:
+def _property_file(name: str = EVALUATION_PROPERTY_FILE, output: str = steps.EVALUATION_STEP,
+                   path: str = paths.EVALUATION) -> Any:
     from sagemaker.core.workflow.properties import PropertyFile
 
-    return PropertyFile(name=EVALUATION_PROPERTY_FILE, output_name=steps.EVALUATION_STEP, path=paths.EVALUATION)
+    return PropertyFile(name=name, output_name=output, path=path)
+
+
+def _inventory_step(params: Parameters, listing: Any, *, session: Any, role: str, image: str, code_uri: str,
+                    bucket: str, prefix: str, resources: StepResources) -> Any:
+    """The first step: the listing of ``InputDataUrl`` and its digest (``inventory_step.py``); never cached."""
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.mlops.workflow.steps import ProcessingStep
+
+    code_dir = paths.sagemaker_processing_dir("input", CODE_CHANNEL)
+    out_dir = paths.sagemaker_processing_dir("output", INVENTORY_STEP)
+    processor = Processor(
+        role=role, image_uri=image, instance_type=INVENTORY_INSTANCE_TYPE, instance_count=1,
+        entrypoint=["python3", f"{code_dir}/{INVENTORY_ENTRY_POINT}"], volume_size_in_gb=resources.volume_gb,
+        max_runtime_in_seconds=resources.max_runtime_s, base_job_name=f"{prefix}-{INVENTORY_STEP}",
+        env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session)
+    step_args = processor.run(
+        inputs=[ProcessingInput(input_name=CODE_CHANNEL, s3_input=ProcessingS3Input(
+            s3_uri=code_uri, local_path=code_dir, s3_data_type="S3Prefix", s3_input_mode="File",
+            s3_data_distribution_type="FullyReplicated"))],
+        outputs=[ProcessingOutput(output_name=INVENTORY_STEP, s3_output=ProcessingS3Output(
+            s3_uri=_run_uri(bucket, prefix, INVENTORY_STEP, "output"), local_path=out_dir, s3_upload_mode="EndOfJob"))],
+        arguments=["--data-url", params.input_data, "--out-dir", out_dir])
+    return ProcessingStep(name=INVENTORY_STEP, step_args=step_args, display_name=display_name("Data inventory"),
+                          description="list InputDataUrl (nothing downloaded): its digest keys the steps' cache",
+                          property_files=[listing], retry_policies=_retry_policies())
 
 
 def _retry_policies() -> list[Any]:
@@ -477,7 +641,8 @@ def _check_arguments(**kw: Any) -> None:
                  "@sha256:DIGEST, or :TAG)" for image in kw["images"] if image and not _IMAGE.match(str(image))]
     if kw["volume_size_gb"] is not None and (not isinstance(kw["volume_size_gb"], int) or kw["volume_size_gb"] < 1):
         problems.append(f"volume_size_gb {kw['volume_size_gb']!r} must be a positive integer (GiB)")
-    reserved = {CODE_CHANNEL, DATA_CHANNEL, REPORT_CHANNEL, GATE_STEP, REGISTER_STEP, FAIL_STEP}
+    reserved = {CODE_CHANNEL, DATA_CHANNEL, REPORT_CHANNEL, CROPS_CHANNEL, CHECKPOINT_CHANNEL, GATE_STEP, REGISTER_STEP,
+                FAIL_STEP, INVENTORY_STEP, SCORE_STEP}
     problems += [f"step name {s.name!r} clashes with a channel or step of the pipeline"
                  for s in steps.STEPS if s.name in reserved]
     if problems:

@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding the step notebooks (default: the shipped ones)")
     parser.add_argument("--no-install", dest="install", action="store_false",
                         help="use the kit already installed (local runs and tests)")
+    parser.add_argument("--restore", action="append", default=[], metavar="FOLDER=S3URI",
+                        help="first download what S3URI holds into FOLDER, if anything (a checkpoint to resume)")
     parser.add_argument("--tracking-uri", default=None, metavar="URI",
                         help="MLflow tracking URI of the notebook's run (a SageMaker MLflow tracking server's "
                              "ARN); empty: no tracking; not given: MLFLOW_TRACKING_URI as it is")
@@ -127,15 +129,19 @@ def run(args: argparse.Namespace) -> int:
     from deepfake.orchestration.notebook import run_notebook
 
     params = dict(args.param)
+    report_dir = args.report_dir
     try:
         step = steps.step(args.step)
         if args.shard_param:
             params[args.shard_param] = current_host()
+            report_dir = args.report_dir / params[args.shard_param]     # each instance's report under its own keys
         if args.tracking_uri is not None:
             track(args.tracking_uri, args.report_dir, params.get("data_dir"))
+        for item in args.restore:
+            restore(item)
         log.info("step %s: %s with %s", step.name, step.notebook, json.dumps(params, sort_keys=True))
         started = time.perf_counter()
-        result = run_notebook(args.notebooks_dir / step.notebook, args.report_dir, params, step=step.name,
+        result = run_notebook(args.notebooks_dir / step.notebook, report_dir, params, step=step.name,
                               hide_code=step.hide_code, log_output=True)
     except NotebookError as exc:
         return fail(str(exc), EXIT_NOTEBOOK)
@@ -144,6 +150,35 @@ def run(args: argparse.Namespace) -> int:
     log.info("step %s done in %.0fs: %s, %s", step.name, time.perf_counter() - started, result.executed,
              result.html)
     return 0
+
+
+def restore(item: str) -> int:
+    """``FOLDER=S3URI``: download every object under S3URI into FOLDER (an earlier run's checkpoint, written
+    there through a Continuous output); nothing there is fine. Returns how many objects."""
+    import boto3
+
+    from deepfake.core.errors import ConfigError
+    from deepfake.core.paths import split_s3
+
+    folder, sep, uri = item.partition("=")
+    if not sep or not uri.startswith("s3://"):
+        raise ConfigError(f"--restore {item!r} is not FOLDER=s3://bucket/prefix")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    s3 = boto3.client("s3")
+    count = 0
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = Path(folder) / obj["Key"][len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(target))
+                count += 1
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"--restore: cannot read {uri}: {exc}") from None
+    log.info("restored %d object(s) of %s into %s", count, uri, folder)
+    return count
 
 
 @dataclass(frozen=True)
@@ -331,6 +366,8 @@ def track(uri: str, report_dir: Path, data_dir: str | None) -> None:
             if marker.get(name)}
     if data_dir in inputs:
         tags["deepfake.data"] = inputs[data_dir]
+    elif data_dir and data_dir.startswith("s3://"):       # a step that reads the prefix itself (exploration)
+        tags["deepfake.data"] = data_dir
     os.environ[tracking.RUN_TAGS_ENV] = json.dumps(tags)
 
 

@@ -56,6 +56,7 @@ from typing import Any
 from deepfake.core import paths
 from deepfake.core.errors import PipelineError
 from deepfake.core.files import write_json
+from deepfake.core.resources import MEMORY_ENV
 from pipelines.deepfake.run_step import IMAGE_MANIFEST_ENV
 from pipelines.local.limits import POLL_S as LIMITS_POLL_S
 from pipelines.local.limits import Limits, disk_usage, memory_usage, process_tree, size_text
@@ -276,7 +277,7 @@ def _run_instances(arguments: Mapping[str, Any], instances: list[Instance], aws_
         cmd = command(arguments, instance.root)
         env = job_env(arguments, instance.root, aws_env)
         if bounds.memory is not None:
-            env["DEEPFAKE_MEMORY_BYTES"] = str(bounds.memory)     # the memory the kit sees, as on the instance
+            env[MEMORY_ENV] = str(bounds.memory)     # the memory the kit sees, as on the instance
         with open(instance.log, "wb") as log:
             log.write(f"$ {shlex.join(cmd)}\n".encode())
             for name, size in instance.downloaded.items():
