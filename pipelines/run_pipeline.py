@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-description", "--description", default=None, help="pipeline description")
     parser.add_argument("--parameters", default=None,
                         help='JSON object of pipeline parameters for this execution, e.g. {"Epochs": 2}')
+    parser.add_argument("--plan", action="store_true",
+                        help="only plan the run: list the data (no download), print each step's download, instances, "
+                             "volume, time and cost; exit 1 when a step cannot fit (nothing is upserted or started)")
     parser.add_argument("--wait", action="store_true", help="follow the execution until it ends")
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between status checks (--wait)")
     parser.add_argument("--timeout", type=float, default=0,
@@ -67,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
     role = resolve_role(kwargs, args.role_arn)
     kwargs["region"] = prepare_sdk(kwargs.get("region"))
     module = load_module(args.module_name)
+    if args.plan and kwargs.get("default_bucket"):
+        kwargs.setdefault("upload_code", False)                # a plan uploads nothing
     pipeline = module.get_pipeline(**pipeline_arguments(module, kwargs))
     _check_overrides(overrides, pipeline)
+    if args.plan:
+        return plan(pipeline, overrides)
 
     _say("###### Creating/updating a SageMaker Pipeline with the following definition:")
     _say(json.dumps(json.loads(pipeline.definition()), indent=2, sort_keys=True))
@@ -83,6 +90,20 @@ def run(args: argparse.Namespace) -> int:
     client = pipeline.sagemaker_session.sagemaker_client
     final = wait_for_execution(client, execution.arn, poll_s=args.poll, timeout_s=args.timeout)
     return report(client, final)
+
+
+def plan(pipeline: Any, overrides: dict[str, Any]) -> int:
+    """Print the run's plan (:mod:`pipelines.deepfake.plan`); 1 when a step cannot fit."""
+    from pipelines.deepfake.plan import data_shape, definition_settings, format_plan, plan_run, refusals
+
+    definition = json.loads(pipeline.definition())
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    data = overrides.get("InputDataUrl", defaults.get("InputDataUrl"))
+    _say(f"listing {data} (nothing is downloaded but the catalog's index files) ...")
+    shape = data_shape(str(data))
+    plans = plan_run(shape, definition_settings(definition, overrides))
+    _say(format_plan(shape, plans))
+    return EXIT_FAILED if refusals(plans) else 0
 
 
 def wait_for_execution(client: Any, arn: str, *, poll_s: float = POLL_S, timeout_s: float = 0) -> dict[str, Any]:
