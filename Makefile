@@ -24,7 +24,7 @@ SCHEMA_SHA256 := 35633f4376dda695d1847bd16d72d3b3d9201f0106e75107eafbeef11ef5ce3
 SCHEMA_URL := https://raw.githubusercontent.com/aws-sagemaker-mlops/sagemaker-model-building-pipeline-definition-JSON-schema/$(SCHEMA_COMMIT)/schema/pipeline-definition.schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo demo-data run test test-quick test-fast lint format bench quality pipeline-local pipeline-schema policies lock clean
+.PHONY: help venv demo demo-data run test test-quick test-fast test-scale lint format bench quality pipeline-local pipeline-schema policies lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,9 @@ test-quick: $(STAMP) ## after each change: every module's own tests and the quic
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow and not aws"
 
 test-fast: test-quick
+
+test-scale: $(STAMP) ## the pipeline on ~2,000 synthetic videos with volumes far smaller than the archive (~15 min)
+	$(BIN)/pytest -m scale tests/test_scale.py
 
 lint: $(STAMP) $(TOOLS_STAMP) ## ruff, notebooks without outputs, both CloudFormation templates (cfn-lint, checkov), the Dockerfile, the workflows, the roles and the lock up to date
 	$(BIN)/ruff check src pipelines deploy tests benchmarks
