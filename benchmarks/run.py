@@ -105,7 +105,7 @@ class Bench:
 
     def item4(self) -> list[Row]:
         from benchmarks.scoring import gpu_rows_device
-        from benchmarks.training import bench_training, cuda_configs, write_crops
+        from benchmarks.training import bench_training, cuda_configs, packed_crops, rows_needed, write_crops
         from deepfake.stages.train import TrainConfig
 
         s = self.settings
@@ -113,6 +113,10 @@ class Bench:
         config = TrainConfig(image_size=s.train_image_size, batch_size=s.train_batch_size, device="cpu")
         rows = [bench_training(crops, config.replace(mode=mode), s.train_batches, s.reps)
                 for mode in ("dataset", "self_blend")]
+        for mode in ("dataset", "self_blend"):           # the same loop beyond its cache budget: streamed
+            streaming = config.replace(mode=mode, cache_budget_mb=1)
+            packed = packed_crops(crops, rows_needed(streaming, s.train_batches), self.work / f"train-tars-{mode}")
+            rows.append(bench_training(packed, streaming, s.train_batches, s.reps))
         where = gpu_rows_device()
         for gpu, target in cuda_configs(config.replace(mode="dataset"), where):
             import torch

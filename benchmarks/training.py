@@ -9,7 +9,9 @@ the same step on one batch already on the device
 the loop can only match it when loading costs nothing or overlaps the step.
 
 On the CPU: TrainConfig's settings (batch 32, 224 px, augmentation in the
-training process). With CUDA: batch 128, 224 px, AMP and channels-last, loader
+training process), with the crops decoded once into memory (the small-set path)
+and streamed from tar shards (:class:`deepfake.data.stream.ShardStream`, what a set
+beyond ``cache_budget_mb`` does: each crop read and decoded every epoch). With CUDA: batch 128, 224 px, AMP and channels-last, loader
 processes, augmentation on the GPU; the same with augmentation in the loader
 is the peer row that shows what moving it to the GPU buys.
 """
@@ -26,6 +28,7 @@ from benchmarks.report import RATIO_AT_LEAST, Row, Target
 from benchmarks.timing import p50, rounded, say
 from deepfake.core.errors import DataError
 from deepfake.data.faces_table import format_landmarks
+from deepfake.data.stream import ShardStream
 from deepfake.media.extraction import ExtractConfig, build_detector, encode_crop, extract_video_faces
 from deepfake.modeling.runtime import make_runtime, seed_everything
 from deepfake.modeling.training import benchmark_step, build_training, make_loader, on_device, train_one_epoch
@@ -53,6 +56,23 @@ def write_crops(clip: Path, folder: Path, frames: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def packed_crops(crops: pd.DataFrame, n: int, folder: Path) -> pd.DataFrame:
+    """``n`` rows of ``crops`` (repeating them), each its own member of tar shards as extraction packs them:
+    rows whose ``abs_path`` is a tar reference, so training streams them."""
+    from deepfake.data.shards import pack, resolve_packed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = crops.iloc[[i % len(crops) for i in range(n)]].reset_index(drop=True)
+    names = [f"c{i}.jpg" for i in range(n)]
+    for name, source in zip(names, rows["abs_path"], strict=True):
+        target = folder / name
+        if not target.exists():
+            os.link(source, target)
+    table = rows.assign(path=names, status="ok", split="train", label=0, video_id=[f"v{i}" for i in range(n)])
+    pack(table, folder, folder / "tars", mode="dataset", shard_bytes=64 * 1024**2, name="bench", remove_files=False)
+    return rows.assign(abs_path=resolve_packed(folder, names, [folder / "tars"]))
+
+
 def bench_training(crops: pd.DataFrame, config: TrainConfig, batches: int, reps: int,
                    device_label: str = "cpu", target: Target = LOADER_TARGET) -> Row:
     """Images/s of the real loop and of the in-memory step, interleaved ``reps`` times (medians)."""
@@ -76,19 +96,27 @@ def bench_training(crops: pd.DataFrame, config: TrainConfig, batches: int, reps:
         train_ds.set_epoch(epoch + 1)
         loop.append(train_one_epoch(model, loader, optimizer, loss_fn, runtime, max_batches=batches).images_per_s)
         step.append(benchmark_step(model, batch, optimizer, loss_fn, runtime, steps=batches, warmup=0))
+    streamed = isinstance(train_ds, ShardStream)
     note = (f"mode {config.mode}, batch {config.batch_size}, {config.image_size} px, unfreeze_blocks "
             f"{config.unfreeze_blocks}, num_workers {config.num_workers}, augmentation "
-            f"{'on the device' if on_gpu else 'in the loader'}, crop cache {config.cache_crops}")
+            f"{'on the device' if on_gpu else 'in the loader'}, "
+            + (f"streamed from {train_ds.shards()} tar shard(s)" if streamed else f"crop cache {config.cache_crops}"))
     metric = f"training images/s, real loop vs in-memory step, {config.mode}" + (
-        ", augmentation in the loader" if runtime.device.type == "cuda" and not on_gpu else "")
+        ", augmentation in the loader" if runtime.device.type == "cuda" and not on_gpu else "") + (
+        ", streamed from tar shards" if streamed else "")
     return Row(4, metric, "img/s", p50(loop), p50(step), "in-memory step", target, device=device_label, note=note,
                samples={"loop_img_per_s": rounded(loop), "in_memory_img_per_s": rounded(step)})
+
+
+def rows_needed(config: TrainConfig, batches: int) -> int:
+    """Rows for the warm-up and the timed batches."""
+    return config.batch_size * (batches + 3) * (2 if config.mode != "dataset" else 1)
 
 
 def _splits(crops: pd.DataFrame, config: TrainConfig, batches: int) -> dict[str, pd.DataFrame]:
     """Enough rows for the warm-up and the timed batches; the crops repeat, labels alternate (the dataset mode
     needs both classes; what the labels are does not change the cost). Self-blending uses the reals."""
-    n = config.batch_size * (batches + 3) * (2 if config.mode != "dataset" else 1)
+    n = rows_needed(config, batches)
     rows = crops.iloc[[i % len(crops) for i in range(n)]].reset_index(drop=True)
     rows = rows.assign(label=[i % 2 if config.mode == "dataset" else 0 for i in range(n)], status="ok",
                        video_id=[f"v{i}" for i in range(n)], split="train")

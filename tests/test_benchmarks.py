@@ -63,6 +63,8 @@ def test_quick_run_prints_one_table_and_writes_the_json(quick_run):
     assert any(r["reference_label"] == "DFDC budget (GPU)" for r in rows if r["item"] == 2)
     dry = [r for r in rows if "dry run of the GPU rows" in r["device"]]
     assert {r["item"] for r in dry} == {2, 4} and any("local endpoint" in r["metric"] for r in dry)
+    streamed = [r for r in rows if r["item"] == 4 and "streamed from tar shards" in r["metric"]]
+    assert {r["note"].split(",")[0] for r in streamed} == {"mode dataset", "mode self_blend"}   # both paths timed
     assert any(r["reference_label"] == "CPU path, same host" for r in dry)
 
     # stdout is the table alone: machine line, header, one line per row

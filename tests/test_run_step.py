@@ -75,8 +75,8 @@ def test_string_arguments_are_typed_by_the_parameters_cell_and_the_shard_is_the_
     assert recorded == {"frames_per_video": ["int", 8], "shard": ["str", "algo-2"], "rate": ["float", 1.0],
                         "fast": ["bool", True]}
     notebook = steps.step(SHARDED).notebook
-    assert (tmp_path / "report" / notebook).is_file()
-    assert (tmp_path / "report" / Path(notebook).with_suffix(".html").name).is_file()
+    report = tmp_path / "report" / "algo-2"                      # a sharded step's report, under its host's keys
+    assert (report / notebook).is_file() and (report / Path(notebook).with_suffix(".html").name).is_file()
     assert not (container / "output" / "message").exists()
 
 
@@ -323,3 +323,23 @@ def test_the_bundle_ships_the_requirements_lock_and_the_lock_is_current():
 
             req = Requirement(line)
             assert req.specifier.contains(pins[req.name.lower()], prereleases=True), line
+
+
+@pytest.mark.aws
+def test_restore_downloads_an_earlier_checkpoint_and_nothing_is_fine(tmp_path):
+    """--restore FOLDER=URI: what a Continuous output left in S3 (a training checkpoint) comes back before the
+    notebook runs; a first run finds nothing there and goes on."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from deepfake.core.errors import ConfigError
+
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="ckpt")
+        assert run_step.restore(f"{tmp_path / 'first'}=s3://ckpt/checkpoints/p/train") == 0
+        s3.put_object(Bucket="ckpt", Key="checkpoints/p/train/checkpoint.pt", Body=b"state")
+        assert run_step.restore(f"{tmp_path / 'again'}=s3://ckpt/checkpoints/p/train") == 1
+        assert (tmp_path / "again" / "checkpoint.pt").read_bytes() == b"state"
+    with pytest.raises(ConfigError, match="FOLDER=s3://"):
+        run_step.restore(str(tmp_path))

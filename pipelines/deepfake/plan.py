@@ -255,7 +255,7 @@ def refusals(plans: list[StepPlan]) -> list[str]:
 
 def format_plan(shape: DataShape, plans: list[StepPlan], assume: Assumptions = Assumptions()) -> str:
     lines = [f"plan for {shape.source}: {shape.objects:,} objects, {shape.total_bytes / 1e9:,.1f} GB "
-             f"({_gb(shape.total_bytes)}iB); {shape.videos:,} videos "
+             f"({shape.total_bytes / GIB:,.1f} GiB); {shape.videos:,} videos "
              f"({shape.n(labels=(0,)):,} real, {shape.n(labels=(1,)):,} fake; "
              + ", ".join(f"{s} {shape.n((s,)):,}" for s in SPLITS) + ")", "",
              "| step | instances | downloads each | writes each | volume needed | volume | time | max run time | cost | |",

@@ -47,7 +47,7 @@ DFDC: Mapping[str, StepResources] = MappingProxyType({
     "inventory": StepResources(volume_gb=5, max_runtime_s=1 * HOUR),
     "explore": StepResources(volume_gb=30, max_runtime_s=2 * HOUR),
     "extract": StepResources(volume_gb=60, max_runtime_s=48 * HOUR),
-    "train": StepResources(volume_gb=150, max_runtime_s=120 * HOUR),
+    "train": StepResources(volume_gb=60, max_runtime_s=120 * HOUR),
     "score": StepResources(volume_gb=30, max_runtime_s=24 * HOUR),
     "evaluate": StepResources(volume_gb=50, max_runtime_s=4 * HOUR),
 })
