@@ -30,6 +30,9 @@ EXTRA_KEYS = ("sagemaker_project_arn",)
 # SDK defaults file that turns telemetry off: the SDK would otherwise call STS and S3
 # from every step it builds, which a definition made without AWS access must not do.
 SDK_CONFIG = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
+# Modules of the SDK (3.27) that call sagemaker.core.config.config.validate_sagemaker_config by that name.
+SDK_CONFIG_VALIDATORS = ("sagemaker.core.config.config", "sagemaker.core.helper.session_helper",
+                         "sagemaker.core.local.local_session", "sagemaker.core.utils.intelligent_defaults_helper")
 _QUIET = {"botocore": logging.WARNING, "sagemaker": logging.WARNING, "sagemaker.config": logging.WARNING,
           "papermill": logging.WARNING,
           # "Popping out 'ProcessingJobName' ...": the service names jobs itself, as it should.
@@ -139,6 +142,31 @@ def prepare_sdk(region: str | None) -> str:
         logging.getLogger(name).setLevel(level)
     warnings.filterwarnings("ignore", message="Running within a PipelineSession")
     return region
+
+
+def validate_sdk_config_once() -> None:
+    """The SDK checks its config against its JSON schema at every setting it looks up (``jsonschema.validate``,
+    which first checks the schema itself): 112 times for one definition of this pipeline, seconds each on
+    a busy machine and most of the time a definition takes. Check with one compiled validator instead:
+    the same schema, the same errors."""
+    import importlib
+
+    import jsonschema
+    from sagemaker.core.config import config_manager
+
+    schema = config_manager.SAGEMAKER_PYTHON_SDK_CONFIG_SCHEMA
+    validator = jsonschema.validators.validator_for(schema)(schema)
+
+    def validate(sagemaker_config: dict | None = None) -> None:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(sagemaker_config))
+        if error is not None:
+            raise error
+
+    config_manager.SageMakerConfig.validate_sagemaker_config = staticmethod(validate)
+    for name in SDK_CONFIG_VALIDATORS:                 # the modules that imported the function itself
+        module = importlib.import_module(name)
+        if hasattr(module, "validate_sagemaker_config"):
+            module.validate_sagemaker_config = validate
 
 
 def get_pipeline_custom_tags(module_name: str, kwargs: dict[str, Any], tags: list[dict[str, str]]

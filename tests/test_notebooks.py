@@ -26,9 +26,11 @@ from deepfake.stages.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"explore": (ExploreConfig,), "extract": (ExtractConfig,), "train": (TrainConfig,),
            "evaluate": (EvalConfig, CalibrateConfig)}
-# Parameters a notebook takes beyond its stage configs and its input/output wiring: the shard, recalibration and
-# the training checkpoint's folder.
-EXTRA = {"extract": {"shard"}, "train": {"checkpoint_dir"}, "evaluate": {"recalibrate"}}
+# Parameters a notebook takes beyond its stage configs and its input/output wiring: the shard, recalibration,
+# the data's digest, packed crops (where they go, grouped for which mode, where a later step finds them), the
+# checkpoint and the sharded evaluation's logits.
+EXTRA = {"explore": {"data_digest"}, "extract": {"shard", "pack_mb", "mode", "crops_dir"},
+         "train": {"crops_dir", "checkpoint_dir"}, "evaluate": {"recalibrate", "crops_dir", "logits_dir"}}
 
 
 @pytest.mark.parametrize("step", steps.STEPS, ids=lambda s: s.name)

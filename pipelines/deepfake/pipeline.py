@@ -245,6 +245,10 @@ def get_session(region: str, default_bucket: str | None) -> Any:
     import boto3
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
+    from pipelines._utils import validate_sdk_config_once
+
+    validate_sdk_config_once()
+
     return PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=default_bucket)
 
 

@@ -122,12 +122,7 @@ def third_party(modules: Iterable[str], root: Path = ROOT) -> list[str]:
     found: set[str] = set(data_packages(modules, root))
     files = module_files(root)
     for name in closure(modules, root):
-        tree = ast.parse(files[name].read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(a.name.split(".")[0] for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+        found.update(_scan(files[name])[0])
     return sorted(n for n in found if n != PACKAGE and n not in sys.stdlib_module_names and n != "__future__")
 
 
@@ -138,8 +133,27 @@ def data_packages(modules: Iterable[str], root: Path = ROOT) -> list[str]:
     files = module_files(root)
     found: set[str] = set()
     for name in closure(modules, root):
-        found.update(_data_packages(ast.parse(files[name].read_text(encoding="utf-8"))))
+        found.update(_scan(files[name])[1])
     return sorted(found)
+
+
+_SCANNED: dict[tuple[str, int, int], tuple[frozenset[str], tuple[str, ...]]] = {}
+
+
+def _scan(path: Path) -> tuple[frozenset[str], tuple[str, ...]]:
+    """A module's top-level import names and its ``DATA_PACKAGES``, parsed again only when the file changed."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _SCANNED:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tops: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops.add(node.module.split(".")[0])
+        _SCANNED[key] = (frozenset(tops), tuple(_data_packages(tree)))
+    return _SCANNED[key]
 
 
 def _data_packages(tree: ast.Module) -> list[str]:
