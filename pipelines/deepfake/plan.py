@@ -154,7 +154,7 @@ def definition_settings(definition: Mapping[str, Any], overrides: Mapping[str, A
     """Each Processing step's instances, volume, run time and parameters, as an execution with
     ``overrides`` (pipeline parameters) would run it."""
     from pipelines.local.definition import load_definition, parameter_values
-    from pipelines.local.expressions import ExpressionError, Scope, evaluate
+    from pipelines.local.expressions import ExpressionError, Scope, UnsupportedError, evaluate
 
     loaded = load_definition(dict(definition))
     scope = Scope(parameters=parameter_values(loaded, overrides or {}), execution={"PipelineExecutionId": "plan"})
@@ -170,8 +170,8 @@ def definition_settings(definition: Mapping[str, Any], overrides: Mapping[str, A
             if word == "--param" and isinstance(words[i + 1], str):
                 try:
                     params[words[i + 1]] = evaluate(words[i + 2], scope)
-                except ExpressionError:
-                    continue                          # a value known only at run time (a step's property)
+                except (ExpressionError, UnsupportedError):
+                    continue                          # a value known only at run time (a step's property, file)
         out[name] = StepSettings(name, str(cluster["InstanceType"]), int(cluster["InstanceCount"]),
                                  int(cluster["VolumeSizeInGB"]),
                                  int((args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", 86400)), params)
