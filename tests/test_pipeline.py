@@ -526,7 +526,7 @@ def test_run_pipeline_plan_lists_the_data_and_sizes_every_step_without_starting_
     assert set(rows) >= {"inventory", "explore", "extract", "train", "score", "evaluate"}
     assert "3 x ml.m5.xlarge" in rows["extract"] and "1 x ml.g4dn.xlarge" in rows["train"]
     assert "assumptions" in ok.stdout and "REFUSED" not in ok.stdout
-    names = [p["Name"] for p in aws.client("sagemaker").list_pipelines()["PipelineSummaries"]]
+    names = [p["PipelineName"] for p in aws.client("sagemaker").list_pipelines()["PipelineSummaries"]]
     assert "PlanOnly" not in names                                       # nothing upserted, nothing started
 
     tight = {**kwargs, "resources": {"extract": {"max_runtime_s": 60}}}  # a job start alone takes longer
