@@ -550,9 +550,12 @@ def test_get_pipeline_definition_needs_no_aws_at_all(tmp_path):
                     "--file-name", str(out), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     definition = json.loads(out.read_text())
+    from pipelines.deepfake.pipeline import GATE_STEP, INVENTORY_STEP, SCORE_STEP
+
     names = [s["Name"] for s in definition["Steps"]]
-    assert names == [s.name for s in steps.STEPS] + ["gate"]
-    code = channel(definition["Steps"][0], "code")["S3Uri"]
+    *before, last = [s.name for s in steps.STEPS]                   # the score step comes before the evaluation
+    assert names == [INVENTORY_STEP, *before, SCORE_STEP, last, GATE_STEP]
+    code = channel(definition["Steps"][names.index(steps.STEPS[0].name)], "code")["S3Uri"]
     assert code == build_bundle(steps.STEPS[0].notebook).uri(BUCKET, "deepfake")   # the default prefix
 
 

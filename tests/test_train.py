@@ -265,9 +265,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_bits(faces, tmp_p
     cols = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
     pd.testing.assert_frame_equal(resumed.history_df[cols], whole.history_df[cols], check_exact=True)
 
-    other = train(faces, tmp_path / "resumed", config.replace(seed=1))                  # other settings: over
+    other = train(faces, tmp_path / "resumed", config.replace(seed=1, epochs=1))        # other settings: over
     assert "other settings or data; training starts over" in capsys.readouterr().out
-    assert other.history_df["epoch"].tolist() == [1, 2, 3]
+    assert other.history_df["epoch"].tolist() == [1]
 
 
 def write_real_faces(folder, face_photos, size=72, margin=0.3):
