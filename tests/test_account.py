@@ -20,3 +20,14 @@ def test_network_isolation_is_refused_with_why_and_what_to_do_instead():
     for instead in ("subnets and security_group_ids", "VPC endpoints for S3, the SageMaker API, CloudWatch Logs and "
                     "CodeArtifact", "processing_image_uri", "docs/sagemaker.md"):
         assert instead in message
+
+
+def test_the_refusal_names_the_training_pipeline_s_own_s3_calls():
+    """Beyond their input channels, these steps call S3 from inside their jobs; the refusal names each one."""
+    from pipelines.deepfake.pipeline import steps_calling_s3
+
+    with pytest.raises(PipelineError) as refused:
+        AccountSettings.from_arguments(calls_s3=steps_calling_s3(), enable_network_isolation=True)
+    assert ("the steps' own S3 calls: inventory lists InputDataUrl, explore lists InputDataUrl and downloads only "
+            "what it reads, train restores its checkpoint, evaluate reads extract's crops by ranged GETs") in str(
+        refused.value)

@@ -660,11 +660,12 @@ def test_a_locked_down_account_s_vpc_keys_and_index_reach_every_job(aws, definit
     """moto runs no job and ignores NetworkConfig: what SageMaker is asked for is checked in the definition, and
     the step code the pipeline uploaded carries SSE-KMS with the output key. CodeBuild passes the same settings
     (PIPELINE_KWARGS; the upsert test checks it builds this very definition)."""
+    from pipelines.deepfake.pipeline import INVENTORY_STEP, SCORE_STEP
     from pipelines.deepfake.run_step import CODEARTIFACT_ENV, INDEX_ENV
 
-    jobs = [s["Arguments"] for s in definition["Steps"] if s["Type"] == "Processing"]
-    assert len(jobs) == len(steps.STEPS)
-    for job in jobs:
+    jobs = {s["Name"]: s["Arguments"] for s in definition["Steps"] if s["Type"] == "Processing"}
+    assert set(jobs) == {INVENTORY_STEP, SCORE_STEP, *(step.name for step in steps.STEPS)}
+    for job in jobs.values():
         assert job["NetworkConfig"] == {"EnableNetworkIsolation": False, "EnableInterContainerTrafficEncryption": True,
                                         "VpcConfig": {"Subnets": LOCKED_DOWN["subnets"],
                                                       "SecurityGroupIds": LOCKED_DOWN["security_group_ids"]}}

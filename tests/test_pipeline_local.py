@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -177,11 +178,16 @@ def test_two_extraction_instances_score_their_shards_and_merge_to_the_single_ins
         assert np.allclose(json.loads(a or "[]"), json.loads(b or "[]"), atol=0.11)
 
 
+def _sockets(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the socket files (which it cannot copy) among ``names``."""
+    return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(folder, n)).st_mode)]
+
+
 def test_a_broken_notebook_fails_its_step_keeps_the_executed_notebook_and_a_fixed_rerun_reuses_the_cache(
         aws, chain, tmp_path, monkeypatch):
     state, _, first, good = chain
     broken = tmp_path / "notebooks"
-    shutil.copytree(paths.notebooks_dir(), broken)
+    shutil.copytree(paths.notebooks_dir(), broken, ignore=_sockets)     # a kernel may leave its ipc sockets there
     train = broken / steps.step("train").notebook
     nb = json.loads(train.read_text())
     at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))

@@ -8,7 +8,8 @@ image lacks. Both pipelines (``pipeline.py``, ``scoring.py``) take these setting
 
 - ``subnets`` + ``security_group_ids``: the jobs' ``NetworkConfig.VpcConfig``;
 - ``enable_network_isolation``: refused (:data:`NETWORK_ISOLATION_REFUSED`): an isolated
-  job has no network at all, and the steps call AWS from inside their jobs;
+  job has no network at all, and the steps call AWS from inside their jobs (``calls_s3`` names
+  a pipeline's S3 calls);
 - ``encrypt_inter_container_traffic``: between the instances of a sharded step;
 - ``volume_kms_key`` / ``output_kms_key``: the jobs' storage volumes and their
   S3 outputs (the step code the pipeline uploads is encrypted with the output key too);
@@ -21,7 +22,7 @@ image lacks. Both pipelines (``pipeline.py``, ``scoring.py``) take these setting
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,8 +66,10 @@ class AccountSettings:
 
     @classmethod
     def from_arguments(cls, *, subnets: Sequence[str] = (), security_group_ids: Sequence[str] = (),
-                       **settings: Any) -> AccountSettings:
-        """Checked settings (``enable_network_isolation`` true is refused, with the reason and what to do)."""
+                       calls_s3: Mapping[str, str] | None = None, **settings: Any) -> AccountSettings:
+        """Checked settings (``enable_network_isolation`` true is refused, with the reason and what to do);
+        ``calls_s3``: step -> what it reads from S3 from inside its job, beyond its input channels, which the
+        refusal names."""
         unknown = sorted(set(settings) - set(cls.keys()))
         if unknown:
             raise PipelineError(f"unknown argument(s) {', '.join(unknown)}; a locked-down account's are "
@@ -84,7 +87,8 @@ class AccountSettings:
                 problems.append(f"{name} {key!r} is not a KMS key id, key ARN, alias/NAME or alias ARN")
         problems += _index_problems(settings.get("pip_index_url"), settings.get("codeartifact_repository_arn"))
         if settings.get("enable_network_isolation") is True:
-            problems.append(NETWORK_ISOLATION_REFUSED)
+            problems.append(NETWORK_ISOLATION_REFUSED + (" (the steps' own S3 calls: " + ", ".join(
+                f"{step} {what}" for step, what in calls_s3.items()) + ")" if calls_s3 else ""))
         if problems:
             raise PipelineError("; ".join(problems))
         return cls(subnets=tuple(subnets), security_group_ids=tuple(security_group_ids), **settings)

@@ -184,7 +184,7 @@ def get_pipeline(
                      training_instance_type=training_instance_type,
                      inference_instance_types=inference_instance_types, volume_size_gb=volume_size_gb,
                      images=(processing_image_uri, training_image_uri, inference_image_uri))
-    account_settings = AccountSettings.from_arguments(**account)
+    account_settings = AccountSettings.from_arguments(calls_s3=steps_calling_s3(), **account)
     settings = profile_settings(profile)
     sizes = step_resources(resources, volume_size_gb)
     if default_bucket is None and not upload_code:
@@ -214,14 +214,14 @@ def get_pipeline(
     listing = _property_file(LISTING_PROPERTY_FILE, INVENTORY_STEP, INVENTORY_LISTING)
     inventory = _inventory_step(params, listing, session=session, role=role, image=images[False],
                                 code_uri=code_uris[INVENTORY_STEP], bucket=bucket, prefix=base_job_prefix,
-                                resources=sizes[INVENTORY_STEP])
+                                resources=sizes[INVENTORY_STEP], account=account_settings)
     digest = JsonGet(step_name=inventory.name, property_file=listing, json_path="digest")
     built: dict[str, Any] = {}
     for step in steps.STEPS:
         if step.name == steps.EVALUATION_STEP:
             built[SCORE_STEP] = _score_step(built, params, session=session, role=role, image=images[False],
                                             code_uri=code_uris[SCORE_STEP], bucket=bucket, prefix=base_job_prefix,
-                                            resources=sizes[SCORE_STEP],
+                                            resources=sizes[SCORE_STEP], account=account_settings,
                                             batch_size=settings.get(step.name, {}).get("batch_size"))
         built[step.name] = _notebook_step(
             step, built, params, session=session, role=role, image=images[step.gpu], code_uri=code_uris[step.name],
@@ -356,24 +356,16 @@ def _notebook_step(step: steps.Step, built: Mapping[str, Any], params: Parameter
                    role: str, image: str, code_uri: str, bucket: str, prefix: str, resources: StepResources,
                    property_files: list[Any] | None, settings: Mapping[str, Any], account: AccountSettings,
                    digest: Any = "", checkpoints: Any = None) -> Any:
-    from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
 
     sharded_param = steps.SHARDED.get(step.name)
     _check_notebook(step, sharded=sharded_param is not None, settings=settings)
-    code_dir = paths.sagemaker_processing_dir("input", CODE_CHANNEL)
-    processor = Processor(
-        role=role, image_uri=image,
-        instance_type=params.training_type if step.gpu else params.processing_type,
-        instance_count=params.processing_count if sharded_param else 1,
-        entrypoint=["python3", f"{code_dir}/{ENTRY_POINT}"],
-        volume_size_in_gb=resources.volume_gb, max_runtime_in_seconds=resources.max_runtime_s,
-        base_job_name=f"{prefix}-{step.name}",
-        env={"PYTHONUNBUFFERED": "1", **account.environment()}, sagemaker_session=session,
-        **account.processor_arguments(),
-    )
+    processor = _processor(step.name, ENTRY_POINT, role=role, image=image, session=session, prefix=prefix,
+                           instance_type=params.training_type if step.gpu else params.processing_type,
+                           instance_count=params.processing_count if sharded_param else 1,
+                           resources=resources, account=account)
 
     def s3_input(name: str, uri: Any, sharded: bool = False) -> Any:
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
@@ -433,10 +425,10 @@ def display_name(title: str) -> str:
 
 
 def _score_step(built: Mapping[str, Any], params: Parameters, *, session: Any, role: str, image: str,
-                code_uri: str, bucket: str, prefix: str, resources: StepResources, batch_size: Any) -> Any:
+                code_uri: str, bucket: str, prefix: str, resources: StepResources, account: AccountSettings,
+                batch_size: Any) -> Any:
     """The evaluation's face logits, on ``EvaluationInstanceCount`` instances: each scores its share of the
     extraction's ``eval`` tar shards (ShardedByS3Key) with the trained model (``score_faces_step.py``)."""
-    from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep
 
@@ -449,11 +441,9 @@ def _score_step(built: Mapping[str, Any], params: Parameters, *, session: Any, r
         s3_input_mode="File", s3_data_distribution_type="ShardedByS3Key" if sharded else "FullyReplicated"))
         for name, (uri, sharded) in channels.items()]
     out_dir = paths.sagemaker_processing_dir("output", SCORE_STEP)
-    processor = Processor(
-        role=role, image_uri=image, instance_type=params.processing_type, instance_count=params.evaluation_count,
-        entrypoint=["python3", f"{paths.sagemaker_processing_dir('input', CODE_CHANNEL)}/{SCORE_ENTRY_POINT}"],
-        volume_size_in_gb=resources.volume_gb, max_runtime_in_seconds=resources.max_runtime_s,
-        base_job_name=f"{prefix}-{SCORE_STEP}", env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session)
+    processor = _processor(SCORE_STEP, SCORE_ENTRY_POINT, role=role, image=image, session=session, prefix=prefix,
+                           instance_type=params.processing_type, instance_count=params.evaluation_count,
+                           resources=resources, account=account)
     arguments = ["--faces-dir", paths.sagemaker_processing_dir("input", "faces"),
                  "--crops-dir", paths.sagemaker_processing_dir("input", CROPS_CHANNEL),
                  "--model-dir", paths.sagemaker_processing_dir("input", "model"), "--out-dir", out_dir]
@@ -560,19 +550,16 @@ def _property_file(name: str = EVALUATION_PROPERTY_FILE, output: str = steps.EVA
 
 
 def _inventory_step(params: Parameters, listing: Any, *, session: Any, role: str, image: str, code_uri: str,
-                    bucket: str, prefix: str, resources: StepResources) -> Any:
+                    bucket: str, prefix: str, resources: StepResources, account: AccountSettings) -> Any:
     """The first step: the listing of ``InputDataUrl`` and its digest (``inventory_step.py``); never cached."""
-    from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import ProcessingStep
 
     code_dir = paths.sagemaker_processing_dir("input", CODE_CHANNEL)
     out_dir = paths.sagemaker_processing_dir("output", INVENTORY_STEP)
-    processor = Processor(
-        role=role, image_uri=image, instance_type=INVENTORY_INSTANCE_TYPE, instance_count=1,
-        entrypoint=["python3", f"{code_dir}/{INVENTORY_ENTRY_POINT}"], volume_size_in_gb=resources.volume_gb,
-        max_runtime_in_seconds=resources.max_runtime_s, base_job_name=f"{prefix}-{INVENTORY_STEP}",
-        env={"PYTHONUNBUFFERED": "1"}, sagemaker_session=session)
+    processor = _processor(INVENTORY_STEP, INVENTORY_ENTRY_POINT, role=role, image=image, session=session,
+                           prefix=prefix, instance_type=INVENTORY_INSTANCE_TYPE, instance_count=1,
+                           resources=resources, account=account)
     step_args = processor.run(
         inputs=[ProcessingInput(input_name=CODE_CHANNEL, s3_input=ProcessingS3Input(
             s3_uri=code_uri, local_path=code_dir, s3_data_type="S3Prefix", s3_input_mode="File",
@@ -583,6 +570,32 @@ def _inventory_step(params: Parameters, listing: Any, *, session: Any, role: str
     return ProcessingStep(name=INVENTORY_STEP, step_args=step_args, display_name=display_name("Data inventory"),
                           description="list InputDataUrl (nothing downloaded): its digest keys the steps' cache",
                           property_files=[listing], retry_policies=_retry_policies())
+
+
+def _processor(name: str, entry_point: str, *, role: str, image: str, session: Any, prefix: str,
+               instance_type: Any, instance_count: Any, resources: StepResources, account: AccountSettings) -> Any:
+    """The Processor of every step: its instances, volume and maximum run time, and the account's VPC, KMS
+    keys and package index (:class:`AccountSettings`)."""
+    from sagemaker.core.processing import Processor
+
+    return Processor(
+        role=role, image_uri=image, instance_type=instance_type, instance_count=instance_count,
+        entrypoint=["python3", f"{paths.sagemaker_processing_dir('input', CODE_CHANNEL)}/{entry_point}"],
+        volume_size_in_gb=resources.volume_gb, max_runtime_in_seconds=resources.max_runtime_s,
+        base_job_name=f"{prefix}-{name}", env={"PYTHONUNBUFFERED": "1", **account.environment()},
+        sagemaker_session=session, **account.processor_arguments())
+
+
+def steps_calling_s3() -> dict[str, str]:
+    """Step -> what it reads from S3 from inside its job, beyond its input channels (so it needs a network:
+    :class:`AccountSettings` refuses network isolation naming these), from the pipeline's wiring."""
+    out = {INVENTORY_STEP: "lists InputDataUrl"}
+    out.update({name: "lists InputDataUrl and downloads only what it reads" for name in steps.READS_S3})
+    out.update({name: "restores its checkpoint" for name, channels in CHANNEL_OUTPUTS.items()
+                if CHECKPOINT_CHANNEL in channels.values()})
+    out.update({name: "reads " + ", ".join(f"{source}'s {channel}" for source, channel in params.values())
+                + " by ranged GETs" for name, params in S3_ARGUMENTS.items()})
+    return out
 
 
 def _retry_policies() -> list[Any]:

@@ -65,7 +65,8 @@ def get_pipeline(
     """The scoring pipeline (a ``sagemaker.mlops.workflow.pipeline.Pipeline``); arguments as in ``pipeline.py``.
 
     Network isolation is refused: ``score`` reads the model registry and S3 from inside its job."""
-    account_settings = AccountSettings.from_arguments(**account)
+    account_settings = AccountSettings.from_arguments(
+        calls_s3={SCORE_STEP: "reads the registered model and lists ArchiveUrl"}, **account)
     if not role:
         raise PipelineError("role is missing: pass the SageMaker execution role ARN (--role-arn)")
     if default_bucket is None and not upload_code:
