@@ -26,6 +26,8 @@ LOOP = ("tests/test_monitoring_loop.py::test_a_baseline_like_window_has_no_viola
 RUN_BY: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"^make (demo|quality|bench|test|test-quick|lint|format|help|policies|lock)$", ("tests/test_documented_commands.py::"
                                                                        "test_documented_make_targets_exist",)),
+    (r"^make test-scale$", ("tests/test_scale.py::test_every_step_passes_on_volumes_far_smaller_than_the_archive_"
+                            "and_says_what_it_downloaded",)),
     (r"^make pipeline-local$", ("tests/test_pipeline_local.py::"
                                 "test_make_pipeline_local_runs_every_step_registers_approves_and_deploys",)),
     (r"^pipeline-local --module-name pipelines\.deepfake\.pipeline ", (
@@ -101,7 +103,7 @@ def test_every_documented_command_is_run_by_a_test():
 
 
 @pytest.mark.parametrize("target", ["demo", "quality", "bench", "test", "test-quick", "lint", "format", "help",
-                                    "pipeline-local", "demo-data", "policies", "lock"])
+                                    "pipeline-local", "demo-data", "policies", "lock", "test-scale"])
 def test_documented_make_targets_exist(target):
     """A make target the docs name is defined with its help line (make help lists it)."""
     makefile = (ROOT / "Makefile").read_text()

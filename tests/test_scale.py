@@ -23,18 +23,17 @@ from aws_server import REGION, ROLE_ARN, moto_server
 
 from deepfake.core import paths
 
-pytestmark = [pytest.mark.scale, pytest.mark.aws, pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Running within a PipelineSession")]
-
 BIN = Path(sys.executable).parent
 BUCKET, GROUP = "deepfake-scale", "deepfake-detector"
 REAL_COPIES, FAKES_PER_REAL = 60, 5               # DFDC's mix: about five fakes per real video
 MB = 1024**2
+TIMEOUT_S = 3600                                  # the pipeline's run; the first test's setup holds it
+pytestmark = [pytest.mark.scale, pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(TIMEOUT_S + 600),
+              pytest.mark.filterwarnings("ignore:Running within a PipelineSession")]
 # VolumeSizeInGB per step: with --volume-unit 1MB, that many MB here.
 RESOURCES = {"inventory": {"volume_gb": 2}, "explore": {"volume_gb": 30}, "extract": {"volume_gb": 90},
              "train": {"volume_gb": 90}, "score": {"volume_gb": 90}, "evaluate": {"volume_gb": 80}}
 PARAMETERS = {"ProcessingInstanceCount": 4, "EvaluationInstanceCount": 2, "MetricThreshold": 0.0}
-TIMEOUT_S = 3600
 
 
 @pytest.fixture(scope="module")
