@@ -356,7 +356,7 @@ def _limits_line(bounds: _Bounds) -> str:
 
 def _write_message(instance: Instance, text: str) -> None:
     (instance.root / "output").mkdir(exist_ok=True)
-    (instance.root / "output" / "message").write_text(text)
+    (instance.root / "output" / "message").write_text(text.rstrip("\n") + "\n")   # one line an instance
 
 
 def stop_tree(proc: subprocess.Popen[bytes], *, graceful: bool) -> None:
