@@ -153,4 +153,4 @@ def test_an_s3_dataset_is_explored_from_its_index_files_and_the_probed_videos_on
     assert record["downloaded_bytes"] == sum(sizes[v] for v in probed) < record["video_bytes"]
     on_disk = {p.stem for p in remote.root.rglob("*.mp4") if p.stat().st_size}   # the rest are empty names
     assert on_disk == set(probed) and remote.root.is_relative_to(tmp_path / "tmp")
-    assert set(remote.readable["video_id"]) == set(probed)
+    assert set(remote.probed["video_id"]) == set(probed)

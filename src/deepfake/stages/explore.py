@@ -75,10 +75,11 @@ class Exploration:
     root: Path | None = None  # where the probed videos can be read: the dataset folder, or the local view of a prefix
 
     @property
-    def readable(self) -> pd.DataFrame:
-        """The videos whose probe succeeded (on S3 data, the only ones downloaded)."""
-        ok = self.probes.loc[self.probes["error"] == "", "video_id"] if len(self.probes) else []
-        return self.videos[self.videos["video_id"].isin(set(ok))]
+    def probed(self) -> pd.DataFrame:
+        """The videos probed (on S3 data, the only ones downloaded), the unreadable ones included: the sample
+        frames show each one's reason."""
+        ids = set(self.probes["video_id"]) if len(self.probes) else set()
+        return self.videos[self.videos["video_id"].isin(ids)]
 
 
 DATASET_RECORDS = (LAYOUT_ATTR, PROTOCOL_ATTR)   # what videos.csv's sidecar says of the table (faces.csv's after it)
