@@ -1,7 +1,7 @@
 """The registered pipeline at scale, proven here: a synthetic archive of about 2,000 short videos (DFDC's layout)
 run through `pipeline-local` with volumes far smaller than the archive, held to them as SageMaker would.
 
-`make test-scale` runs it (several minutes: extraction of ~2,000 videos on four emulated instances); the
+`make test-scale` runs it (several minutes: extraction of ~2,000 videos on six emulated instances); the
 default `make test` leaves it out. A volume of N GB stands for N MB here (`--volume-unit 1MB`), so the
 archive's ~200 MB meets volumes of tens of MB as DFDC's 470 GB meets volumes of tens of GB. Exploration
 must not download the archive, training must not download every crop nor hold them decoded, and every job
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.scale, pytest.mark.aws, pytest.mark.slow, pytest.mark.
 # VolumeSizeInGB per step: with --volume-unit 1MB, that many MB here.
 RESOURCES = {"inventory": {"volume_gb": 2}, "explore": {"volume_gb": 30}, "extract": {"volume_gb": 90},
              "train": {"volume_gb": 90}, "score": {"volume_gb": 90}, "evaluate": {"volume_gb": 80}}
-PARAMETERS = {"ProcessingInstanceCount": 4, "EvaluationInstanceCount": 2, "MetricThreshold": 0.0}
+PARAMETERS = {"ProcessingInstanceCount": 6, "EvaluationInstanceCount": 2, "MetricThreshold": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_every_step_passes_on_volumes_far_smaller_than_the_archive_and_says_what
     explore = execution["steps"]["explore"]["properties"]["LocalInstances"][0]
     assert set(explore["downloaded_bytes"]) == {"code"}                         # the archive stays in S3
     extract = execution["steps"]["extract"]["properties"]["LocalInstances"]
-    assert len(extract) == 4 and all(sum(i["downloaded_bytes"].values()) < archive_bytes / 3 for i in extract)
+    assert len(extract) == 6 and all(sum(i["downloaded_bytes"].values()) < archive_bytes / 3 for i in extract)
     assert len(execution["steps"]["score"]["properties"]["LocalInstances"]) == 2
     assert execution["steps"]["register"]["status"] == "Succeeded"
 
