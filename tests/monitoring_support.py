@@ -27,8 +27,12 @@ VARIANTS = ((320, 240, 0.9, 3), (288, 224, 0.75, 5))   # width, height, face fil
 SEED = 0
 # its windows are small (21 videos; 7 fakes): the checks' minimums (10 by default) lowered to run every check
 SMALL_WINDOWS = ("--set", "min_requests=5", "--set", "min_labelled=5")
-# a trained detector (make demo's) calls the heavily compressed videos FAKE, far beyond its evaluation's share
-TRAINED_SHIFTED_VIOLATIONS = frozenset({"no_face_rate", "fake_share"})
+# What README's shifted window must trip on a trained detector (make demo's): the videos without a face, by
+# construction. make demo's model also calls the compressed videos FAKE (40 of 41 against its evaluation's 0.810,
+# README), but only just beyond the check's 0.15 margin (39 would not be), so requiring fake_share would fail
+# make demo on a model that trains a shade differently; the test holds fake_share to its own rule instead (in
+# violation exactly when its p-value and effect say so).
+TRAINED_SHIFTED_VIOLATIONS = frozenset({"no_face_rate"})
 
 
 @dataclass(frozen=True)
