@@ -50,9 +50,9 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
         "evaluate": {},
     },
     # The scale test (make test-scale): thousands of short videos, a few frames each, crops of 112 px (training
-    # reads 64): extraction keeps one file per crop until it packs them, and an instance's ~2,600 crop files must
-    # fit beside its ~30 MB of videos on a 90-"GB" volume (4-KB blocks: a 5-KB crop takes 8 KB); two short epochs
-    # that stream their crops from the tar shards (a cache budget of 1 MB) and checkpoint after each.
+    # reads 64): extraction keeps one file per crop until it packs them, and an instance's ~2,600 crops (15 to
+    # 45 MB written, measured) must fit beside its ~30 MB of videos on a 90-"GB" volume; two short epochs that
+    # stream their crops from the tar shards (a cache budget of 1 MB) and checkpoint after each.
     "scale": {
         "extract": {"frames_per_video": 6, "face_size": 112, "workers": 1},
         "train": {"epochs": 2, "image_size": 64, "batch_size": 16, "max_train_batches": 6, "cache_budget_mb": 1},
