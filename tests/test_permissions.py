@@ -35,6 +35,8 @@ CODE = {
     "deploy/test/test.py": ("staging-test", ("sagemaker", "sagemaker-runtime", "s3")),   # async requests via S3
     "src/deepfake/serving/handlers.py": (ENDPOINT_ROLE, ("s3",)),
     "src/deepfake/modeling/pretrained.py": ("sagemaker-pipeline", ("s3",)),          # ImageNetWeightsUri, in training
+    "src/deepfake/data/listing.py": ("sagemaker-pipeline", ("s3",)),     # inventory and explore list InputDataUrl
+    "src/deepfake/data/shards.py": ("sagemaker-pipeline", ("s3",)),      # evaluate reads crops by ranged GETs
     "pipelines/deepfake/monitor_step.py": (MONITORING_ROLE, ("s3", "cloudwatch")),   # the scheduled monitoring job
     "src/deepfake/monitoring/storage.py": (MONITORING_ROLE, ("s3",)),
 }
