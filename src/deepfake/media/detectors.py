@@ -101,8 +101,9 @@ def register(name: str) -> Callable[[D], D]:
     """Class decorator: make a detector available to :func:`get_detector` under ``name``."""
 
     def wrap(cls: D) -> D:
+        _REGISTRY.add(name, cls)          # refuses a name another class holds before this one is touched
         cls.name = name
-        return _REGISTRY.add(name, cls)
+        return cls
 
     return wrap
 
